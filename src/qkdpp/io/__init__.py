@@ -1,0 +1,1 @@
+"""Raw detection events: event dtype, capture readers/writers, adapters, simulated link."""

@@ -1,0 +1,242 @@
+"""Byte transports under :class:`~qkdpp.protocol.link.PeerLink`: in-memory loopback and TCP.
+
+A transport moves opaque messages (encoded envelopes) in order, with a maximum message size and a
+receive timeout. It neither authenticates nor parses: that is PeerLink's job.
+
+TCP framing: each message is ``u32 length (big-endian)`` followed by ``length`` bytes. A length
+above ``max_message`` raises :class:`~qkdpp.errors.ProtocolError` and closes the connection (the
+stream cannot be trusted after that); a peer that closes mid-message raises
+:class:`~qkdpp.errors.ChannelClosed`.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import struct
+import threading
+import time
+from typing import Protocol
+
+from qkdpp.errors import ChannelClosed, ChannelTimeout, ProtocolError, TransportError
+
+DEFAULT_MAX_MESSAGE = 256 * 1024 * 1024  # 256 MiB: a 64-frame batch of 1e7-bit keys fits
+_LEN = struct.Struct(">I")
+
+
+class Transport(Protocol):
+    """What PeerLink needs from a channel."""
+
+    max_message: int
+
+    def send_bytes(self, data: bytes) -> None:
+        """Send one message (raises ProtocolError if larger than ``max_message``)."""
+        ...
+
+    def recv_bytes(self, timeout: float | None) -> bytes:
+        """Receive one message; ChannelTimeout after ``timeout`` s, ChannelClosed at close."""
+        ...
+
+    def close(self) -> None:
+        """Close the channel; the peer's next receive raises ChannelClosed."""
+        ...
+
+
+_CLOSED = object()
+
+
+class LoopbackTransport:
+    """One end of an in-memory channel; create both ends with :func:`loopback_pair`."""
+
+    def __init__(self, inbox: queue.Queue, outbox: queue.Queue, max_message: int) -> None:
+        self._inbox = inbox
+        self._outbox = outbox
+        self.max_message = max_message
+        self._closed = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def send_bytes(self, data: bytes) -> None:
+        if self._closed:
+            raise ChannelClosed("loopback transport is closed")
+        if len(data) > self.max_message:
+            raise ProtocolError(f"oversized message: {len(data)} bytes > max {self.max_message}")
+        self.bytes_sent += len(data)
+        self._outbox.put(bytes(data))
+
+    def recv_bytes(self, timeout: float | None) -> bytes:
+        if self._closed:
+            raise ChannelClosed("loopback transport is closed")
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise ChannelTimeout(f"no message from the peer within {timeout} s") from None
+        if item is _CLOSED:
+            self._closed = True
+            raise ChannelClosed("the peer closed the loopback channel")
+        if len(item) > self.max_message:
+            raise ProtocolError(f"oversized message: {len(item)} bytes > max {self.max_message}")
+        self.bytes_received += len(item)
+        return item
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._outbox.put(_CLOSED)
+
+
+def loopback_pair(
+    max_message: int = DEFAULT_MAX_MESSAGE,
+) -> tuple[LoopbackTransport, LoopbackTransport]:
+    """Two connected in-memory transports (Alice's end, Bob's end)."""
+    a_to_b: queue.Queue = queue.Queue()
+    b_to_a: queue.Queue = queue.Queue()
+    return (
+        LoopbackTransport(b_to_a, a_to_b, max_message),
+        LoopbackTransport(a_to_b, b_to_a, max_message),
+    )
+
+
+class TcpTransport:
+    """A length-prefixed message channel over one TCP connection."""
+
+    def __init__(self, sock: socket.socket, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self._sock = sock
+        self.max_message = max_message
+        self._closed = False
+        self._send_lock = threading.Lock()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def connect(
+        cls,
+        host: str,
+        port: int,
+        *,
+        retry_for: float = 10.0,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+    ) -> TcpTransport:
+        """Connect to a listening peer, retrying (with back-off) for up to ``retry_for`` s, so
+        either side may start first and a restarted peer is found again (reconnect)."""
+        deadline = time.monotonic() + retry_for
+        delay = 0.02
+        while True:
+            try:
+                sock = socket.create_connection((host, port), timeout=max(0.1, retry_for))
+                sock.settimeout(None)
+                return cls(sock, max_message)
+            except OSError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise TransportError(
+                        f"cannot connect to {host}:{port} within {retry_for} s: {exc}"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+
+    # -- Transport -------------------------------------------------------------------------
+    def send_bytes(self, data: bytes) -> None:
+        if self._closed:
+            raise ChannelClosed("TCP transport is closed")
+        if len(data) > self.max_message:
+            raise ProtocolError(f"oversized message: {len(data)} bytes > max {self.max_message}")
+        with self._send_lock:
+            try:
+                self._sock.sendall(_LEN.pack(len(data)) + data)
+            except OSError as exc:
+                self._closed = True
+                raise ChannelClosed(f"TCP send failed: {exc}") from exc
+        self.bytes_sent += len(data)
+
+    def recv_bytes(self, timeout: float | None) -> bytes:
+        if self._closed:
+            raise ChannelClosed("TCP transport is closed")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        header = self._recv_exact(_LEN.size, deadline, first=True)
+        (n,) = _LEN.unpack(header)
+        if n > self.max_message:
+            self.close()
+            raise ProtocolError(
+                f"oversized message announced: {n} bytes > max {self.max_message}; "
+                "connection closed"
+            )
+        data = self._recv_exact(n, deadline, first=False)
+        self.bytes_received += n
+        return data
+
+    def _recv_exact(self, n: int, deadline: float | None, first: bool) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if first and not buf:
+                    raise ChannelTimeout("no message from the peer within the timeout")
+                self.close()
+                raise ChannelTimeout("peer stalled in the middle of a message; connection closed")
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(min(n - len(buf), 1 << 20))
+            except TimeoutError:
+                continue
+            except OSError as exc:
+                self._closed = True
+                raise ChannelClosed(f"TCP receive failed: {exc}") from exc
+            if not chunk:
+                self._closed = True
+                where = "between messages" if first and not buf else "in the middle of a message"
+                raise ChannelClosed(f"the peer closed the TCP connection {where}")
+            buf += chunk
+        return bytes(buf)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+
+class TcpListener:
+    """A listening socket that hands out :class:`TcpTransport` connections."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, max_message: int = DEFAULT_MAX_MESSAGE
+    ) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((host, port))
+        self._sock.listen(4)
+        self.max_message = max_message
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) actually bound (port 0 picks a free one)."""
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    def accept(self, timeout: float | None = 30.0) -> TcpTransport:
+        """Wait for one connection (ChannelTimeout after ``timeout`` s)."""
+        self._sock.settimeout(timeout)
+        try:
+            conn, _ = self._sock.accept()
+        except TimeoutError:
+            raise ChannelTimeout(f"no peer connected within {timeout} s") from None
+        conn.settimeout(None)
+        return TcpTransport(conn, self.max_message)
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def parse_tcp_address(text: str) -> tuple[str, int]:
+    """Parse ``tcp://host:port`` (or ``host:port``) into (host, port)."""
+    body = text.removeprefix("tcp://")
+    host, sep, port = body.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected tcp://HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,45 @@
+"""CLI: ``--version`` and ``--help`` work for the program and every command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from qkdpp import __version__
+from qkdpp.cli import build_parser, main
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)  # type: ignore[union-attr]
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"qkdpp {__version__}"
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert command in capsys.readouterr().out
+
+
+def test_python_dash_m() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "qkdpp", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and "COMMAND" in out.stdout
+
+
+def test_unknown_command_fails() -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
