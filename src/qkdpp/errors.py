@@ -40,6 +40,16 @@ class ChannelClosed(TransportError, ConnectionError):
     """The peer closed the channel (cleanly or not)."""
 
 
+class ChannelDesync(ProtocolError, TransportError):
+    """The message stream is out of step (lost, reordered, duplicated or mangled envelope):
+    the batch in flight is void and both parties resynchronise (``PeerLink.resync()``)."""
+
+
+class PeerResync(TransportError):
+    """The peer restarted the session handshake (it lost track of the exchange); the batch in
+    flight is void and this side must call ``PeerLink.resync()`` too."""
+
+
 class ReconciliationFailed(QkdppError):
     """Error correction did not converge (or residual errors were detected)."""
 

@@ -14,6 +14,7 @@ from qkdpp.errors import (
     ChannelClosed,
     ChannelTimeout,
     PeerAborted,
+    PeerResync,
     ProtocolError,
     TransportError,
 )
@@ -71,12 +72,11 @@ def _env(
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
-        (_env(1), "lost or reordered"),
-        (_env(0, kind="other"), "expected st/q"),
-        (_env(0, stage="zz"), "expected st/q"),
-        (_env(0, batch=9), "expected batch 3"),
-        (_env(0, sid=str(uuid.UUID(int=2))), "expected session"),
-        (_env(0, mtype=MsgType.HELLO), "unexpected HELLO"),
+        (_env(2), "lost or reordered"),
+        (_env(1, kind="other"), "expected st/q"),
+        (_env(1, stage="zz"), "expected st/q"),
+        (_env(1, batch=9), "expected batch 3"),
+        (_env(1, sid=str(uuid.UUID(int=2))), "expected session"),
     ],
 )
 def test_unexpected_messages(env: Envelope, needle: str) -> None:
@@ -86,10 +86,17 @@ def test_unexpected_messages(env: Envelope, needle: str) -> None:
         b.scope(3, "st").recv("q")
 
 
+def test_hello_mid_batch_asks_for_resync() -> None:
+    _, b = _links()
+    _raw(b, _env(0, mtype=MsgType.HELLO))
+    with pytest.raises(PeerResync):
+        b.scope(3, "st").recv("q")
+
+
 def test_duplicate_is_detected() -> None:
     _, b = _links()
-    _raw(b, _env(0))
-    _raw(b, _env(0))
+    _raw(b, _env(1))
+    _raw(b, _env(1))
     b.scope(3, "st").recv("q")
     with pytest.raises(ProtocolError, match="duplicated or replayed"):
         b.scope(3, "st").recv("q")

@@ -86,10 +86,13 @@ class Pipeline:
                     log.exception("stage %s failed on batch %d", stage.name, bid)
                 else:
                     log.warning("batch %d aborted in %s: %s", bid, stage.name, exc)
-                if not isinstance(exc, PeerAborted):
-                    link.abort(bid, reason)
-                else:
-                    link.abort(bid, f"{stage.name}: acknowledging peer abort")
+                # may raise TransportError (stream out of step): the caller resyncs
+                link.abort(
+                    bid,
+                    reason
+                    if not isinstance(exc, PeerAborted)
+                    else f"{stage.name}: acknowledging peer abort",
+                )
                 for f in active:
                     done[f.meta.frame_id] = f.fail(reason)
                 active = []

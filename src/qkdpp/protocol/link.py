@@ -3,22 +3,45 @@
 ``PeerLink`` owns a transport, numbers every envelope per direction, checks every incoming envelope
 (session, sequence, batch, stage, kind) and records both directions in its
 :class:`~qkdpp.protocol.transcript.Transcript`, which the authentication stage tags. Stages get a
-:class:`PeerScope` bound to one batch and one stage; a message that does not fit what the scope
-expects raises :class:`~qkdpp.errors.ProtocolError` naming what was expected and what came.
+:class:`PeerScope` bound to one batch and one stage.
 
-Aborts: a party that gives up on a batch calls :meth:`PeerLink.abort`, which sends an ABORT envelope
-and then discards the rest of that batch's traffic until the peer's ABORT arrives, so both sides
-leave the batch at the same point and the session continues with the next batch.
+Two kinds of trouble, two recoveries:
+
+* **Bad content in an orderly stream** (a stage receives a message of the right kind but with wrong
+  sizes, unknown ids, an undecodable payload): :class:`~qkdpp.errors.ProtocolError`. The runner
+  calls :meth:`PeerLink.abort`: ABORT is sent and the rest of that batch's traffic is discarded
+  until the peer's ABORT arrives, so both leave the batch at the same point.
+* **A stream out of step** (lost, reordered, duplicated or mangled envelopes, a timeout, a peer that
+  restarted its handshake): :class:`~qkdpp.errors.ChannelDesync` / ``ChannelTimeout`` /
+  ``PeerResync``, all :class:`~qkdpp.errors.TransportError`. Both sides void the batch and call
+  :meth:`PeerLink.resync`, a nonce-echo handshake robust to lost and stale HELLOs, which also
+  agrees on the next batch id to process (the larger of the two proposals).
+
+HELLO envelopes carry sequence number 0 and do not advance the counters. Each handshake starts a
+new *epoch* per direction, drawn from the sender's HELLO nonce: sequence numbers after it are
+``(epoch << 32) + 1, + 2, …``, so stale envelopes of an abandoned exchange (delayed, reordered or
+duplicated across a resync) are recognised and dropped instead of desynchronising the new one;
+HELLOs of handshakes already completed are dropped likewise.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from qkdpp.errors import ChannelTimeout, PeerAborted, ProtocolError, TransportError
+from qkdpp.errors import (
+    ChannelDesync,
+    ChannelTimeout,
+    PeerAborted,
+    PeerResync,
+    ProtocolError,
+    TransportError,
+)
 from qkdpp.frame import Role
 from qkdpp.protocol.codec import decode_payload, encode_payload
 from qkdpp.protocol.envelope import Envelope, MsgType
@@ -59,9 +82,10 @@ class PeerLink:
     role : Role
         This party's role.
     session_id : str or uuid.UUID
-        Both parties must use the same session id; the handshake checks it.
+        Both parties must use the same session id.
     timeout : float
-        Seconds to wait for any single message before ChannelTimeout.
+        Seconds to wait for any single message before ChannelTimeout; also the time a
+        handshake may take in all.
     """
 
     def __init__(
@@ -78,30 +102,110 @@ class PeerLink:
         self.timeout = timeout
         self.transcript = Transcript()
         self.stats = LinkStats()
-        self._send_seq = 0
-        self._recv_seq = 0
+        self._send_seq = 1
+        self._recv_seq = 1
         self._peer_aborted: dict[int, str] = {}
         self._aborted_sent: set[int] = set()
         self._closed = False
         self._last_size = 0
+        self._pending_hello: Envelope | None = None
+        self._recv_epoch = 0
+        self._done_nonces: set[bytes] = set()
+        self._final_hello: bytes | None = None
 
     # -- session ---------------------------------------------------------------------------
-    def handshake(self) -> None:
-        """Exchange HELLO (protocol name, role, session id); resets sequence numbers to 0.
+    def handshake(self, next_batch: int = 0) -> int:
+        """Agree with the peer on a fresh start of the message stream.
 
-        Call after connecting and after every reconnect. Raises ProtocolError if the peer runs
-        another protocol version, the same role or another session.
+        Each side sends HELLO(nonce, echo of the peer's nonce, next_batch) and repeats it every
+        ``retry`` seconds until it has received a HELLO echoing its own nonce and has sent one
+        echoing the peer's latest nonce. Stale or mangled traffic is discarded meanwhile.
+
+        Returns the agreed next batch id: ``max(next_batch, peer's next_batch)``.
+        Raises ProtocolError if the peer runs another protocol, the same role, or another session;
+        ChannelTimeout if no agreement is reached within ``timeout`` seconds.
         """
-        self._send_seq = 0
-        self._recv_seq = 0
+        nonce = os.urandom(8)  # only distinguishes handshake attempts; not a secret
+        peer_nonce = b""
+        peer_next = next_batch
+        retry = max(0.02, min(0.25, self.timeout / 8))
+        deadline = time.monotonic() + self.timeout
         self._peer_aborted.clear()
         self._aborted_sent.clear()
-        payload = encode_payload({"protocol": PROTOCOL_NAME, "role": self.role.value})
-        self._send_env(MsgType.HELLO, 0, SESSION_STAGE, "hello", payload)
-        env = self._recv_env()
-        if env.type is not MsgType.HELLO:
-            raise ProtocolError(f"expected HELLO from the peer, got {env.type.name} ({env.kind})")
-        fields = decode_payload(env.payload)
+        bad_hello: ProtocolError | None = None
+
+        def hello(done: bool = False) -> bytes:
+            fields = {
+                "protocol": PROTOCOL_NAME,
+                "role": self.role.value,
+                "nonce": nonce,
+                "echo": peer_nonce,
+                "next_batch": next_batch,
+                "done": done,
+            }
+            # CRC against accidental corruption only (HELLOs are authenticated with the
+            # transcript like everything else; a forged HELLO can only cost a resync)
+            payload = encode_payload({**fields, "crc": zlib.crc32(encode_payload(fields))})
+            self._send_env(MsgType.HELLO, 0, SESSION_STAGE, "hello", payload, seq=0)
+            return payload
+
+        hello()
+        pending, self._pending_hello = self._pending_hello, None
+        while True:
+            if pending is not None:
+                env, pending = pending, None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    if bad_hello is not None:
+                        raise ChannelDesync(
+                            f"no handshake with the peer within {self.timeout} s;"
+                            f" its HELLO was refused: {bad_hello}"
+                        )
+                    raise ChannelTimeout(f"no handshake with the peer within {self.timeout} s")
+                try:
+                    env = self._recv_env(strict_seq=False, timeout=min(retry, remaining))
+                except ChannelTimeout:
+                    hello()
+                    continue
+                except ChannelDesync as exc:
+                    log.debug("discarding a mangled message during handshake: %s", exc)
+                    continue
+            if env.type is not MsgType.HELLO:
+                continue  # stale traffic of an abandoned batch
+            try:
+                fields = self._check_hello(env)
+            except ProtocolError as exc:
+                # a mangled HELLO is skipped; a peer that keeps sending bad ones (wrong role or
+                # protocol) gets this error reported when the handshake times out
+                bad_hello = exc
+                continue
+            if fields["nonce"] in self._done_nonces:
+                continue  # a late copy from a handshake already completed
+            new_peer = fields["nonce"] != peer_nonce
+            peer_nonce = fields["nonce"]
+            peer_next = int(fields["next_batch"])
+            if fields["echo"] == nonce:
+                break
+            if new_peer or not fields["done"]:
+                hello()
+        # the final HELLO echoes the peer's nonce; if it is lost, the peer's retransmissions
+        # (done=False) arriving later make this side send it again (see _stale_hello)
+        self._final_hello = hello(done=True)
+        self._done_nonces.add(peer_nonce)
+        self._send_seq = (_epoch(nonce) << 32) + 1
+        self._recv_epoch = _epoch(peer_nonce)
+        self._recv_seq = (self._recv_epoch << 32) + 1
+        return max(next_batch, peer_next)
+
+    def _check_hello(self, env: Envelope) -> dict[str, Any]:
+        try:
+            fields = decode_payload(env.payload)
+        except ProtocolError as exc:
+            raise ProtocolError(f"unreadable HELLO from the peer: {exc}") from exc
+        crc = fields.pop("crc", None)
+        if crc != zlib.crc32(encode_payload(fields)):
+            raise ProtocolError("HELLO from the peer fails its CRC (corrupted in transit)")
         if fields.get("protocol") != PROTOCOL_NAME:
             raise ProtocolError(
                 f"peer speaks {fields.get('protocol')!r}, this node speaks {PROTOCOL_NAME!r}"
@@ -110,19 +214,33 @@ class PeerLink:
             raise ProtocolError(
                 f"peer announced role {fields.get('role')!r}, expected {self.role.peer.value!r}"
             )
+        if not (
+            isinstance(fields.get("nonce"), bytes)
+            and isinstance(fields.get("echo"), bytes)
+            and isinstance(fields.get("next_batch"), int)
+            and isinstance(fields.get("done"), bool)
+        ):
+            raise ProtocolError(f"malformed HELLO fields: {sorted(fields)}")
+        return fields
 
-    def reconnect(self, transport: Transport) -> None:
+    def resync(self, next_batch: int = 0) -> int:
+        """Recover from a stream out of step on the same transport (see module docstring).
+        Returns the agreed next batch id."""
+        return self.handshake(next_batch)
+
+    def reconnect(self, transport: Transport, next_batch: int = 0) -> int:
         """Replace a broken transport (e.g. after a peer restart) and handshake again.
 
         Batches in flight are the caller's to void; the transcript is kept.
         """
         try:
             self.transport.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 (the old transport is already broken)
             pass
         self.transport = transport
         self._closed = False
-        self.handshake()
+        self._pending_hello = None
+        return self.handshake(next_batch)
 
     def close(self) -> None:
         """Send CLOSE (best effort) and close the transport."""
@@ -131,7 +249,7 @@ class PeerLink:
         self._closed = True
         try:
             self._send_env(MsgType.CLOSE, 0, SESSION_STAGE, "close", b"")
-        except Exception:
+        except Exception:  # noqa: BLE001 (closing a broken link is fine)
             pass
         self.transport.close()
 
@@ -144,20 +262,24 @@ class PeerLink:
         """Leave batch ``batch_id`` in step with the peer (see module docstring).
 
         Sends ABORT (once) with ``reason`` (no key material!), then, unless the peer's ABORT was
-        already seen, discards incoming messages of this batch until it arrives.
+        already seen, discards incoming messages of this batch until it arrives. Anything else
+        (another batch, a HELLO, a broken sequence) raises a TransportError: resync instead.
         """
         if batch_id not in self._aborted_sent:
             self._aborted_sent.add(batch_id)
             payload = encode_payload({"reason": reason[:500]})
             self._send_env(MsgType.ABORT, batch_id, SESSION_STAGE, "abort", payload)
         while batch_id not in self._peer_aborted:
-            env = self._recv_env(strict_seq=False)
-            if env.type is MsgType.ABORT:
+            env = self._recv_env()
+            if env.type is MsgType.ABORT and env.batch_id == batch_id:
                 self._note_abort(env)
+            elif env.type is MsgType.HELLO:
+                self._pending_hello = env
+                raise PeerResync(f"peer restarted the handshake while batch {batch_id} aborted")
             elif env.type is MsgType.CLOSE:
                 raise TransportError("peer closed the link while aborting a batch")
             elif env.batch_id != batch_id:
-                raise ProtocolError(
+                raise ChannelDesync(
                     f"while aborting batch {batch_id}: message for batch {env.batch_id} "
                     f"({env.stage}/{env.kind})"
                 )
@@ -177,40 +299,77 @@ class PeerLink:
 
     # -- envelopes -------------------------------------------------------------------------
     def _send_env(
-        self, mtype: MsgType, batch_id: int, stage: str, kind: str, payload: bytes
+        self,
+        mtype: MsgType,
+        batch_id: int,
+        stage: str,
+        kind: str,
+        payload: bytes,
+        seq: int | None = None,
     ) -> int:
-        env = Envelope(mtype, self.session_id, batch_id, self._send_seq, stage, kind, payload)
+        env = Envelope(
+            mtype,
+            self.session_id,
+            batch_id,
+            self._send_seq if seq is None else seq,
+            stage,
+            kind,
+            payload,
+        )
         data = env.encode()
         self.transport.send_bytes(data)
-        self._send_seq += 1
+        if seq is None:
+            self._send_seq += 1
         self.transcript.append(SENT, data)
         self.stats.messages_sent += 1
         self.stats.bytes_sent += len(data)
         return len(data)
 
-    def _recv_env(self, strict_seq: bool = True) -> Envelope:
-        data = self.transport.recv_bytes(self.timeout)
-        env = Envelope.decode(data)
-        if env.session_id != self.session_id:
-            raise ProtocolError(
-                f"message for session {env.session_id}, expected session {self.session_id}"
-            )
-        if env.type is MsgType.HELLO and env.seq == 0:
-            self._recv_seq = 0
-        if env.seq != self._recv_seq:
-            if strict_seq:
+    def _recv_env(self, strict_seq: bool = True, timeout: float | None = None) -> Envelope:
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            data = self.transport.recv_bytes(max(0.0, deadline - time.monotonic()))
+            try:
+                env = Envelope.decode(data)
+            except ProtocolError as exc:
+                raise ChannelDesync(f"mangled envelope: {exc}") from exc
+            if env.session_id != self.session_id:
+                raise ChannelDesync(
+                    f"message for session {env.session_id}, expected session {self.session_id}"
+                )
+            if env.type is MsgType.HELLO and strict_seq and self._stale_hello(env):
+                log.debug("dropping a late HELLO of a completed handshake")
+                continue
+            if env.type is not MsgType.HELLO and (env.seq >> 32) != self._recv_epoch:
+                log.debug("dropping a stale %s envelope of an earlier epoch", env.type.name)
+                continue
+            break
+        if env.type is not MsgType.HELLO:
+            if env.seq != self._recv_seq and strict_seq:
                 what = "duplicated or replayed" if env.seq < self._recv_seq else "lost or reordered"
-                raise ProtocolError(
+                raise ChannelDesync(
                     f"{what} message: sequence number {env.seq}, expected {self._recv_seq} "
                     f"({env.stage}/{env.kind})"
                 )
-            log.warning("resynchronising sequence %d -> %d while aborting", self._recv_seq, env.seq)
-        self._recv_seq = env.seq + 1
+            self._recv_seq = env.seq + 1
         self._last_size = len(data)
         self.transcript.append(RECEIVED, data)
         self.stats.messages_received += 1
         self.stats.bytes_received += len(data)
         return env
+
+    def _stale_hello(self, env: Envelope) -> bool:
+        """True for a late HELLO of a completed handshake (dropped). If the peer is still
+        waiting in that handshake (done=False), our final HELLO is sent to it again."""
+        try:
+            fields = decode_payload(env.payload)
+        except ProtocolError:
+            return False
+        if fields.get("nonce") not in self._done_nonces:
+            return False
+        if fields.get("done") is False and self._final_hello is not None:
+            self._send_env(MsgType.HELLO, 0, SESSION_STAGE, "hello", self._final_hello, seq=0)
+        return True
 
     def recv_expected(self, batch_id: int, stage: str, kind: str) -> tuple[Envelope, int]:
         """Receive the next envelope and check it is DATA for (batch, stage, kind)."""
@@ -218,16 +377,17 @@ class PeerLink:
             raise PeerAborted(f"peer aborted batch {batch_id}: {self._peer_aborted[batch_id]}")
         env = self._recv_env()
         if env.type is MsgType.ABORT:
-            reason = self._note_abort(env)
             if env.batch_id == batch_id:
+                reason = self._note_abort(env)
                 raise PeerAborted(f"peer aborted batch {batch_id}: {reason}")
-            raise ProtocolError(f"ABORT for batch {env.batch_id} while batch {batch_id} runs")
+            raise ChannelDesync(f"ABORT for batch {env.batch_id} while batch {batch_id} runs")
         if env.type is MsgType.CLOSE:
             raise TransportError("the peer closed the session")
-        if env.type is not MsgType.DATA:
-            raise ProtocolError(f"unexpected {env.type.name} envelope in batch {batch_id}")
+        if env.type is MsgType.HELLO:
+            self._pending_hello = env
+            raise PeerResync(f"peer restarted the handshake during batch {batch_id}")
         if env.batch_id != batch_id:
-            raise ProtocolError(
+            raise ChannelDesync(
                 f"message for batch {env.batch_id} ({env.stage}/{env.kind}), "
                 f"expected batch {batch_id}"
             )
@@ -298,4 +458,9 @@ class PeerScope:
                 )
 
 
-__all__ = ["ChannelTimeout", "LinkStats", "PeerLink", "PeerScope"]
+def _epoch(nonce: bytes) -> int:
+    """The 31-bit sequence epoch a handshake nonce selects."""
+    return int.from_bytes(nonce[:4], "big") & 0x7FFFFFFF
+
+
+__all__ = ["LinkStats", "PeerLink", "PeerScope"]
