@@ -112,6 +112,7 @@ class PeerLink:
         self._recv_epoch = 0
         self._done_nonces: set[bytes] = set()
         self._final_hello: bytes | None = None
+        self.generation = 0  # completed handshakes: stages re-check state with the peer on change
 
     # -- session ---------------------------------------------------------------------------
     def handshake(self, next_batch: int = 0) -> int:
@@ -193,6 +194,7 @@ class PeerLink:
         # (done=False) arriving later make this side send it again (see _stale_hello)
         self._final_hello = hello(done=True)
         self._done_nonces.add(peer_nonce)
+        self.generation += 1
         self._send_seq = (_epoch(nonce) << 32) + 1
         self._recv_epoch = _epoch(peer_nonce)
         self._recv_seq = (self._recv_epoch << 32) + 1
@@ -235,7 +237,7 @@ class PeerLink:
         """
         try:
             self.transport.close()
-        except Exception:  # noqa: BLE001 (the old transport is already broken)
+        except Exception:
             pass
         self.transport = transport
         self._closed = False
@@ -249,7 +251,7 @@ class PeerLink:
         self._closed = True
         try:
             self._send_env(MsgType.CLOSE, 0, SESSION_STAGE, "close", b"")
-        except Exception:  # noqa: BLE001 (closing a broken link is fine)
+        except Exception:
             pass
         self.transport.close()
 

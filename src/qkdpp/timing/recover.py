@@ -1,0 +1,421 @@
+"""Clock recovery and slot assignment: Bob's time tags → :class:`~qkdpp.io.records.BobDetections`.
+
+Model: an event of channel ``c`` in Alice's slot ``s`` is time-tagged by Bob at
+``t = t0 + s · P + δ_c + jitter`` where ``P = T (1 + drift)`` is Alice's slot period ``T``
+measured by Bob's clock, ``t0`` the clock offset and ``δ_c`` the detector delay.
+
+Steps (:func:`fit_clock`):
+
+1. **Drift and phase** from the periodicity of the tags: maximise the phase coherence
+   ``Σ_c |Σ_{j∈c} exp(2πi t_j / P)|`` over ``P``, coarse to fine — a full grid over ±max drift on
+   a short prefix of the data, then windows 4× longer with a local grid of step ``0.1 T / span``
+   (the coherence peak is ``T / span`` wide, so each level brackets the previous optimum).
+   The argument of each channel's sum gives ``δ_c`` modulo ``P``.
+2. **Integer slot offset** by cross-correlating Bob's detections (relative slot numbers) with a
+   public *pilot* — by default Alice's intensity classes, which are announced in sifting anyway:
+   ``score(K) = Σ_j w[k_j + K]`` with ``w = μ_class − mean`` over ``K`` within
+   ``±max_offset_ps``, computed with an FFT. Each channel's integer delay is then refined by a
+   local search (±``max_delay_slots``).
+3. **Tracking**: a least-squares line through the residuals (drift and offset refined), then a
+   block-wise median correction every ``track_events`` events for slow clock wander.
+4. **Slot assignment** (:func:`assign_slots`, :mod:`qkdpp.kernels.slots`) with a gate of
+   ``gate_ps`` full width; events outside are counted as gated out; clicks sharing a slot merge
+   (``double`` when different detectors clicked).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from qkdpp.errors import ConfigError, QkdppError
+from qkdpp.io.events import EventChunk
+from qkdpp.io.records import AliceRecord, BobDetections
+from qkdpp.kernels import slots as _ks
+from qkdpp.timing.channel_map import ChannelMap, channel_tables
+
+_TWO_PI = 2 * math.pi
+
+
+class TimingError(QkdppError):
+    """Clock recovery failed (too few events, no correlation peak): the message says why."""
+
+
+@dataclass(frozen=True)
+class ClockFit:
+    """Result of :func:`fit_clock` (all times in ps on Bob's clock).
+
+    ``t0_ps`` Bob's time of Alice's slot 0 on the lowest-numbered channel; ``period_ps`` Alice's
+    slot period on Bob's clock; ``drift_ppm`` = (period / nominal − 1)·1e6; ``delays_ps`` per
+    channel, relative to that channel; ``track_t``/``track_corr`` block start times and
+    corrections (ps); quality figures.
+    """
+
+    t0_ps: float
+    period_ps: float
+    nominal_period_ps: float
+    drift_ppm: float
+    delays_ps: dict[int, float]
+    peak_score: float = 0.0
+    peak_sigma: float = 0.0
+    residual_rms_ps: float = 0.0
+    track_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    track_corr: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    def report(self) -> dict[str, Any]:
+        """Plain-dict summary."""
+        return {
+            "offset_ps": self.t0_ps,
+            "drift_ppm": self.drift_ppm,
+            "period_ps": self.period_ps,
+            "delays_ps": dict(self.delays_ps),
+            "peak_sigma": self.peak_sigma,
+            "residual_rms_ps": self.residual_rms_ps,
+        }
+
+
+@dataclass(frozen=True)
+class SlotStats:
+    """Counts of :func:`assign_slots`: events in, gated out, merged into doubles, out of range."""
+
+    n_events: int
+    n_gated: int
+    n_outside: int
+    n_detections: int
+    n_double: int
+
+    @property
+    def fraction_gated(self) -> float:
+        """Fraction of events outside the gate."""
+        return self.n_gated / self.n_events if self.n_events else 0.0
+
+
+def pilot_from_record(alice: AliceRecord, mu: tuple[float, ...] = (0.5, 0.1, 2e-4)) -> np.ndarray:
+    """Pilot weights from Alice's intensity classes: ``μ_class`` per slot (``float32``)."""
+    table = np.asarray(mu, np.float32)
+    if int(alice.intensity.max(initial=0)) >= table.size:
+        raise ConfigError(f"intensity class {int(alice.intensity.max())} has no μ in {mu}")
+    return table[alice.intensity]
+
+
+def _coherence(t: np.ndarray, ch_idx: np.ndarray, n_ch: int, periods: np.ndarray) -> np.ndarray:
+    """``Σ_c |Σ_j exp(2πi t_j / P)|`` for every candidate period (vectorised in blocks)."""
+    out = np.empty(periods.size)
+    tf = t.astype(np.float64)
+    for i0 in range(0, periods.size, 64):
+        p = periods[i0 : i0 + 64]
+        ph = np.outer(_TWO_PI / p, tf)  # (np, n)
+        c = np.cos(ph)
+        s = np.sin(ph)
+        tot = np.zeros(p.size)
+        for k in range(n_ch):
+            m = ch_idx == k
+            tot += np.hypot(c[:, m].sum(1), s[:, m].sum(1))
+        out[i0 : i0 + 64] = tot
+    return out
+
+
+def _subsample(idx: np.ndarray, cap: int) -> np.ndarray:
+    if idx.size <= cap:
+        return idx
+    return idx[np.linspace(0, idx.size - 1, cap).astype(np.int64)]
+
+
+def _fit_period(
+    t: np.ndarray, ch_idx: np.ndarray, n_ch: int, T: float, max_drift: float, max_events: int = 4000
+) -> float:
+    span_total = float(t[-1] - t[0]) if t.size else 0.0
+    if t.size < 50 or span_total <= 0:
+        raise TimingError(f"too few events for clock recovery ({t.size})")
+    # level 0: prefix whose full drift grid has ≤ 1500 points
+    step_rel = lambda span: 0.1 * T / span  # noqa: E731
+    s0 = min(span_total, 1500 * 0.1 * T / (2 * max_drift) if max_drift > 0 else span_total)
+    sel = _subsample(np.flatnonzero(t - t[0] <= s0), max_events)
+    span = float(t[sel[-1]] - t[0])
+    if sel.size < 30 or span <= 0:
+        raise TimingError(f"too few events ({sel.size}) in the first {s0:.3g} ps")
+    d = step_rel(span)
+    grid = np.arange(-max_drift, max_drift + d, d) if max_drift > 0 else np.zeros(1)
+    score = _coherence(t[sel] - t[0], ch_idx[sel], n_ch, T * (1 + grid))
+    best = float(grid[int(np.argmax(score))])
+    while span < span_total:
+        span = min(span * 4, span_total)
+        sel = _subsample(np.flatnonzero(t - t[0] <= span), max_events * 4)
+        d = step_rel(float(t[sel[-1]] - t[0]))
+        grid = best + d * np.arange(-12, 13)
+        score = _coherence(t[sel] - t[0], ch_idx[sel], n_ch, T * (1 + grid))
+        best = float(grid[int(np.argmax(score))])
+    return T * (1 + best)
+
+
+def _xcorr_offset(
+    k: np.ndarray, pilot: np.ndarray, pilot_slot0: int, k_lo: int, k_hi: int, window: int
+) -> tuple[int, float, float]:
+    """Best K in [k_lo, k_hi] maximising Σ_j w[k_j + K]; also score and its z-score."""
+    kk = k[(k >= 0) & (k < window)]
+    if kk.size < 20:
+        raise TimingError(f"too few detections ({kk.size}) in the correlation window")
+    b = np.bincount(kk, minlength=window).astype(np.float64)
+    w_mean = float(pilot.mean()) if pilot.size else 0.0
+    lo = k_lo - pilot_slot0
+    n_a = (k_hi - k_lo) + window
+    a = np.zeros(n_a)
+    src_lo = max(lo, 0)
+    src_hi = min(lo + n_a, pilot.size)
+    if src_hi <= src_lo:
+        raise TimingError("the pilot does not cover the offset search range")
+    a[src_lo - lo : src_hi - lo] = pilot[src_lo:src_hi] - w_mean
+    n = 1 << math.ceil(math.log2(n_a + window))
+    corr = np.fft.irfft(np.conj(np.fft.rfft(b, n)) * np.fft.rfft(a, n), n)[: k_hi - k_lo + 1]
+    i = int(np.argmax(corr))
+    sd = float(corr.std()) or 1.0
+    return k_lo + i, float(corr[i]), float((corr[i] - corr.mean()) / sd)
+
+
+def fit_clock(
+    events: EventChunk,
+    pilot: np.ndarray,
+    *,
+    slot_ps: float,
+    pilot_slot0: int = 0,
+    expected_offset_ps: float = 0.0,
+    max_offset_ps: float = 1e9,
+    max_drift_ppm: float = 20.0,
+    max_delay_slots: int = 64,
+    corr_window_slots: int = 1 << 21,
+    track_events: int = 4096,
+    channels: list[int] | None = None,
+) -> ClockFit:
+    """Recover offset, drift and per-channel delays (see module docstring).
+
+    Parameters
+    ----------
+    events : EventChunk
+        Bob's detections (``flags == 0`` used), time-ordered, ps on Bob's clock.
+    pilot : numpy.ndarray
+        Weight per Alice slot from ``pilot_slot0`` (e.g. :func:`pilot_from_record`).
+    slot_ps : float
+        Alice's nominal slot period in ps.
+    expected_offset_ps, max_offset_ps : float
+        Bob's time of Alice's slot 0 is searched within ``expected ± max``.
+    max_drift_ppm : float
+        Frequency-offset search range (±).
+    """
+    ev = events.photons()
+    if channels is not None:
+        ev = ev.select(np.isin(ev.channel, np.asarray(channels, np.uint8)))
+    if len(ev) < 50:
+        raise TimingError(f"too few detections for clock recovery ({len(ev)})")
+    tref = int(ev.t_ps[0])
+    t = (ev.t_ps - np.uint64(tref)).astype(np.int64)
+    if np.any(np.diff(t) < 0):
+        raise ConfigError("fit_clock: events must be time-ordered")
+    chans, ch_idx = np.unique(ev.channel, return_inverse=True)
+    n_ch = chans.size
+    T = float(slot_ps)
+    P = _fit_period(t, ch_idx, n_ch, T, max_drift_ppm * 1e-6)
+    # per-channel phase: δ_c mod P (relative to tref)
+    tau = np.empty(n_ch)
+    for c in range(n_ch):
+        m = ch_idx == c
+        sel = _subsample(np.flatnonzero(m), 20000)
+        ph = _TWO_PI * (t[sel] % P) / P  # t ≥ 0 and exact in float64 here
+        z = np.exp(1j * ph).sum()
+        tau[c] = (np.angle(z) % _TWO_PI) / _TWO_PI * P
+    k_rel = np.floor((t - tau[ch_idx]) / P + 0.5).astype(np.int64)
+    # integer offset: slot = k_rel + K ; t0 ≈ tref + tau - K P ∈ expected ± max
+    first_slot = (tref - expected_offset_ps) / P
+    half = math.ceil(max_offset_ps / P) + 1
+    k_lo = max(math.floor(first_slot) - half, pilot_slot0 - corr_window_slots)
+    k_hi = math.ceil(first_slot) + half
+    # combine channels: the dominant channel's events define K; others refined below
+    main = int(np.argmax(np.bincount(ch_idx)))
+    K, score, z = _xcorr_offset(
+        k_rel[ch_idx == main], pilot, pilot_slot0, k_lo, k_hi, corr_window_slots
+    )
+    Ks = np.zeros(n_ch, np.int64)
+    w_mean = float(pilot.mean())
+    for c in range(n_ch):
+        kc = k_rel[ch_idx == c][:50000]
+        best, best_s = K, -np.inf
+        for dK in range(-max_delay_slots, max_delay_slots + 1):
+            idx = kc + K + dK - pilot_slot0
+            ok = (idx >= 0) & (idx < pilot.size)
+            s = float((pilot[idx[ok]] - w_mean).sum())
+            if s > best_s:
+                best, best_s = K + dK, s
+        Ks[c] = best
+    slot = k_rel + Ks[ch_idx]
+    # least-squares line t = t0 + slot·P + δ_c (δ of the main channel absorbed in t0)
+    A_t = t.astype(np.float64)
+    x = slot.astype(np.float64)
+    resid0 = A_t - x * P
+    # per-channel intercepts and common slope
+    xm = np.zeros(n_ch)
+    ym = np.zeros(n_ch)
+    for c in range(n_ch):
+        m = ch_idx == c
+        xm[c] = x[m].mean()
+        ym[c] = resid0[m].mean()
+    xc = x - xm[ch_idx]
+    yc = resid0 - ym[ch_idx]
+    dP = float((xc * yc).sum() / (xc * xc).sum()) if (xc * xc).sum() > 0 else 0.0
+    P2 = P + dP
+    icpt = ym - dP * xm  # per channel: t ≈ icpt_c + slot·P2
+    r = A_t - icpt[ch_idx] - x * P2
+    # tracking: block-wise median residual
+    nb = max(1, t.size // track_events)
+    edges = np.linspace(0, t.size, nb + 1).astype(np.int64)
+    tt = np.array([t[edges[i]] for i in range(nb)], np.float64)
+    corr = np.array([float(np.median(r[edges[i] : edges[i + 1]])) for i in range(nb)])
+    r_tr = r - np.repeat(corr, np.diff(edges))
+    # delays relative to the lowest-numbered channel, whose delay is absorbed in t0
+    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
+    return ClockFit(
+        t0_ps=tref + float(icpt[0]),
+        period_ps=P2,
+        nominal_period_ps=T,
+        drift_ppm=(P2 / T - 1) * 1e6,
+        delays_ps=delays,
+        peak_score=score,
+        peak_sigma=z,
+        residual_rms_ps=float(np.sqrt(np.mean(r_tr**2))),
+        track_t=tt + tref,
+        track_corr=corr,
+    )
+
+
+def _prepared(t: np.ndarray, tref: int, fit: ClockFit) -> tuple[np.ndarray, np.ndarray]:
+    """Tracking-corrected relative times and the per-channel slot-0 start table."""
+    start = np.full(256, fit.t0_ps - tref)
+    for ch, d in fit.delays_ps.items():
+        start[ch] += d
+    if fit.track_corr.size > 1:
+        # block-wise tracking correction, applied as a shift of the event times
+        blk = np.searchsorted(fit.track_t - tref, t, side="right") - 1
+        t = t - np.rint(fit.track_corr[np.clip(blk, 0, None)]).astype(np.int64)
+    return t, start
+
+
+def event_slots(
+    events: EventChunk, fit: ClockFit, *, gate_ps: float = 400.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slot (``int64``) and in-gate mask of every event of ``events`` (no merging, any flags)."""
+    ev = events
+    tref = int(ev.t_ps[0]) if len(ev) else 0
+    t = (ev.t_ps - np.uint64(tref)).astype(np.int64) if len(ev) else np.empty(0, np.int64)
+    t, start = _prepared(t, tref, fit)
+    slot, keep, _ = _ks.assign(
+        t, ev.channel, start, 1.0 / fit.period_ps, fit.period_ps, gate_ps / 2
+    )
+    return slot, keep
+
+
+def assign_slots(
+    events: EventChunk,
+    fit: ClockFit,
+    channel_map: ChannelMap,
+    *,
+    gate_ps: float = 400.0,
+    slot0: int = 0,
+    n_slots: int | None = None,
+) -> tuple[BobDetections, SlotStats]:
+    """Assign detections to Alice's slots with a gate of ``gate_ps`` (full width).
+
+    Events outside ``[slot0, slot0 + n_slots)`` are dropped (counted in ``n_outside``). A
+    channel not in ``channel_map`` raises :class:`ConfigError` naming the event.
+    """
+    ev = events.photons()
+    bmap, vmap = channel_tables(channel_map)
+    if gate_ps <= 0 or gate_ps > fit.period_ps:
+        raise ConfigError(f"gate_ps must be in (0, period={fit.period_ps:.1f}], got {gate_ps}")
+    unm = np.flatnonzero(bmap[ev.channel] == _ks.UNMAPPED)
+    if unm.size:
+        i = int(unm[0])
+        raise ConfigError(f"event {i}: channel {int(ev.channel[i])} is not in the channel map")
+    tref = int(ev.t_ps[0]) if len(ev) else 0
+    t = (ev.t_ps - np.uint64(tref)).astype(np.int64) if len(ev) else np.empty(0, np.int64)
+    t, start = _prepared(t, tref, fit)
+    hi = slot0 + n_slots if n_slots is not None else np.iinfo(np.int64).max
+    ss, b, v, d, n_gated, n_outside, _bad = _ks.assign_merge(
+        t,
+        ev.channel,
+        start,
+        1.0 / fit.period_ps,
+        fit.period_ps,
+        gate_ps / 2,
+        bmap,
+        vmap,
+        slot0,
+        hi,
+    )
+    if n_slots is None:
+        n_slots = int(ss[-1]) + 1 - slot0 if ss.size else 0
+    det = BobDetections(slot0, int(n_slots), ss, b, v, d)
+    stats = SlotStats(len(ev), n_gated, n_outside, int(ss.size), int(d.sum()))
+    return det, stats
+
+
+def recover_full(
+    events: EventChunk,
+    alice: AliceRecord | np.ndarray,
+    channel_map: ChannelMap,
+    *,
+    slot_ps: float,
+    mu: tuple[float, ...] = (0.5, 0.1, 2e-4),
+    gate_ps: float = 400.0,
+    **fit_kw: Any,
+) -> tuple[BobDetections, ClockFit, SlotStats]:
+    """:func:`fit_clock` + :func:`assign_slots` over Alice's record range."""
+    if isinstance(alice, AliceRecord):
+        pilot = pilot_from_record(alice, mu)
+        slot0, n = alice.slot0, alice.n_slots
+    else:
+        pilot = np.asarray(alice, np.float32)
+        slot0, n = int(fit_kw.pop("pilot_slot0", 0)), pilot.size
+    fit = fit_clock(
+        events,
+        pilot,
+        slot_ps=slot_ps,
+        pilot_slot0=slot0,
+        channels=sorted(int(c) for c in _keys(channel_map)),
+        **fit_kw,
+    )
+    det, stats = assign_slots(events, fit, channel_map, gate_ps=gate_ps, slot0=slot0, n_slots=n)
+    return det, fit, stats
+
+
+def _keys(cmap: Mapping[Any, Any]) -> list[int]:
+    return [int(k) for k in cmap]
+
+
+def recover(
+    events: EventChunk,
+    alice: AliceRecord | np.ndarray,
+    channel_map: ChannelMap,
+    *,
+    slot_ps: float,
+    **kw: Any,
+) -> BobDetections:
+    """Bob's time tags + Alice's record (or a pilot) → :class:`BobDetections`.
+
+    See :func:`recover_full` for the fit and statistics, and the module docstring for the method.
+    """
+    return recover_full(events, alice, channel_map, slot_ps=slot_ps, **kw)[0]
+
+
+__all__ = [
+    "ClockFit",
+    "SlotStats",
+    "TimingError",
+    "assign_slots",
+    "event_slots",
+    "fit_clock",
+    "pilot_from_record",
+    "recover",
+    "recover_full",
+]

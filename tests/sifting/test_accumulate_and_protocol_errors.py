@@ -1,0 +1,212 @@
+"""Accumulator (Hypothesis over odd sizes) and malicious peer messages in sifting/estimation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdpp.errors import ConfigError, ProtocolError
+from qkdpp.frame import Frame, FrameMeta, KeyState, Role
+from qkdpp.kernels import bits
+from qkdpp.stages.accumulate import Accumulator
+from qkdpp.stages.estimation import EstimationStage
+from qkdpp.stages.sifting import SiftingStage, alice_frame
+
+from ._gen import make_records
+
+
+def _sifted(n: int, rng: np.random.Generator, fid: int) -> Frame:
+    b = rng.integers(0, 2, n, dtype=np.uint8)
+    meta = FrameMeta("s", fid, Role.ALICE, state=KeyState.SIFTED, n_bits=n)
+    return Frame(
+        meta,
+        bits.pack(b),
+        {
+            "basis": rng.integers(0, 2, n, dtype=np.uint8),
+            "intensity": rng.integers(0, 3, n, dtype=np.uint8),
+            "slot": np.arange(n, dtype=np.int64) + 1000 * fid,
+        },
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 7, 9, 63, 65, 200]), min_size=1, max_size=8),
+    block=st.sampled_from([1, 8, 13, 64, 100]),
+    seed=st.integers(0, 1000),
+)
+def test_accumulator_concatenates_key_basis_bits(sizes: list[int], block: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    chunks = [_sifted(n, rng, i) for i, n in enumerate(sizes)]
+    acc = Accumulator(Role.ALICE, "s", block)
+    blocks = acc.feed_all(chunks)
+    allb = np.concatenate([bits.unpack(c.bits, c.meta.n_bits) for c in chunks])
+    basis = np.concatenate([np.asarray(c.aux["basis"]) for c in chunks])
+    inten = np.concatenate([np.asarray(c.aux["intensity"]) for c in chunks])
+    key, kint = allb[basis == 0], inten[basis == 0]
+    assert len(blocks) == key.size // block
+    assert acc.pending_key_bits == key.size % block
+    for j, b in enumerate(blocks):
+        assert b.meta.frame_id == j and b.meta.n_bits == block
+        assert np.array_equal(bits.unpack(b.bits, block), key[j * block : (j + 1) * block])
+        assert (
+            b.meta.tags["n_key_by_intensity"]
+            == np.bincount(kint[j * block : (j + 1) * block], minlength=3).tolist()
+        )
+        assert b.aux["n_test"] == b.aux["test_intensity"].size
+    assert sum(b.aux["n_test"] for b in blocks) <= int((basis == 1).sum())
+
+
+def test_accumulator_rejects_bad_input() -> None:
+    with pytest.raises(ConfigError):
+        Accumulator("alice", "s", 0)
+    rng = np.random.default_rng(0)
+    f = _sifted(10, rng, 0)
+    with pytest.raises(ConfigError):
+        Accumulator("alice", "s", 4, n_intensities=1).feed(f)
+    raw = f.evolve(meta=f.meta.replace(state=KeyState.RAW))
+    with pytest.raises(ConfigError):
+        Accumulator("alice", "s", 4).feed(raw)
+
+
+class FakePeer:
+    """Replays one crafted message and records the reply (no transport)."""
+
+    def __init__(self, msg: dict[str, Any]) -> None:
+        self.msg = msg
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def recv(self, kind: str) -> dict[str, Any]:
+        return self.msg
+
+    def reply(self, kind: str, payload: dict[str, Any]) -> None:
+        self.sent.append((kind, payload))
+
+
+def _alice_frames() -> list[Frame]:
+    rec, _ = make_records(1000, seed=1)
+    return [alice_frame(rec, frame_id=0, session_id="s")]
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"n_frames": 2},
+        {
+            "n_frames": 1,
+            "count_0": 5000,
+            "slots_0": np.zeros(5000, np.uint8),
+            "bases_0": np.zeros(625, np.uint8),
+        },
+        {
+            "n_frames": 1,
+            "count_0": 3,
+            "slots_0": np.array([1, 2], np.uint8),
+            "bases_0": np.zeros(1, np.uint8),
+        },
+        {
+            "n_frames": 1,
+            "count_0": 2,
+            "slots_0": np.array([1, 0x80], np.uint8),
+            "bases_0": np.zeros(1, np.uint8),
+        },
+        {
+            "n_frames": 1,
+            "count_0": 2,
+            "slots_0": np.array([1, 2], np.uint8),
+            "bases_0": np.zeros(3, np.uint8),
+        },
+        {
+            "n_frames": 1,
+            "count_0": 1,
+            "slots_0": np.array([0xE8, 0x07], np.uint8),
+            "bases_0": np.zeros(1, np.uint8),
+        },  # slot 1000 == n_slots
+        {"n_frames": 1, "count_0": "3", "slots_0": b"\x01", "bases_0": np.zeros(1, np.uint8)},
+    ],
+)
+def test_sifting_alice_rejects_malformed_bob_messages(msg: dict[str, Any]) -> None:
+    peer = FakePeer(msg)
+    with pytest.raises(ProtocolError):
+        SiftingStage("alice").process_batch(_alice_frames(), peer)  # type: ignore[arg-type]
+    assert peer.sent == []
+
+
+def _block() -> Frame:
+    rng = np.random.default_rng(2)
+    acc = Accumulator("bob", "s", 100)
+    return acc.feed_all([_sifted(500, rng, 0)])[0].evolve(meta=None)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pos_0": np.array([5, 3], np.int64)},
+        {"pos_0": np.array([100], np.int64)},
+        {"pos_0": np.array([1.0])},
+        {"pos_0": np.arange(60, dtype=np.int64)},
+        {"test_0": np.zeros(1, np.uint8)},
+    ],
+)
+def test_estimation_bob_rejects_malformed_alice_messages(bad: dict[str, Any]) -> None:
+    f = _block()
+    n_test = int(f.aux["n_test"])
+    msg: dict[str, Any] = {
+        "n_frames": 1,
+        "test_0": np.zeros((n_test + 7) // 8, np.uint8),
+        "pos_0": np.array([3], np.int64),
+        "sbits_0": np.zeros(1, np.uint8),
+    }
+    msg.update(bad)
+    peer = FakePeer(msg)
+    with pytest.raises(ProtocolError):
+        EstimationStage("bob").process_batch([f], peer)  # type: ignore[arg-type]
+    assert peer.sent == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n=st.sampled_from([0, 1, 3, 4, 9, 64, 65]),
+    hi=st.sampled_from([1, 3, 4, 200]),
+    seed=st.integers(0, 1000),
+)
+def test_intensity_class_codes_round_trip(n: int, hi: int, seed: int) -> None:
+    from qkdpp.stages.sifting import pack_classes, unpack_classes
+
+    cls = np.random.default_rng(seed).integers(0, hi, n, dtype=np.uint8)
+    width, data = pack_classes(cls)
+    assert width == (2 if n == 0 or int(cls.max(initial=0)) < 4 else 8)
+    assert np.array_equal(unpack_classes(width, data, n, "x"), cls)
+    with pytest.raises(ProtocolError):
+        unpack_classes(width, np.concatenate([data, [0]]).astype(np.uint8), n, "x")
+    with pytest.raises(ProtocolError):
+        unpack_classes(4, data, n, "x")
+
+
+class FakeRequestPeer:
+    def __init__(self, reply: dict[str, Any]) -> None:
+        self.reply_msg = reply
+
+    def request(self, kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self.reply_msg
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {},
+        {"keep_0": np.zeros(1, np.uint8), "iwidth_0": 2, "intensity_0": np.zeros(0, np.uint8)},
+        {"keep_0": "x", "iwidth_0": 2, "intensity_0": np.zeros(0, np.uint8)},
+    ],
+)
+def test_sifting_bob_rejects_malformed_alice_reply(reply: dict[str, Any]) -> None:
+    from qkdpp.stages.sifting import bob_frame
+
+    _, det = make_records(1000, seed=1)
+    f = bob_frame(det, frame_id=0, session_id="s")
+    with pytest.raises(ProtocolError):
+        SiftingStage("bob").process_batch([f], FakeRequestPeer(reply))  # type: ignore[arg-type]
