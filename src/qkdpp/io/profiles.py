@@ -1,7 +1,8 @@
-"""Device profiles (``hardware/*.toml``): channel map, delays, resolution, clock input.
+"""Device profiles (``qkdpp/hardware/*.toml``): channel map, delays, resolution, clock input.
 
 ``load_profile(name_or_path)`` reads a profile (a path, or a name looked up in ``$QKDPP_HARDWARE``
-then the repository's ``hardware/`` folder) and validates its channel map and delays.
+then the profiles shipped in the package, :mod:`qkdpp.hardware`) and validates its channel map
+and delays.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 from qkdpp.errors import ConfigError
 from qkdpp.timing.channel_map import parse_channel_map
 
-_REPO_HW = Path(__file__).resolve().parents[3] / "hardware"
+_SHIPPED = Path(__file__).resolve().parents[1] / "hardware"
 
 
 def profile_dirs() -> list[Path]:
@@ -23,7 +24,7 @@ def profile_dirs() -> list[Path]:
     env = os.environ.get("QKDPP_HARDWARE")
     if env:
         dirs.append(Path(env))
-    dirs.append(_REPO_HW)
+    dirs.append(_SHIPPED)
     return dirs
 
 

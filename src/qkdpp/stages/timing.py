@@ -4,7 +4,8 @@ Input frames (RAW): Alice's carry her record (see :func:`~qkdpp.stages.sifting.a
 Bob's carry raw time tags in ``aux["t_ps"]`` (uint64 ps on his clock) and ``aux["channel"]``
 (uint8), plus ``aux["slot0"]`` / ``aux["n_slots"]`` (the slot range of the chunk).
 
-Protocol (one message per batch): Alice → Bob ``timing.pilot``: for every frame the intensity
+Protocol (one message per batch): Alice → Bob ``timing.pilot``: for every frame its slot range
+(``slot0``, ``n_slots``; Bob adopts it when his frame says ``n_slots = 0``) and the intensity
 classes of its first ``pilot_slots`` slots, 2 bits per slot packed MSB-first. Intensity classes
 are public in decoy-state BB84 (they are announced in sifting) and independent of the key bits:
 nothing is booked in the leakage ledger. Bob fits offset, drift and per-detector delays
@@ -89,19 +90,26 @@ class TimingStage(Stage):
                 inten = np.asarray(f.aux["intensity"], np.uint8)[: self.params["pilot_slots"]]
                 payload[f"p{i}"] = _pack2(inten)
                 payload[f"n{i}"] = int(inten.size)
+                payload[f"s{i}"] = int(f.aux["slot0"])
+                payload[f"m{i}"] = int(f.aux["n_slots"])
             peer.send("pilot", payload)
             return frames
         msg = peer.recv("pilot")
-        if len(msg) != 2 * len(frames):
-            raise ProtocolError(f"timing/pilot: {len(msg) // 2} pilots for {len(frames)} frames")
+        if len(msg) != 4 * len(frames):
+            raise ProtocolError(f"timing/pilot: {len(msg) // 4} pilots for {len(frames)} frames")
         out = []
         for i, f in enumerate(frames):
-            n = msg.get(f"n{i}")
-            packed = msg.get(f"p{i}")
-            if not isinstance(n, int) or not isinstance(packed, np.ndarray) \
-                    or packed.dtype != np.uint8 or packed.size != (2 * n + 7) // 8 \
-                    or n > int(f.aux["n_slots"]):
+            n, packed = msg.get(f"n{i}"), msg.get(f"p{i}")
+            slot0, n_slots = msg.get(f"s{i}"), msg.get(f"m{i}")
+            if not all(isinstance(x, int) and x >= 0 for x in (n, slot0, n_slots)) \
+                    or not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 \
+                    or packed.size != (2 * n + 7) // 8 or n > n_slots:
                 raise ProtocolError(f"timing/pilot: bad pilot for frame {i}")
+            if int(f.aux["n_slots"]) and (slot0, n_slots) != (int(f.aux["slot0"]),
+                                                              int(f.aux["n_slots"])):
+                raise ProtocolError(f"timing/pilot: Alice's slots [{slot0}, +{n_slots}) differ "
+                                    f"from this chunk's [{f.aux['slot0']}, +{f.aux['n_slots']})")
+            f = f.evolve(aux={**f.aux, "slot0": slot0, "n_slots": n_slots})
             classes = _unpack2(packed, n)
             if n and int(classes.max()) >= self.mu.size:
                 raise ProtocolError(f"timing/pilot: intensity class {int(classes.max())} unknown")
@@ -115,8 +123,10 @@ class TimingStage(Stage):
         try:
             expected = self.params["expected_offset_ps"]
             if expected is None:
-                # Bob's first detection falls within a few slots of the first slot sent
-                expected = float(ev.t_ps[0]) if len(ev) else 0.0
+                # Bob's first detection falls within a few slots of the chunk's first slot,
+                # so Bob's time of Alice's slot 0 is about t_first - slot0 · T
+                expected = (float(ev.t_ps[0]) if len(ev) else 0.0) \
+                    - slot0 * self.params["slot_ps"]
             fit = fit_clock(ev, pilot, slot_ps=self.params["slot_ps"], pilot_slot0=slot0,
                             expected_offset_ps=expected,
                             max_offset_ps=self.params["max_offset_ps"],

@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         summary["alice_events"] = len(a_ev)
         summary["bob_events"] = len(b_ev)
     summary["seconds"] = elapsed
+    if args.protocol == "bb84":
+        (out / "link.toml").write_text(link_toml(params))
     summary["slots_per_s"] = args.slots / elapsed if elapsed > 0 else None
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
@@ -143,3 +145,22 @@ def run(args: argparse.Namespace) -> int:
         for k, v in m.items():
             print(f"{k}: {v:.5g}")
     return 0
+
+
+def link_toml(params: LinkParams) -> str:
+    """The link configuration both parties give ``qkdpp process --config``: the intensities, their
+    probabilities and Bob's channel map, as simulated (they must match the hardware)."""
+    cmap = ", ".join(f'"{c}" = [{b}, {v}]' for c, (b, v) in
+                     zip(params.channels, ((0, 0), (0, 1), (1, 0), (1, 1)), strict=True))
+    mu = ", ".join(repr(float(x)) for x in params.mu)
+    p_mu = ", ".join(repr(float(x)) for x in params.p_mu)
+    return (
+        "# written by qkdpp simulate: the link both parties process\n"
+        "[timing]\n"
+        f"slot_ps = {params.slot_ps!r}\n"
+        f"mu = [{mu}]\n"
+        f"channel_map = {{ {cmap} }}\n\n"
+        "[key_length]\n"
+        f"mu = [{mu}]\n"
+        f"p_mu = [{p_mu}]\n"
+    )

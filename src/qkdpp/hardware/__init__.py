@@ -1,0 +1,1 @@
+"""Device profiles shipped with qkdpp (TOML package data); see hardware/README.md."""
