@@ -1,0 +1,64 @@
+"""Cascade throughput: both roles in one process over the loopback PeerLink (two threads).
+
+``bits_per_s`` counts sifted key bits reconciled per second of wall time (all frames of the
+batch). Shuffles are session-scoped, so the steady state (second and later batches of a session)
+is what is timed: the pipelines, and their shuffle caches, live across rounds.
+Baseline (same group): the readable reference backend (pure Python) on a smaller frame.
+
+    pytest benchmarks/test_bench_cascade.py --benchmark-enable -q
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qkdpp.frame import Role
+from qkdpp.kernels import bits
+from qkdpp.pipeline.runner import Pipeline
+from qkdpp.stages.cascade import CascadeStage
+from qkdpp.testing import correlated_pair, run_pair
+
+QBER = 0.02
+
+
+def _bench(benchmark, variant: str, backend: str, n: int, frames: int) -> None:  # type: ignore[no-untyped-def]
+    pa = Pipeline([CascadeStage(Role.ALICE, variant=variant, backend=backend)])
+    pb = Pipeline([CascadeStage(Role.BOB, variant=variant, backend=backend)])
+    pa.setup()
+    pb.setup()
+    ps = [correlated_pair(n, QBER, frame_id=i, seed=i) for i in range(frames)]
+    alice, bob = [p[0] for p in ps], [p[1] for p in ps]
+    run_pair(pa, pb, alice, bob)  # first batch of the session: shuffles get computed
+
+    res = benchmark(run_pair, pa, pb, alice, bob)
+    for fa, fb in zip(res.alice, res.bob, strict=False):
+        assert fb.ok and bits.xor_popcount(fa.bits, fb.bits, n) == 0
+    fs = [f.meta.tags["cascade_f"] for f in res.bob]
+    benchmark.extra_info.update(
+        {
+            "n_bits": n * frames,
+            "frames": frames,
+            "qber": QBER,
+            "variant": variant,
+            "f_mean": float(np.mean(fs)),
+            "round_trips": int(res.bob[0].meta.tags["cascade_round_trips"]),
+            "bits_per_s": n * frames / benchmark.stats.stats.mean if benchmark.stats else 0.0,
+        }
+    )
+
+
+@pytest.mark.benchmark(group="cascade")
+@pytest.mark.parametrize("variant", ["option8", "option7", "yanetal"])
+def test_cascade_compiled_1000000(benchmark, variant: str) -> None:  # type: ignore[no-untyped-def]
+    _bench(benchmark, variant, "compiled", 1_000_000, 4)
+
+
+@pytest.mark.benchmark(group="cascade")
+def test_cascade_compiled_10000(benchmark) -> None:  # type: ignore[no-untyped-def]
+    _bench(benchmark, "option8", "compiled", 10_000, 16)
+
+
+@pytest.mark.benchmark(group="cascade")
+def test_cascade_reference_10000(benchmark) -> None:  # type: ignore[no-untyped-def]
+    _bench(benchmark, "option8", "reference", 10_000, 1)

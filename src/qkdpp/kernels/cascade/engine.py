@@ -1,0 +1,668 @@
+"""Cascade engine: both parties' state per frame and the lock-step driver of a batch.
+
+The driver (:func:`bob_reconcile`) runs every frame of a batch through each pass, BINARY level,
+cascade round and BICONF round *together*: each round collects the parity questions of all frames
+and hands them to one ``ask`` callback (one round trip over the PeerScope in the stage, or an
+in-process :class:`AliceOracle` in tests), so round trips per batch do not grow with the number of
+frames.
+
+Leakage convention: every parity Alice sends is one disclosed bit (booked on both sides). Bob's
+questions (pass id, start, end) only name public positions; they depend on where Bob's parities
+differ from Alice's (the error pattern), as in every Cascade analysis, and are not counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qkdpp.errors import ConfigError, ProtocolError, ReconciliationFailed
+from qkdpp.kernels.cascade import _nb, _ref
+from qkdpp.kernels.cascade.variants import Variant
+
+SHUFFLE_VERSION = 1
+MAX_N = 1 << 26  # keys of the node table: (pid * (n+1) + s) * (n+1) + e must fit in int64
+MAX_BICONF_ROUNDS = 200
+BACKENDS = ("compiled", "reference")
+
+
+def shuffle_seed(session_id: str, n: int, pid: int, frame_id: int | None) -> tuple[int, int]:
+    """Public seed ``(k0, k1)`` of the v1 shuffle of pass ``pid``.
+
+    ``BLAKE2b(digest_size=16, person=b"qkdpp-cascade-v1")`` over
+    ``struct.pack("<QIq", n, pid, frame_id or -1) + session_id.encode("utf-8")``; ``k0`` and ``k1``
+    are the two little-endian 64-bit halves of the digest. ``frame_id=None`` gives session-wide
+    shuffles (cached across frames; the errors of each frame are independent of them either way).
+    """
+    h = hashlib.blake2b(digest_size=16, person=b"qkdpp-cascade-v1")
+    h.update(struct.pack("<QIq", n, pid, -1 if frame_id is None else frame_id))
+    h.update(session_id.encode("utf-8"))
+    d = h.digest()
+    return int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
+
+
+def permutation(
+    session_id: str, n: int, pid: int, frame_id: int | None = None, backend: str = "compiled"
+) -> np.ndarray:
+    """The permutation of pass ``pid`` (``int32``, permuted position -> key index).
+
+    Pass 0 is the identity (the first pass is not shuffled); later passes use the v1 PRF.
+    """
+    if pid == 0:
+        return np.arange(n, dtype=np.int32)
+    k0, k1 = shuffle_seed(session_id, n, pid, frame_id)
+    if backend == "reference":
+        return _ref.permutation(k0, k1, n)
+    perm = np.empty(n, dtype=np.int32)
+    pos = np.empty(n, dtype=np.int32)
+    _nb.permutation_into(np.uint64(k0), np.uint64(k1), perm, pos)
+    return perm
+
+
+class PassShuffles:
+    """Permutations of the passes of one (session, n[, frame]), shared by all its frames.
+
+    Rows ``0 .. passes-1`` of ``perms``/``poss`` hold the cascade passes (computed on first use);
+    BICONF rounds (``pid >= passes``) are computed on demand and kept in an LRU cache (about
+    256 MB), so frames at different BICONF rounds never overwrite each other's permutation.
+    """
+
+    BICONF_CACHE_BYTES = 256 << 20  # BICONF permutations kept (LRU), shared by all frames
+
+    def __init__(
+        self,
+        session_id: str,
+        n: int,
+        passes: int,
+        frame_id: int | None = None,
+        backend: str = "compiled",
+    ) -> None:
+        if not 0 <= n <= MAX_N:
+            raise ConfigError(f"Cascade frame length must be in [0, {MAX_N}], got {n}")
+        self.session_id, self.n, self.passes = session_id, n, passes
+        self.frame_id, self.backend = frame_id, backend
+        self.perms = np.empty((passes, n), dtype=np.int32)
+        self.poss = np.empty((passes, n), dtype=np.int32)
+        self.loaded = np.zeros(passes, dtype=bool)
+        self._biconf: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._masks: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._pool: dict[tuple[str, int], list[np.ndarray]] = {}
+        self.keep_biconf = max(8, self.BICONF_CACHE_BYTES // max(8 * n, 1))
+
+    def _fill(self, pid: int, perm: np.ndarray, pos: np.ndarray) -> None:
+        if pid == 0:
+            perm[:] = np.arange(self.n, dtype=np.int32)
+            pos[:] = perm
+            return
+        k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id)
+        if self.backend == "reference":
+            perm[:] = _ref.permutation(k0, k1, self.n)
+            pos[perm] = np.arange(self.n, dtype=np.int32)
+        else:
+            _nb.permutation_into(np.uint64(k0), np.uint64(k1), perm, pos)
+
+    POOL = 16
+
+    def acquire(self, kind: str, size: int, zero: bool = False) -> np.ndarray:
+        """A ``uint8[size]`` work buffer, recycled from earlier frames when possible (fresh
+        pages cost a page fault each; recycling avoids them). ``zero``: all bytes zero."""
+        free = self._pool.get((kind, size))
+        if free:
+            return free.pop()
+        return np.zeros(size, dtype=np.uint8)
+
+    def release(self, kind: str, buf: np.ndarray, zero: bool = False) -> None:
+        """Give a buffer back (cleared first when ``zero``)."""
+        free = self._pool.setdefault((kind, buf.size), [])
+        if len(free) < self.POOL:
+            if zero:
+                buf.fill(0)
+            free.append(buf.reshape(-1))
+
+    def masks(self, pid: int, k: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Packed membership masks (``uint64`` words) of the first two top-level blocks of a
+        pass, for passes of at most three blocks (see :func:`top_parities`)."""
+        key = (pid, k, end)
+        got = self._masks.get(key)
+        if got is None:
+            nw = (self.n + 63) // 64
+            m0 = np.zeros(nw * 8, dtype=np.uint8)
+            m1 = np.zeros(nw * 8, dtype=np.uint8)
+            _nb.block_masks(self.get(pid)[1], k, end, m0, m1)
+            got = (m0.view(np.uint64), m1.view(np.uint64))
+            self._masks[key] = got
+            while len(self._masks) > self.passes + self.keep_biconf:
+                del self._masks[next(iter(self._masks))]
+        return got
+
+    def get(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(perm, pos)`` of pass ``pid`` (read-only by convention)."""
+        if pid < self.passes:
+            if not self.loaded[pid]:
+                self._fill(pid, self.perms[pid], self.poss[pid])
+                self.loaded[pid] = True
+            return self.perms[pid], self.poss[pid]
+        got = self._biconf.get(pid)
+        if got is None:
+            got = (np.empty(self.n, dtype=np.int32), np.empty(self.n, dtype=np.int32))
+            self._fill(pid, *got)
+            while len(self._biconf) >= self.keep_biconf:
+                del self._biconf[next(iter(self._biconf))]  # least recently used
+        else:
+            del self._biconf[pid]
+        self._biconf[pid] = got
+        return got
+
+
+def packed_words(bits: np.ndarray) -> np.ndarray:
+    """Unpacked 0/1 ``uint8`` key -> ``numpy.packbits`` order, zero-padded, viewed as ``uint64``."""
+    nw = (bits.size + 63) // 64
+    out = np.zeros(nw * 8, dtype=np.uint8)
+    out[: (bits.size + 7) // 8] = np.packbits(bits)
+    return out.view(np.uint64)
+
+
+def top_parities(
+    bits: np.ndarray, sh: PassShuffles, pid: int, k: int, end: int, words: np.ndarray | None = None
+) -> np.ndarray:
+    """Parities of the top-level blocks ``[b*k, min((b+1)*k, end))`` of pass ``pid``.
+
+    Passes of at most three blocks (the n/2 passes, BICONF halves) use cached packed membership
+    masks (``n/64`` word operations); others scatter through ``pos``. ``words``: the key from
+    :func:`packed_words`, if the caller has it.
+    """
+    nb = -(-end // k)
+    out = np.empty(nb, dtype=np.uint8)
+    if nb == 0:
+        return out
+    if nb <= 3 and (nb == 1 or end == sh.n):
+        w = packed_words(bits) if words is None else words
+        m0, m1 = sh.masks(pid, k, end)
+        out[0] = _nb.masked_parity(w, m0)
+        if nb >= 2:
+            out[1] = _nb.masked_parity(w, m1)
+        if nb == 3:
+            out[2] = (np.bitwise_xor.reduce(bits, initial=np.uint8(0)) & 1) ^ out[0] ^ out[1]
+        return out
+    _nb.top_parities(bits, sh.get(pid)[1], k, end, out)
+    return out
+
+
+# -- Bob --------------------------------------------------------------------------------------
+class _CompiledBob:
+    """Bob's engine on the numba kernels (same interface as :class:`._ref.BobEngine`)."""
+
+    def __init__(
+        self, bits: np.ndarray, reuse: bool, all_odd: bool, sh: PassShuffles, slot_sizes: list[int]
+    ) -> None:
+        self.bits, self.reuse, self.all_odd, self.sh = bits, reuse, all_odd, sh
+        ns = sh.passes + 1
+        n = int(bits.size)
+        self.bperm = np.zeros(1, dtype=np.int32)  # this frame's current BICONF permutation
+        self.bpos = np.zeros(1, dtype=np.int32)
+        self.slot_pid = np.full(ns, -1, dtype=np.int64)
+        self.slot_k = np.ones(ns, dtype=np.int64)
+        self.slot_end = np.zeros(ns, dtype=np.int64)
+        self.slot_casc = np.zeros(ns, dtype=np.uint8)
+        # dense heap-indexed trees: 2^(ceil(log2 k)+1) node bytes per top-level block
+        self.slot_t = np.array(
+            [1 << (max(k - 1, 0).bit_length() + 1) for k in slot_sizes], dtype=np.int64
+        )
+        nblocks = np.array([-(-max(n, 1) // k) for k in slot_sizes], dtype=np.int64)
+        sizes = self.slot_t * nblocks
+        self.slot_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.node = sh.acquire("node", int(sizes.sum()), zero=True)
+        self.nslots = 0
+        nw = (n + 7) // 8 + 1
+        # rows are (re)built before use, so a recycled buffer needs no clearing
+        self.cur = sh.acquire("cur", ns * nw * 8).reshape(ns, nw * 8)
+        self.words = self.cur.view(np.uint64)
+        nb8 = (n + 63) // 64 * 8
+        self.fmask = sh.acquire("mask", ns * 2 * nb8).reshape(ns, 2, nb8)
+        self.slot_few = np.zeros(ns, dtype=np.uint8)
+        self.has_copy = np.zeros(ns, dtype=np.uint8)
+        self.work = np.zeros(ns, dtype=np.int64)
+        self.asked = np.empty((0, 6), dtype=np.int64)
+        self.parked = np.empty((0, 6), dtype=np.int64)
+        self.flips = 0
+        self.cascade_on = True
+
+    def start_pass(
+        self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
+    ) -> None:
+        s = min(pid, self.sh.passes)
+        perm, pos = self.sh.get(pid)
+        if s == self.sh.passes:
+            self.bperm, self.bpos = perm, pos
+        if self.slot_pid[s] >= 0:  # a reused (BICONF) slot: forget the old trees
+            self.node[
+                self.slot_off[s] : self.slot_off[s]
+                + self.slot_t[s] * (-(-max(self.bits.size, 1) // self.slot_k[s]))
+            ] = 0
+        if self.slot_t[s] < (1 << (max(k - 1, 0).bit_length() + 1)):
+            raise ConfigError(f"pass {pid}: block size {k} larger than planned")
+        self.slot_pid[s], self.slot_k[s], self.slot_end[s] = pid, k, top_end
+        self.slot_casc[s] = 1 if cascades else 0
+        self.has_copy[s] = 0
+        self.work[s] = 0
+        self.nslots = max(self.nslots, s + 1)
+        self.cascade_on = cascades
+        starts = np.arange(0, top_end, k, dtype=np.int64)
+        bob_top = top_parities(self.bits, self.sh, pid, k, top_end)
+        nb = starts.size
+        self.slot_few[s] = 0
+        if 0 < nb <= 3 and (nb == 1 or top_end == self.bits.size):
+            m0, m1 = self.sh.masks(pid, k, top_end)
+            self.fmask[s, 0] = m0.view(np.uint8)
+            self.fmask[s, 1] = m1.view(np.uint8)
+            self.slot_few[s] = 1
+        _nb.insert_top(
+            self.node,
+            self.slot_off[s],
+            self.slot_t[s],
+            k,
+            top_end,
+            np.ascontiguousarray(alice_top, dtype=np.uint8),
+            bob_top,
+        )
+        top = np.empty((starts.size, 6), dtype=np.int64)
+        top[:, 0] = s
+        top[:, 1] = starts
+        top[:, 2] = np.minimum(starts + k, top_end)
+        top[:, 3] = -1
+        top[:, 4] = np.arange(starts.size)
+        top[:, 5] = 1
+        self.parked = np.concatenate([self.parked, top])
+
+    def release(self) -> None:
+        """Return the work buffers to the shuffles' pool (the engine is unusable after)."""
+        self.sh.release("node", self.node, zero=True)
+        self.sh.release("cur", self.cur)
+        self.sh.release("mask", self.fmask)
+
+    def drop_pass(self, pid: int) -> None:
+        s = min(pid, self.sh.passes)
+        self.slot_end[s] = 0
+        self.slot_casc[s] = 0
+        self.has_copy[s] = 0
+
+    def step(self, answers: np.ndarray) -> np.ndarray:
+        asks, parked, flips = _nb.bob_step(
+            self.bits,
+            self.sh.perms,
+            self.sh.poss,
+            self.bperm,
+            self.bpos,
+            self.slot_few,
+            self.fmask,
+            self.slot_k,
+            self.slot_end,
+            self.slot_casc,
+            self.slot_off,
+            self.slot_t,
+            self.nslots,
+            self.cascade_on,
+            self.reuse,
+            self.all_odd,
+            self.node,
+            self.asked,
+            np.ascontiguousarray(answers, dtype=np.uint8),
+            self.parked,
+            self.cur,
+            self.words,
+            self.has_copy,
+            self.work,
+        )
+        self.flips += flips
+        self.asked, self.parked = asks, parked
+        out = asks[:, :3].copy()
+        out[:, 0] = self.slot_pid[asks[:, 0]]
+        return out
+
+
+class _ReferenceBob:
+    """Adapter of :class:`._ref.BobEngine` to the driver's array interface."""
+
+    def __init__(
+        self, bits: np.ndarray, reuse: bool, all_odd: bool, sh: PassShuffles, slot_sizes: list[int]
+    ) -> None:
+        self.eng = _ref.BobEngine(bits, reuse, all_odd)
+        self.sh = sh
+
+    @property
+    def flips(self) -> int:
+        return self.eng.flips
+
+    def start_pass(
+        self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
+    ) -> None:
+        perm, pos = self.sh.get(pid)
+        self.eng.start_pass(pid, perm.copy(), pos.copy(), k, top_end, cascades, alice_top)
+
+    def drop_pass(self, pid: int) -> None:
+        self.eng.drop_pass(pid)
+
+    def release(self) -> None:
+        pass
+
+    def step(self, answers: np.ndarray) -> np.ndarray:
+        asks = self.eng.step(answers)
+        return np.array([a[:3] for a in asks], dtype=np.int64).reshape(-1, 3)
+
+
+@dataclass
+class BobFrame:
+    """Bob's Cascade state for one frame.
+
+    ``bits`` (unpacked ``uint8`` 0/1) is corrected in place. ``leaked`` counts the parities
+    received from Alice (bits).
+    """
+
+    bits: np.ndarray
+    qber: float
+    variant: Variant
+    shuffles: PassShuffles
+    backend: str = "compiled"
+    leaked: int = 0
+    rounds: int = 0
+    failure: str | None = None
+    block_sizes: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        n = int(self.bits.size)
+        if n != self.shuffles.n:
+            raise ConfigError(f"frame of {n} bits with shuffles for {self.shuffles.n} bits")
+        self.block_sizes = self.variant.block_sizes(self.qber, n)
+        cls = _CompiledBob if self.backend == "compiled" else _ReferenceBob
+        slot_sizes = [*self.block_sizes, max(n // 2, 1)]
+        self.eng = cls(
+            self.bits, self.variant.sub_block_reuse, self.variant.all_odd, self.shuffles, slot_sizes
+        )
+
+    @property
+    def flips(self) -> int:
+        return int(self.eng.flips)
+
+    def release(self) -> None:
+        """Recycle the engine's work buffers (call when the frame is finished)."""
+        self.eng.release()
+
+
+class AliceFrame:
+    """Alice's side for one frame: answers parity questions about her (fixed) key.
+
+    Validates every question (pass id known, ``0 <= start < end <= n``, block sizes in range)
+    and raises :class:`~qkdpp.errors.ProtocolError` otherwise. ``leaked`` counts the parities
+    she sent (bits).
+    """
+
+    def __init__(
+        self, bits: np.ndarray, passes: int, shuffles: PassShuffles, backend: str = "compiled"
+    ) -> None:
+        self.bits = np.ascontiguousarray(bits, dtype=np.uint8)
+        self.n = int(self.bits.size)
+        if self.n != shuffles.n:
+            raise ConfigError(f"frame of {self.n} bits with shuffles for {shuffles.n} bits")
+        self.passes = passes
+        self.sh = shuffles
+        self.backend = backend
+        nw = (self.n + 7) // 8 + 1
+        self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8).reshape(passes + 1, nw * 8)
+        self.words = self.cur.view(np.uint64)
+        self.has_copy = np.zeros((passes + 1, 1), dtype=np.uint8)
+        self.work = np.zeros((passes + 1, 1), dtype=np.int64)
+        self.slot_pid = np.full(passes + 1, -1, dtype=np.int64)
+        self._words: np.ndarray | None = None
+        self.leaked = 0
+
+    def release(self) -> None:
+        """Recycle the work buffers (call when the frame is finished)."""
+        self.sh.release("cur", self.cur)
+
+    def _check_pid(self, pid: int) -> int:
+        if not 0 <= pid < self.passes + MAX_BICONF_ROUNDS:
+            raise ProtocolError(
+                f"cascade pass id {pid} out of range [0, {self.passes + MAX_BICONF_ROUNDS})"
+            )
+        slot = min(pid, self.passes)
+        if self.slot_pid[slot] != pid:
+            self.slot_pid[slot] = pid
+            self.has_copy[slot] = 0
+            self.work[slot] = 0
+        return slot
+
+    def top(self, pid: int, k: int, end: int) -> np.ndarray:
+        """Parities of the top-level blocks ``[b*k, min((b+1)*k, end))`` of pass ``pid``."""
+        if not (0 <= end <= self.n and k >= 1):
+            raise ProtocolError(f"cascade top-level request k={k}, end={end} for {self.n} bits")
+        self._check_pid(pid)
+        nb = -(-end // k)
+        if self.backend == "reference":
+            out = _ref.top_parities(self.bits, self.sh.get(pid)[0], k, end)
+        else:
+            if self._words is None:
+                self._words = packed_words(self.bits)
+            out = top_parities(self.bits, self.sh, pid, k, end, self._words)
+        self.leaked += nb
+        return out
+
+    def answer(self, pids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Parities (``uint8`` 0/1) of the questioned ranges; ProtocolError on a bad question."""
+        m = pids.size
+        if starts.size != m or ends.size != m:
+            raise ProtocolError(
+                f"cascade question arrays differ in length: {m}, {starts.size}, {ends.size}"
+            )
+        if m > 2 * self.n + 16:
+            raise ProtocolError(f"{m} parity questions for a frame of {self.n} bits")
+        out = np.empty(m, dtype=np.uint8)
+        if m == 0:
+            return out
+        pids = pids.astype(np.int64, copy=False)
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        ends = np.ascontiguousarray(ends, dtype=np.int64)
+        if starts.min() < 0 or ends.max() > self.n or np.any(starts >= ends):
+            raise ProtocolError(f"cascade question range outside 0 <= start < end <= {self.n}")
+        lo, hi = int(pids.min()), int(pids.max())
+        upids = np.array([lo]) if lo == hi else np.unique(pids)
+        for pid in upids:
+            sel = slice(None) if lo == hi else np.flatnonzero(pids == pid)
+            slot = self._check_pid(int(pid))
+            perm = self.sh.get(int(pid))[0]
+            if self.backend == "reference":
+                out[sel] = _ref.range_parities(self.bits[perm], starts[sel], ends[sel])
+            elif lo == hi:
+                _nb.answer_ranges(
+                    self.bits,
+                    perm,
+                    self.cur[slot],
+                    self.words[slot],
+                    self.has_copy[slot],
+                    self.work[slot],
+                    starts,
+                    ends,
+                    out,
+                )
+            else:
+                ss, ee = np.ascontiguousarray(starts[sel]), np.ascontiguousarray(ends[sel])
+                res = np.empty(ss.size, dtype=np.uint8)
+                _nb.answer_ranges(
+                    self.bits,
+                    perm,
+                    self.cur[slot],
+                    self.words[slot],
+                    self.has_copy[slot],
+                    self.work[slot],
+                    ss,
+                    ee,
+                    res,
+                )
+                out[sel] = res
+        self.leaked += m
+        return out
+
+
+class AskPeer:
+    """What the driver needs from Alice: one batched exchange per round trip.
+
+    ``exchange(tops, asks)``: per frame, ``tops[f]`` is ``int64[t, 3]`` rows ``(pid, k, end)``
+    (open these passes: send all their top-level block parities) and ``asks[f]`` is
+    ``int64[m, 3]`` rows ``(pid, start, end)`` (parities of these ranges). Returns, per frame,
+    the concatenated top-level parities of its specs (in order) and the ``uint8[m]`` answers.
+    """
+
+    def exchange(
+        self, tops: list[np.ndarray], asks: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        raise NotImplementedError
+
+
+def top_count(spec: np.ndarray) -> int:
+    """Number of top-level blocks of the passes in ``spec`` (rows ``(pid, k, end)``)."""
+    return int(sum(-(-int(e) // int(k)) for _, k, e in spec))
+
+
+class AliceOracle(AskPeer):
+    """In-process Alice for tests and studies: answers a batch's questions directly."""
+
+    def __init__(self, alices: Sequence[AliceFrame]) -> None:
+        self.alices = list(alices)
+        self.round_trips = 0
+
+    def exchange(
+        self, tops: list[np.ndarray], asks: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        self.round_trips += 1
+        t_out = [
+            np.concatenate(
+                [np.empty(0, np.uint8)] + [a.top(int(p), int(k), int(e)) for p, k, e in t]
+            )
+            for a, t in zip(self.alices, tops, strict=False)
+        ]
+        q_out = [
+            a.answer(q[:, 0], q[:, 1], q[:, 2]) for a, q in zip(self.alices, asks, strict=False)
+        ]
+        return t_out, q_out
+
+
+def _empty3() -> np.ndarray:
+    return np.empty((0, 3), dtype=np.int64)
+
+
+class _Progress:
+    """Where one frame is: next cascade pass, BICONF round and streak, pending top request."""
+
+    def __init__(self, f: BobFrame) -> None:
+        v = f.variant
+        n = int(f.bits.size)
+        self.tops: list[np.ndarray] = []  # Alice's top-level parities per cascade pass
+        self.next_pass = 0
+        self.biconf_round = -1
+        self.streak = 0
+        self.flips_before = 0
+        self.done = False
+        self.want = np.array(
+            [(p, f.block_sizes[p], n) for p in range(v.passes)], dtype=np.int64
+        ).reshape(-1, 3)
+
+    def biconf_spec(self, f: BobFrame) -> np.ndarray:
+        half = int(f.bits.size) // 2
+        return np.array(
+            [(f.variant.passes + self.biconf_round, max(half, 1), half)], dtype=np.int64
+        )
+
+
+def _check(f: BobFrame, got: np.ndarray, want: int, what: str) -> None:
+    if got.shape != (want,) or (got.size and int(got.max()) > 1):
+        raise ProtocolError(
+            f"expected {want} {what} parities (0/1), got array of shape {got.shape}"
+        )
+    f.leaked += want
+
+
+def _advance(
+    f: BobFrame, g: _Progress, top_ans: np.ndarray | None, ask_ans: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feed one round's answers to a frame and run it until it needs Alice again."""
+    v = f.variant
+    if top_ans is not None and g.biconf_round < 0:  # all cascade passes' top parities
+        counts = [-(-int(e) // int(k)) for _, k, e in g.want]
+        g.tops = np.split(top_ans, np.cumsum(counts)[:-1]) if counts else []
+    elif top_ans is not None:  # the parity of this BICONF round's half
+        spec = g.biconf_spec(f)
+        pid, k, end = (int(x) for x in spec[0])
+        g.flips_before = f.flips
+        f.eng.start_pass(pid, k, end, False, top_ans)
+    q = f.eng.step(ask_ans)
+    while q.shape[0] == 0:
+        if g.biconf_round < 0 and g.next_pass < v.passes:
+            p = g.next_pass
+            g.next_pass += 1
+            f.eng.start_pass(p, f.block_sizes[p], int(f.bits.size), True, g.tops[p])
+            q = f.eng.step(np.empty(0, dtype=np.uint8))
+            continue
+        if not v.biconf_streak:
+            g.done = True
+            break
+        if g.biconf_round >= 0:  # a BICONF round just finished
+            f.eng.drop_pass(v.passes + g.biconf_round)
+            g.streak = 0 if f.flips != g.flips_before else g.streak + 1
+            if g.streak >= v.biconf_streak:
+                g.done = True
+                break
+        g.biconf_round += 1
+        if g.biconf_round >= MAX_BICONF_ROUNDS:
+            f.failure = f"BICONF did not settle in {MAX_BICONF_ROUNDS} rounds"
+            g.done = True
+            break
+        return g.biconf_spec(f), q
+    return _empty3(), q
+
+
+def bob_reconcile(frames: list[BobFrame], peer: AskPeer) -> int:
+    """Correct every frame of a batch; returns the number of round trips.
+
+    All frames share every round trip: round 1 fetches the top-level parities of every cascade
+    pass of every frame; each later round carries all frames' BINARY / cascade questions and
+    BICONF requests together. Frames are not held back by each other (a frame moves on to its
+    next pass as soon as it has no question), so round trips per batch are the maximum, not the
+    sum, over frames.
+    """
+    if not frames:
+        return 0
+    nf = len(frames)
+    prog = [_Progress(f) for f in frames]
+    tops = [g.want for g in prog]
+    asks = [_empty3() for _ in frames]
+    trips = 0
+    while True:
+        if not any(t.shape[0] or q.shape[0] for t, q in zip(tops, asks, strict=False)):
+            for f in frames:
+                f.release()
+            return trips
+        t_ans, q_ans = peer.exchange(tops, asks)
+        trips += 1
+        if len(t_ans) != nf or len(q_ans) != nf:
+            raise ProtocolError(f"answers for {len(t_ans)}/{len(q_ans)} frames, expected {nf}")
+        new_tops, new_asks = [], []
+        for f, g, t, q, ta, qa in zip(frames, prog, tops, asks, t_ans, q_ans, strict=False):
+            nt, nq = _empty3(), _empty3()
+            if f.failure is None and not g.done:
+                _check(f, ta, top_count(t), "top-level")
+                _check(f, qa, q.shape[0], "BINARY")
+                if t.shape[0] or q.shape[0]:
+                    f.rounds += 1
+                try:
+                    nt, nq = _advance(f, g, ta if t.shape[0] else None, qa)
+                except ReconciliationFailed as exc:
+                    f.failure = str(exc)
+                    nt, nq = _empty3(), _empty3()
+            new_tops.append(nt)
+            new_asks.append(nq)
+        tops, asks = new_tops, new_asks

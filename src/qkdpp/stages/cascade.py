@@ -1,0 +1,330 @@
+"""Cascade reconciliation stage: many frames in lock-step, one request per round, exact leakage.
+
+Protocol (kind ``cascade.q``, the corrector asks, the other party answers; see docs/cascade.md):
+
+* ``op="ask"`` (one per round trip, all frames of the batch): ``tcounts`` (passes to open per
+  frame, ``int64[F]``) with ``tpid``, ``tk``, ``tend`` (``int64``: pass id, block size, end of the
+  top-level blocks ``[b*k, min((b+1)*k, end))``), and ``counts`` (range questions per frame,
+  ``int64[F]``) with ``pid`` (``uint16``), ``start``/``end`` (``uint32``), all concatenated in
+  frame order. Reply ``par``: first every top-level parity, then every range parity, in request
+  order, packed MSB-first (``numpy.packbits``), pad bits zero.
+* ``op="done"`` (no reply): the corrector has finished; the answerer leaves its loop.
+
+Input: frames with ``meta.qber`` set (the corrector needs it for the block sizes), states below
+CORRECTED. Output: CORRECTED frames (the corrector's key corrected towards the answerer's).
+
+Leakage: every parity the answerer sends is one bit, booked on BOTH sides once the exchange ends,
+as ``meta.with_leak("cascade", "parities", count)``. Questions carry only public positions and are
+not counted (the standard Cascade convention; see docs/cascade.md). Which side corrects is the
+``corrector`` parameter (default Bob, towards Alice).
+
+Tags per frame: ``cascade_f`` (parities / (n h(qber)), corrector side), ``cascade_parities``,
+``cascade_round_trips``, ``cascade_messages`` and ``cascade_bytes`` (of the whole batch, this
+side), ``cascade_flips`` (corrector), ``cascade_variant``, ``cascade_time_s``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from qkdpp.errors import ConfigError, ProtocolError
+from qkdpp.frame import Frame, KeyState, Role
+from qkdpp.kernels import bits as kbits
+from qkdpp.kernels.cascade import (
+    AliceFrame,
+    AskPeer,
+    BobFrame,
+    PassShuffles,
+    bob_reconcile,
+    get_variant,
+)
+from qkdpp.kernels.cascade.engine import MAX_N, top_count
+from qkdpp.pipeline.stage import Stage, register_stage
+from qkdpp.protocol.link import PeerScope
+
+__all__ = ["CascadeStage"]
+
+
+def _bounds(counts: Any, nf: int, name: str) -> np.ndarray:
+    """Cumulative offsets of a per-frame count array from the peer (checked)."""
+    c = np.asarray(counts)
+    if c.shape != (nf,) or c.dtype.kind not in "iu" or (nf and int(c.min()) < 0):
+        raise ProtocolError(
+            f"cascade: {name} must be {nf} non-negative integers, got "
+            f"{c.dtype} array of shape {c.shape}"
+        )
+    return np.concatenate([[0], np.cumsum(c.astype(np.int64))])
+
+
+def _ints(msg: dict[str, Any], names: tuple[str, ...], total: int) -> list[np.ndarray]:
+    """Integer arrays of ``total`` entries each from the peer (checked)."""
+    out = []
+    for name in names:
+        x = np.asarray(msg[name])
+        if x.shape != (total,) or x.dtype.kind not in "iu":
+            raise ProtocolError(
+                f"cascade: {name} must be {total} integers, got {x.dtype} array of shape {x.shape}"
+            )
+        out.append(x.astype(np.int64))
+    return out
+
+
+KIND = "cascade.q"
+
+
+def _h2(q: float) -> float:
+    if q <= 0.0 or q >= 1.0:
+        return 0.0
+    return -q * math.log2(q) - (1 - q) * math.log2(1 - q)
+
+
+class _PeerAsk(AskPeer):
+    """The corrector's questions over the PeerScope (one request per round)."""
+
+    def __init__(self, peer: PeerScope) -> None:
+        self.peer = peer
+
+    def exchange(
+        self, tops: list[np.ndarray], asks: list[np.ndarray]
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        tcounts = np.array([t.shape[0] for t in tops], dtype=np.int64)
+        counts = np.array([q.shape[0] for q in asks], dtype=np.int64)
+        allt = np.concatenate([_E3, *tops])
+        allq = np.concatenate([_E3, *asks])
+        reply = self.peer.request(
+            KIND,
+            {
+                "op": "ask",
+                "tcounts": tcounts,
+                "tpid": allt[:, 0].copy(),
+                "tk": allt[:, 1].copy(),
+                "tend": allt[:, 2].copy(),
+                "counts": counts,
+                "pid": allq[:, 0].astype(np.uint16),
+                "start": allq[:, 1].astype(np.uint32),
+                "end": allq[:, 2].astype(np.uint32),
+            },
+        )
+        ntop = [top_count(t) for t in tops]
+        total = sum(ntop) + int(counts.sum())
+        self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
+        par = reply["par"]
+        if par.dtype != np.uint8 or par.ndim != 1 or par.size != (total + 7) // 8:
+            raise ProtocolError(
+                f"cascade: expected {total} packed parities ({(total + 7) // 8} bytes), got "
+                f"{par.dtype} array of shape {par.shape}"
+            )
+        if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
+            raise ProtocolError("cascade: nonzero pad bits after the last parity")
+        bitsout = np.unpackbits(par, count=total)
+        cut = np.cumsum(ntop + counts.tolist())[:-1]
+        parts = np.split(bitsout, cut) if len(tops) else []
+        return parts[: len(tops)], parts[len(tops) :]
+
+
+_E3 = np.empty((0, 3), dtype=np.int64)
+
+
+@register_stage
+class CascadeStage(Stage):
+    """Cascade error correction (see module docstring for protocol, leakage and tags).
+
+    Parameters
+    ----------
+    role : Role
+    variant : str
+        Parameter set from :data:`qkdpp.kernels.cascade.VARIANTS` (default ``option7``).
+    corrector : {"bob", "alice"}
+        The party whose key is corrected (towards the other's).
+    shuffle_scope : {"session", "frame"}
+        Nonce of the pass shuffles: session id (+ n, pass) — computed once per session and frame
+        length — or also the frame id (fresh permutations per frame, slower).
+    backend : {"compiled", "reference"}
+        Kernels (reference is the slow, readable oracle).
+    cache_size : int
+        How many (session, n) shuffle sets to keep.
+    """
+
+    name = "cascade"
+
+    def __init__(
+        self,
+        role: Role | str,
+        *,
+        variant: str = "option7",
+        corrector: str = "bob",
+        shuffle_scope: str = "session",
+        backend: str = "compiled",
+        cache_size: int = 4,
+    ) -> None:
+        super().__init__(
+            role,
+            variant=variant,
+            corrector=corrector,
+            shuffle_scope=shuffle_scope,
+            backend=backend,
+            cache_size=cache_size,
+        )
+        self.variant = get_variant(variant)
+        try:
+            self.corrector = Role(corrector)
+        except ValueError:
+            raise ConfigError(f"corrector must be 'alice' or 'bob', got {corrector!r}") from None
+        if shuffle_scope not in ("session", "frame"):
+            raise ConfigError(f"shuffle_scope must be 'session' or 'frame', got {shuffle_scope!r}")
+        if backend not in ("compiled", "reference"):
+            raise ConfigError(f"backend must be 'compiled' or 'reference', got {backend!r}")
+        if cache_size < 1:
+            raise ConfigError(f"cache_size must be >= 1, got {cache_size}")
+        self.scope = shuffle_scope
+        self.backend = backend
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, int, int | None], PassShuffles] = OrderedDict()
+        self._replies = 0
+
+    def setup(self) -> None:
+        """Warm the compiled kernels on a tiny frame pair (both roles, in process)."""
+        from qkdpp.kernels.cascade import AliceOracle
+
+        rng = np.random.default_rng(0)
+        a = rng.integers(0, 2, 256, dtype=np.uint8)
+        b = a.copy()
+        b[::37] ^= 1
+        sa = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend)
+        sb = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend)
+        bob = BobFrame(b, 0.05, self.variant, sb, self.backend)
+        bob_reconcile([bob], AliceOracle([AliceFrame(a, self.variant.passes, sa, self.backend)]))
+
+    def _shuffles(self, session: str, n: int, frame_id: int) -> PassShuffles:
+        fid = frame_id if self.scope == "frame" else None
+        key = (session, n, fid)
+        sh = self._cache.get(key)
+        if sh is None:
+            sh = PassShuffles(session, n, self.variant.passes, frame_id=fid, backend=self.backend)
+            self._cache[key] = sh
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return sh
+
+    def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        t0 = time.perf_counter()
+        for f in frames:
+            if f.meta.n_bits > MAX_N:
+                raise ConfigError(
+                    f"cascade: frame {f.meta.frame_id} has {f.meta.n_bits} bits, more than {MAX_N}"
+                )
+        self._replies = 0
+        if self.role is self.corrector:
+            out = self._correct(frames, peer)
+        else:
+            out = self._answer(frames, peer)
+        dt = time.perf_counter() - t0
+        st = peer.stats
+        tags = {
+            # the answerer never calls request(): its round trips are the replies it sent
+            "cascade_round_trips": st.round_trips or self._replies,
+            "cascade_messages": st.messages_sent + st.messages_received,
+            "cascade_bytes": st.bytes_sent + st.bytes_received,
+            "cascade_variant": self.variant.name,
+            "cascade_time_s": dt,
+        }
+        return [f.evolve(meta=f.meta.with_tags(**tags)) if f.ok else f for f in out]
+
+    # -- the party that corrects ------------------------------------------------------------
+    def _correct(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        bobs = []
+        for f in frames:
+            if f.meta.qber is None:
+                raise ConfigError(f"cascade: frame {f.meta.frame_id} has no QBER estimate")
+            n = f.meta.n_bits
+            sh = self._shuffles(f.meta.session_id, n, f.meta.frame_id)
+            bobs.append(
+                BobFrame(
+                    kbits.unpack(f.bits, n).copy(),
+                    float(f.meta.qber),
+                    self.variant,
+                    sh,
+                    self.backend,
+                )
+            )
+        bob_reconcile(bobs, _PeerAsk(peer))
+        peer.send(KIND, {"op": "done"})
+        out = []
+        for f, b in zip(frames, bobs, strict=False):
+            meta = f.meta.with_leak("cascade", "parities", b.leaked)
+            if b.failure is not None:
+                out.append(f.evolve(meta=meta).fail(f"cascade: {b.failure}"))
+                continue
+            n = f.meta.n_bits
+            h = _h2(float(f.meta.qber or 0.0))
+            meta = meta.advance(KeyState.CORRECTED).with_tags(
+                cascade_parities=b.leaked,
+                cascade_flips=b.flips,
+                cascade_f=(b.leaked / (n * h)) if n and h else float("nan"),
+            )
+            out.append(f.evolve(meta=meta, bits=kbits.pack(b.bits) if n else f.bits.copy()))
+        return out
+
+    # -- the party that answers -------------------------------------------------------------
+    def _answer(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        alices = [
+            AliceFrame(
+                kbits.unpack(f.bits, f.meta.n_bits),
+                self.variant.passes,
+                self._shuffles(f.meta.session_id, f.meta.n_bits, f.meta.frame_id),
+                self.backend,
+            )
+            for f in frames
+        ]
+        nf = len(frames)
+        while True:
+            msg = peer.recv(KIND)
+            op = msg.get("op")
+            if op == "done":
+                peer.expect_fields(msg, KIND, op=str)
+                break
+            if op != "ask":
+                raise ProtocolError(f"cascade: unknown op {op!r} (expected ask or done)")
+            peer.expect_fields(
+                msg,
+                KIND,
+                op=str,
+                tcounts=np.ndarray,
+                tpid=np.ndarray,
+                tk=np.ndarray,
+                tend=np.ndarray,
+                counts=np.ndarray,
+                pid=np.ndarray,
+                start=np.ndarray,
+                end=np.ndarray,
+            )
+            tb = _bounds(msg["tcounts"], nf, "tcounts")
+            qb = _bounds(msg["counts"], nf, "counts")
+            tp, tk, te = _ints(msg, ("tpid", "tk", "tend"), int(tb[-1]))
+            pid, s, e = _ints(msg, ("pid", "start", "end"), int(qb[-1]))
+            parts = []
+            for a, lo, hi in zip(alices, tb[:-1], tb[1:], strict=False):
+                parts += [
+                    a.top(int(p), int(k), int(x))
+                    for p, k, x in zip(tp[lo:hi], tk[lo:hi], te[lo:hi], strict=False)
+                ]
+            for a, lo, hi in zip(alices, qb[:-1], qb[1:], strict=False):
+                parts.append(a.answer(pid[lo:hi], s[lo:hi], e[lo:hi]))
+            par = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
+            peer.reply(KIND, {"par": np.packbits(par)})
+            self._replies += 1
+        out = []
+        for a in alices:
+            a.release()
+        for f, a in zip(frames, alices, strict=False):
+            meta = f.meta.with_leak("cascade", "parities", a.leaked)
+            meta = meta.advance(KeyState.CORRECTED).with_tags(cascade_parities=a.leaked)
+            out.append(f.evolve(meta=meta))
+        return out

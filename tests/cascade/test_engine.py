@@ -1,0 +1,211 @@
+"""Cascade engine: reference == compiled, corrections, exact leakage, lock-step round trips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qkdpp.errors import ConfigError, ProtocolError
+from qkdpp.kernels.cascade import (
+    VARIANTS,
+    AliceFrame,
+    AliceOracle,
+    AskPeer,
+    BobFrame,
+    PassShuffles,
+    bob_reconcile,
+    get_variant,
+)
+
+
+def h2(q: float) -> float:
+    return -q * math.log2(q) - (1 - q) * math.log2(1 - q)
+
+
+class RecordingOracle(AliceOracle):
+    """Oracle that also records every question and answer (to compare backends)."""
+
+    def __init__(self, alices: list[AliceFrame]) -> None:
+        super().__init__(alices)
+        self.log: list[list] = []
+
+    def exchange(self, tops, asks):  # type: ignore[no-untyped-def]
+        t_out, q_out = super().exchange(tops, asks)
+        self.log.append(
+            [
+                [t.tolist() for t in tops],
+                [q.tolist() for q in asks],
+                [o.tolist() for o in t_out],
+                [o.tolist() for o in q_out],
+            ]
+        )
+        return t_out, q_out
+
+
+def make_batch(
+    n: int,
+    q: float,
+    variant: str,
+    frames: int = 1,
+    seed: int = 0,
+    backend: str = "compiled",
+    session: str = "test",
+):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(seed)
+    v = get_variant(variant)
+    sa = PassShuffles(session, n, v.passes, backend=backend)
+    sb = PassShuffles(session, n, v.passes, backend=backend)
+    alices, bobs, truth = [], [], []
+    for _ in range(frames):
+        a = rng.integers(0, 2, n, dtype=np.uint8)
+        b = a.copy()
+        if n:
+            b[rng.choice(n, round(q * n), replace=False)] ^= 1
+        truth.append(a)
+        alices.append(AliceFrame(a, v.passes, sa, backend))
+        bobs.append(BobFrame(b, q, v, sb, backend))
+    return alices, bobs, truth
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("n,q", [(0, 0.05), (1, 0.05), (7, 0.1), (1001, 0.03), (2500, 0.08)])
+def test_compiled_equals_reference(variant: str, n: int, q: float) -> None:
+    logs, finals, leaks = [], [], []
+    for backend in ("reference", "compiled"):
+        alices, bobs, _ = make_batch(n, q, variant, frames=2, seed=n, backend=backend)
+        oracle = RecordingOracle(alices)
+        bob_reconcile(bobs, oracle)
+        logs.append(oracle.log)
+        finals.append([b.bits.copy() for b in bobs])
+        leaks.append([b.leaked for b in bobs])
+        assert [b.leaked for b in bobs] == [a.leaked for a in alices]
+    assert logs[0] == logs[1]
+    assert all(np.array_equal(x, y) for x, y in zip(*finals, strict=False))
+    assert leaks[0] == leaks[1]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_corrects_and_books_every_parity(variant: str) -> None:
+    n, q = 10_000, 0.03
+    alices, bobs, truth = make_batch(n, q, variant, frames=3, seed=11)
+    oracle = AliceOracle(alices)
+    bob_reconcile(bobs, oracle)
+    for a, b, t in zip(alices, bobs, truth, strict=False):
+        assert b.failure is None
+        assert np.array_equal(b.bits, t)
+        assert a.leaked == b.leaked
+        assert b.flips == round(q * n)
+        f = b.leaked / (n * h2(q))
+        assert 1.0 < f < 1.35, f
+
+
+def test_round_trips_do_not_grow_with_frames() -> None:
+    """A 64-frame batch costs the round trips of its slowest frame, not the sum.
+
+    (Measured ratio against the mean single frame is about 2 for option7 at n = 1e4 -- the
+    slowest of 64 frames; the issue's 1.5x target is not met, see docs/cascade.md.)
+    """
+    n, q, v = 10_000, 0.02, "option7"
+    singles = []
+    for i in range(8):
+        a1, b1, _ = make_batch(n, q, v, frames=1, seed=100 + i)
+        singles.append(bob_reconcile(b1, AliceOracle(a1)))
+    alices, many, truth = make_batch(n, q, v, frames=64, seed=2)
+    oracle = AliceOracle(alices)
+    rt64 = bob_reconcile(many, oracle)
+    assert oracle.round_trips == rt64
+    assert rt64 <= max(b.rounds for b in many) + 1
+    assert rt64 <= 2.5 * np.mean(singles), (singles, rt64)
+    assert all(np.array_equal(b.bits, t) for b, t in zip(many, truth, strict=False))
+
+
+def test_frame_scope_shuffles_differ_but_both_peers_agree() -> None:
+    n, q = 3000, 0.04
+    v = get_variant("yanetal")
+    s1 = PassShuffles("sess", n, v.passes, frame_id=1)
+    s2 = PassShuffles("sess", n, v.passes, frame_id=2)
+    assert not np.array_equal(s1.get(3)[0], s2.get(3)[0])
+    assert np.array_equal(s1.get(3)[0], PassShuffles("sess", n, v.passes, frame_id=1).get(3)[0])
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 2, n, dtype=np.uint8)
+    b = a.copy()
+    b[rng.choice(n, 120, replace=False)] ^= 1
+    bob = BobFrame(b, q, v, PassShuffles("sess", n, v.passes, frame_id=1))
+    bob_reconcile([bob], AliceOracle([AliceFrame(a, v.passes, s1)]))
+    assert np.array_equal(bob.bits, a)
+
+
+class LyingPeer(AskPeer):
+    """Answers with the wrong number of parities."""
+
+    def __init__(self, alices: list[AliceFrame], top_extra: int, ask_extra: int) -> None:
+        self.inner = AliceOracle(alices)
+        self.top_extra, self.ask_extra = top_extra, ask_extra
+
+    @staticmethod
+    def _resize(o: np.ndarray, extra: int) -> np.ndarray:
+        if extra >= 0:
+            return np.concatenate([o, np.zeros(extra, np.uint8)])
+        return o[: max(0, o.size + extra)] if o.size else np.zeros(1, np.uint8)
+
+    def exchange(self, tops, asks):  # type: ignore[no-untyped-def]
+        t_out, q_out = self.inner.exchange(tops, asks)
+        if self.top_extra and any(t.size for t in tops):
+            t_out = [self._resize(o, self.top_extra) for o in t_out]
+        if self.ask_extra and any(q.size for q in asks):
+            q_out = [self._resize(o, self.ask_extra) for o in q_out]
+        return t_out, q_out
+
+
+@pytest.mark.parametrize("top_extra,ask_extra", [(1, 0), (0, 1), (0, -1)])
+def test_wrong_number_of_parities_is_a_protocol_error(top_extra: int, ask_extra: int) -> None:
+    alices, bobs, _ = make_batch(2000, 0.05, "original", seed=3)
+    with pytest.raises(ProtocolError):
+        bob_reconcile(bobs, LyingPeer(alices, top_extra, ask_extra))
+
+
+def test_non_binary_parity_is_a_protocol_error() -> None:
+    alices, bobs, _ = make_batch(2000, 0.05, "original", seed=3)
+
+    class Twos(AliceOracle):
+        def exchange(self, tops, asks):  # type: ignore[no-untyped-def]
+            t, q = super().exchange(tops, asks)
+            return t, [o + 2 for o in q]
+
+    with pytest.raises(ProtocolError):
+        bob_reconcile(bobs, Twos(alices))
+
+
+def test_alice_rejects_bad_questions() -> None:
+    v = get_variant("option7")
+    sh = PassShuffles("s", 100, v.passes)
+    a = AliceFrame(np.zeros(100, np.uint8), v.passes, sh)
+    i64 = lambda *x: np.array(x, dtype=np.int64)  # noqa: E731
+    with pytest.raises(ProtocolError):
+        a.answer(i64(0), i64(5), i64(101))  # end beyond n
+    with pytest.raises(ProtocolError):
+        a.answer(i64(0), i64(5), i64(5))  # empty range
+    with pytest.raises(ProtocolError):
+        a.answer(i64(0), i64(-1), i64(3))
+    with pytest.raises(ProtocolError):
+        a.answer(i64(10_000), i64(0), i64(3))  # unknown pass
+    with pytest.raises(ProtocolError):
+        a.answer(i64(0, 1), i64(0), i64(3))  # ragged
+    with pytest.raises(ProtocolError):
+        a.top(0, 0, 100)  # k = 0
+    with pytest.raises(ProtocolError):
+        a.top(0, 10, 101)  # end beyond n
+    assert a.leaked == 0
+
+
+def test_variant_block_sizes_follow_the_paper() -> None:
+    n = 10_000
+    assert get_variant("original").block_sizes(0.02, n)[:4] == [37, 74, 148, 296]
+    assert get_variant("option7").block_sizes(0.02, n)[:3] == [64, 256, 5000]
+    assert get_variant("option8").block_sizes(0.02, n)[:4] == [64, 512, 4096, 5000]
+    assert get_variant("yanetal").block_sizes(0.05, n)[:3] == [16, 80, 5000]
+    assert get_variant("biconf").block_sizes(0.05, n) == [19, 57]
+    with pytest.raises(ConfigError):
+        get_variant("nope")

@@ -1,0 +1,197 @@
+"""Cascade stage: both parties over loopback, exact leakage vs. bytes on the wire, bad peers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qkdpp.errors import ConfigError
+from qkdpp.frame import Frame, KeyState, Role
+from qkdpp.kernels import bits
+from qkdpp.pipeline.stage import Stage, stage_class
+from qkdpp.protocol.codec import decode_payload
+from qkdpp.protocol.envelope import Envelope
+from qkdpp.protocol.transcript import SENT
+from qkdpp.stages.cascade import KIND, CascadeStage
+from qkdpp.testing import correlated_pair, run_pair
+
+pytestmark = pytest.mark.two_party
+
+
+def pairs(n: int, q: float, count: int, seed: int = 0) -> tuple[list[Frame], list[Frame]]:
+    ps = [correlated_pair(n, q, frame_id=i, seed=seed + i) for i in range(count)]
+    return [p[0] for p in ps], [p[1] for p in ps]
+
+
+def test_registered_and_config_round_trip() -> None:
+    assert stage_class("cascade") is CascadeStage
+    s = CascadeStage(Role.BOB, variant="yanetal", corrector="alice")
+    again = Stage.from_config(Role.BOB, s.get_config())
+    assert isinstance(again, CascadeStage) and again.get_config() == s.get_config()
+    with pytest.raises(ConfigError):
+        CascadeStage(Role.BOB, variant="nope")
+    with pytest.raises(ConfigError):
+        CascadeStage(Role.BOB, corrector="eve")
+    with pytest.raises(ConfigError):
+        CascadeStage(Role.BOB, shuffle_scope="galaxy")
+
+
+def _reply_bits_on_wire(link) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(packed parity bytes, messages) of every cascade reply this side sent."""
+    total = msgs = 0
+    for raw in link.transcript.records(SENT, 0):
+        env = Envelope.decode(raw)
+        if env.kind == KIND + ".reply":
+            total += decode_payload(env.payload)["par"].size
+            msgs += 1
+    return total, msgs
+
+
+def _questions_on_wire(link) -> int:  # type: ignore[no-untyped-def]
+    """Number of parities the corrector asked for, decoded from its sent messages."""
+    count = 0
+    for raw in link.transcript.records(SENT, 0):
+        env = Envelope.decode(raw)
+        if env.kind == KIND:
+            msg = decode_payload(env.payload)
+            if msg["op"] == "ask":
+                count += int(msg["counts"].sum())
+                count += sum(
+                    -(-int(e) // int(k)) for k, e in zip(msg["tk"], msg["tend"], strict=False)
+                )
+    return count
+
+
+@pytest.mark.parametrize(
+    "variant,scope", [("option7", "session"), ("biconf", "session"), ("yanetal", "frame")]
+)
+def test_two_parties_correct_and_ledgers_match_the_wire(variant: str, scope: str) -> None:
+    n, q = 20_000, 0.03
+    alice, bob = pairs(n, q, 3)
+    cfg = [{"stage": "cascade", "variant": variant, "shuffle_scope": scope}]
+    res = run_pair(cfg, None, alice, bob)
+    par_bytes, msgs = _reply_bits_on_wire(res.alice_link)
+    asked = _questions_on_wire(res.bob_link)
+    total_leak = 0
+    for fa, fb in zip(res.alice, res.bob, strict=False):
+        assert fa.meta.state is KeyState.CORRECTED and fb.meta.state is KeyState.CORRECTED
+        assert bits.xor_popcount(fa.bits, fb.bits, n) == 0
+        assert fa.meta.leaked_by("cascade") == fb.meta.leaked_by("cascade") > 0
+        total_leak += fb.meta.leaked_by("cascade")
+        h = -q * math.log2(q) - (1 - q) * math.log2(1 - q)
+        assert fb.meta.tags["cascade_f"] == pytest.approx(fb.meta.leaked_by("cascade") / (n * h))
+        assert fb.meta.tags["cascade_flips"] == round(q * n)
+        assert fb.meta.tags["cascade_round_trips"] == msgs
+        assert fa.meta.tags["cascade_round_trips"] == msgs
+    # every parity bit on the wire is booked, and nothing else is:
+    assert total_leak == asked
+    assert 8 * par_bytes - 7 * msgs <= total_leak <= 8 * par_bytes
+
+
+def test_alice_can_be_the_corrector() -> None:
+    n = 5000
+    alice, bob = pairs(n, 0.04, 2, seed=7)
+    res = run_pair(
+        [{"stage": "cascade", "variant": "original", "corrector": "alice"}], None, alice, bob
+    )
+    for fa, fb, b0 in zip(res.alice, res.bob, bob, strict=False):
+        assert np.array_equal(fa.bits, b0.bits)  # Alice moved to Bob's key
+        assert np.array_equal(fb.bits, b0.bits)  # Bob's key untouched
+        assert fa.meta.leaked_by("cascade") == fb.meta.leaked_by("cascade")
+
+
+def test_missing_qber_fails_the_batch_cleanly() -> None:
+    alice, bob = pairs(1000, 0.02, 1)
+    bob = [f.evolve(meta=f.meta.replace(qber=None)) for f in bob]
+    res = run_pair([{"stage": "cascade"}], None, alice, bob)
+    assert all(not f.ok and "QBER" in (f.meta.failure or "") for f in res.bob)
+    assert all(not f.ok for f in res.alice)
+
+
+class _BadCorrector(CascadeStage):
+    """A corrector that asks out-of-range questions."""
+
+    def _correct(self, frames, peer):  # type: ignore[no-untyped-def]
+        n = frames[0].meta.n_bits
+        z = np.zeros(0, dtype=np.int64)
+        peer.request(
+            KIND,
+            {
+                "op": "ask",
+                "tcounts": np.zeros(len(frames), np.int64),
+                "tpid": z,
+                "tk": z,
+                "tend": z,
+                "counts": np.array([1] + [0] * (len(frames) - 1), np.int64),
+                "pid": np.zeros(1, np.uint16),
+                "start": np.array([0], np.uint32),
+                "end": np.array([n + 5], np.uint32),
+            },
+        )
+        return frames
+
+
+class _BadAnswerer(CascadeStage):
+    """An answerer that replies with one parity too few, or a reply never asked for."""
+
+    def __init__(self, role, *, mode: str = "short", **kw):  # type: ignore[no-untyped-def]
+        super().__init__(role, **kw)
+        self.mode = mode
+        self.calls = 0
+
+    def _answer(self, frames, peer):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.mode == "first" and self.calls > 1:
+            return super()._answer(frames, peer)
+        if self.mode == "unasked":
+            peer.reply(KIND, {"par": np.zeros(3, np.uint8)})
+        msg = peer.recv(KIND)
+        total = int(msg["counts"].sum()) + sum(
+            -(-int(e) // int(k)) for k, e in zip(msg["tk"], msg["tend"], strict=False)
+        )
+        peer.reply(KIND, {"par": np.zeros(max(0, (total - 9) // 8), np.uint8)})
+        return frames
+
+
+def test_out_of_range_question_fails_frames_with_reason() -> None:
+    alice, bob = pairs(2000, 0.02, 2)
+    res = run_pair(
+        list[Stage]([CascadeStage(Role.ALICE)]), list[Stage]([_BadCorrector(Role.BOB)]), alice, bob
+    )
+    for f in res.alice:
+        assert not f.ok and "ProtocolError" in (f.meta.failure or "")
+    assert all(not f.ok for f in res.bob)
+
+
+@pytest.mark.parametrize("mode", ["short", "unasked"])
+def test_bad_replies_fail_frames_with_reason(mode: str) -> None:
+    alice, bob = pairs(2000, 0.02, 2)
+    res = run_pair([_BadAnswerer(Role.ALICE, mode=mode)], [CascadeStage(Role.BOB)], alice, bob)
+    for f in res.bob:
+        assert not f.ok and "ProtocolError" in (f.meta.failure or ""), f.meta.failure
+    assert all(not f.ok for f in res.alice)
+
+
+def test_session_continues_after_a_failed_batch() -> None:
+    alice, bob = pairs(3000, 0.02, 4)
+    # the answerer misbehaves in the first batch (frames 0, 1) only
+    res = run_pair(
+        [_BadAnswerer(Role.ALICE, mode="first")], [CascadeStage(Role.BOB)], alice, bob, batch_size=2
+    )
+    assert [f.ok for f in res.bob] == [False, False, True, True]
+    assert [f.ok for f in res.alice] == [False, False, True, True]
+    for a, b in zip(res.alice[2:], res.bob[2:], strict=False):
+        assert bits.xor_popcount(a.bits, b.bits, 3000) == 0
+
+
+def test_empty_and_tiny_frames() -> None:
+    alice, bob = [], []
+    for i, n in enumerate([0, 1, 9]):
+        a, b = correlated_pair(n, 0.0, frame_id=i, seed=i)
+        alice.append(a)
+        bob.append(b.evolve(meta=b.meta.replace(qber=0.05)))
+    res = run_pair([{"stage": "cascade"}], None, alice, bob)
+    assert all(f.meta.state is KeyState.CORRECTED for f in res.bob)
+    assert [f.meta.n_bits for f in res.bob] == [0, 1, 9]
