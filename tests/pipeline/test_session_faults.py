@@ -32,7 +32,7 @@ def _run(plan_a: FaultPlan, plan_b: FaultPlan, n_frames: int = 30) -> tuple[list
             link.handshake()
             s = Session(Pipeline.from_config(link.role, CONFIG), link, batch_size=1)
             out[name] = list(s.run(frames))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             out[name] = exc
 
     ts = [

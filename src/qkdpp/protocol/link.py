@@ -113,6 +113,8 @@ class PeerLink:
         self._done_nonces: set[bytes] = set()
         self._final_hello: bytes | None = None
         self.generation = 0  # completed handshakes: stages re-check state with the peer on change
+        self.peer_next_batch = 0  # what the peer proposed in the last handshake
+        self.agreed_next_batch = 0
 
     # -- session ---------------------------------------------------------------------------
     def handshake(self, next_batch: int = 0) -> int:
@@ -198,7 +200,9 @@ class PeerLink:
         self._send_seq = (_epoch(nonce) << 32) + 1
         self._recv_epoch = _epoch(peer_nonce)
         self._recv_seq = (self._recv_epoch << 32) + 1
-        return max(next_batch, peer_next)
+        self.peer_next_batch = peer_next
+        self.agreed_next_batch = max(next_batch, peer_next)
+        return self.agreed_next_batch
 
     def _check_hello(self, env: Envelope) -> dict[str, Any]:
         try:

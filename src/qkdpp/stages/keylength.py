@@ -32,7 +32,12 @@ from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
 from qkdpp.security import lim2014, rusca2018, tomamichel2012
 from qkdpp.security.ledger import LinkEpsLedger, check_block_budget
-from qkdpp.security.result import SAMPLE_TOO_SMALL, KeyLengthResult, make_result
+from qkdpp.security.result import (
+    BOUND_EXCEEDS_BLOCK,
+    SAMPLE_TOO_SMALL,
+    KeyLengthResult,
+    make_result,
+)
 
 __all__ = ["PROTOCOLS", "KeyLengthStage", "secret_key_length"]
 
@@ -205,8 +210,16 @@ class KeyLengthStage(Stage):
 
     def process(self, frame: Frame, peer: PeerScope) -> Frame:
         res = self.compute(frame)
-        if res.length > frame.meta.n_bits:  # a bound above the raw key length is meaningless
-            res = replace(res, length=frame.meta.n_bits)
+        if res.length > frame.meta.n_bits and res.abort is None:
+            # more secret bits than raw bits: the configured intensities or probabilities do
+            # not describe this data; capping would skip privacy amplification — abort
+            res = replace(
+                res,
+                length=0,
+                abort=BOUND_EXCEEDS_BLOCK,
+                detail=f"bound {res.bound:.0f} > block {frame.meta.n_bits} bits: check "
+                "the intensities and probabilities in [key_length]",
+            )
         meta = frame.meta
         booked_cor = any(e.name == "eps_cor" for e in meta.epsilons)
         for name, value in res.eps.items():

@@ -71,16 +71,25 @@ class TimingStage(Stage):
         max_offset_ps: float = 1e9,
         max_drift_ppm: float = 20.0,
     ) -> None:
-        cmap = {int(k): tuple(int(x) for x in v)
-                for k, v in (channel_map or DEFAULT_CHANNELS).items()}
-        super().__init__(role, slot_ps=slot_ps, mu=list(mu),
-                         channel_map={str(k): list(v) for k, v in cmap.items()},
-                         pilot_slots=pilot_slots, gate_ps=gate_ps,
-                         expected_offset_ps=expected_offset_ps, max_offset_ps=max_offset_ps,
-                         max_drift_ppm=max_drift_ppm)
+        cmap = {
+            int(k): tuple(int(x) for x in v) for k, v in (channel_map or DEFAULT_CHANNELS).items()
+        }
+        super().__init__(
+            role,
+            slot_ps=slot_ps,
+            mu=list(mu),
+            channel_map={str(k): list(v) for k, v in cmap.items()},
+            pilot_slots=pilot_slots,
+            gate_ps=gate_ps,
+            expected_offset_ps=expected_offset_ps,
+            max_offset_ps=max_offset_ps,
+            max_drift_ppm=max_drift_ppm,
+        )
         if pilot_slots < 1024:
             raise ConfigError(f"pilot_slots must be >= 1024, got {pilot_slots}")
-        self.cmap = cmap
+        self.cmap: dict[int | str, tuple[int, int] | str] = {
+            k: (v[0], v[1]) for k, v in cmap.items()
+        }
         self.mu = np.asarray(mu, np.float32)
 
     def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
@@ -99,16 +108,26 @@ class TimingStage(Stage):
             raise ProtocolError(f"timing/pilot: {len(msg) // 4} pilots for {len(frames)} frames")
         out = []
         for i, f in enumerate(frames):
-            n, packed = msg.get(f"n{i}"), msg.get(f"p{i}")
-            slot0, n_slots = msg.get(f"s{i}"), msg.get(f"m{i}")
-            if not all(isinstance(x, int) and x >= 0 for x in (n, slot0, n_slots)) \
-                    or not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 \
-                    or packed.size != (2 * n + 7) // 8 or n > n_slots:
+            packed = msg.get(f"p{i}")
+            ints = [msg.get(f"{k}{i}") for k in "nsm"]
+            if not all(isinstance(x, int) and x >= 0 for x in ints):
+                raise ProtocolError(f"timing/pilot: bad counts for frame {i}")
+            n, slot0, n_slots = (int(x) for x in ints)  # type: ignore[arg-type]
+            if (
+                not isinstance(packed, np.ndarray)
+                or packed.dtype != np.uint8
+                or packed.size != (2 * n + 7) // 8
+                or n > n_slots
+            ):
                 raise ProtocolError(f"timing/pilot: bad pilot for frame {i}")
-            if int(f.aux["n_slots"]) and (slot0, n_slots) != (int(f.aux["slot0"]),
-                                                              int(f.aux["n_slots"])):
-                raise ProtocolError(f"timing/pilot: Alice's slots [{slot0}, +{n_slots}) differ "
-                                    f"from this chunk's [{f.aux['slot0']}, +{f.aux['n_slots']})")
+            if int(f.aux["n_slots"]) and (slot0, n_slots) != (
+                int(f.aux["slot0"]),
+                int(f.aux["n_slots"]),
+            ):
+                raise ProtocolError(
+                    f"timing/pilot: Alice's slots [{slot0}, +{n_slots}) differ "
+                    f"from this chunk's [{f.aux['slot0']}, +{f.aux['n_slots']})"
+                )
             f = f.evolve(aux={**f.aux, "slot0": slot0, "n_slots": n_slots})
             classes = _unpack2(packed, n)
             if n and int(classes.max()) >= self.mu.size:
@@ -117,29 +136,47 @@ class TimingStage(Stage):
         return out
 
     def _recover(self, f: Frame, pilot: np.ndarray) -> Frame:
-        ev = EventChunk(np.asarray(f.aux["t_ps"], np.uint64), np.asarray(f.aux["channel"], np.uint8),
-                        np.zeros(len(f.aux["t_ps"]), np.uint8))
+        ev = EventChunk(
+            np.asarray(f.aux["t_ps"], np.uint64),
+            np.asarray(f.aux["channel"], np.uint8),
+            np.zeros(len(f.aux["t_ps"]), np.uint8),
+        )
         slot0, n_slots = int(f.aux["slot0"]), int(f.aux["n_slots"])
         try:
             expected = self.params["expected_offset_ps"]
             if expected is None:
                 # Bob's first detection falls within a few slots of the chunk's first slot,
                 # so Bob's time of Alice's slot 0 is about t_first - slot0 · T
-                expected = (float(ev.t_ps[0]) if len(ev) else 0.0) \
-                    - slot0 * self.params["slot_ps"]
-            fit = fit_clock(ev, pilot, slot_ps=self.params["slot_ps"], pilot_slot0=slot0,
-                            expected_offset_ps=expected,
-                            max_offset_ps=self.params["max_offset_ps"],
-                            max_drift_ppm=self.params["max_drift_ppm"],
-                            channels=sorted(self.cmap))
-            det, stats = assign_slots(ev, fit, self.cmap, gate_ps=self.params["gate_ps"],
-                                      slot0=slot0, n_slots=n_slots)
+                expected = (float(ev.t_ps[0]) if len(ev) else 0.0) - slot0 * self.params["slot_ps"]
+            fit = fit_clock(
+                ev,
+                pilot,
+                slot_ps=self.params["slot_ps"],
+                pilot_slot0=slot0,
+                expected_offset_ps=expected,
+                max_offset_ps=self.params["max_offset_ps"],
+                max_drift_ppm=self.params["max_drift_ppm"],
+                channels=sorted(int(c) for c in self.cmap),
+            )
+            det, stats = assign_slots(
+                ev, fit, self.cmap, gate_ps=self.params["gate_ps"], slot0=slot0, n_slots=n_slots
+            )
         except QkdppError as exc:
             return f.fail(f"timing: {exc}")
-        aux = {"slot0": det.slot0, "n_slots": det.n_slots, "det_slot": det.slot,
-               "det_basis": det.basis, "det_value": det.value, "det_double": det.double}
-        meta = f.meta.with_tags(clock_offset_ps=float(fit.t0_ps), clock_drift_ppm=fit.drift_ppm,
-                                fraction_gated=stats.fraction_gated, n_events=len(ev))
+        aux = {
+            "slot0": det.slot0,
+            "n_slots": det.n_slots,
+            "det_slot": det.slot,
+            "det_basis": det.basis,
+            "det_value": det.value,
+            "det_double": det.double,
+        }
+        meta = f.meta.with_tags(
+            clock_offset_ps=float(fit.t0_ps),
+            clock_drift_ppm=fit.drift_ppm,
+            fraction_gated=stats.fraction_gated,
+            n_events=len(ev),
+        )
         return f.evolve(meta=meta, aux=aux)
 
 

@@ -26,6 +26,7 @@ QUICK_FILES = (
     "test_bench_cascade.py",
     "test_bench_ldpc.py",
     "test_bench_ptu.py",
+    "test_bench_e2e.py",
 )
 
 

@@ -150,8 +150,10 @@ def run(args: argparse.Namespace) -> int:
 def link_toml(params: LinkParams) -> str:
     """The link configuration both parties give ``qkdpp process --config``: the intensities, their
     probabilities and Bob's channel map, as simulated (they must match the hardware)."""
-    cmap = ", ".join(f'"{c}" = [{b}, {v}]' for c, (b, v) in
-                     zip(params.channels, ((0, 0), (0, 1), (1, 0), (1, 1)), strict=True))
+    cmap = ", ".join(
+        f'"{c}" = [{b}, {v}]'
+        for c, (b, v) in zip(params.channels, ((0, 0), (0, 1), (1, 0), (1, 1)), strict=True)
+    )
     mu = ", ".join(repr(float(x)) for x in params.mu)
     p_mu = ", ".join(repr(float(x)) for x in params.p_mu)
     return (

@@ -1,0 +1,133 @@
+"""LDPC reconciliation throughput: compiled layered min-sum vs the `ldpc` PyPI package (same code,
+same frames, same run), and the whole two-party stage (decoder + protocol).
+
+Run: ``pytest benchmarks/test_bench_ldpc.py --benchmark-enable -q``. ``bits_per_s`` is sifted key
+bits per second (key bits of the frames / mean time).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from qkdpp.codes import code_id, load_code
+from qkdpp.codes.construct import bsc_entropy
+from qkdpp.kernels.ldpc import _nb, _ref
+from qkdpp.testing import correlated_pair, run_pair
+
+N_FRAMES = 32
+# mother code per QBER for the raw decoder comparison (no puncturing/shortening): f ~ 1.4
+CODE_FOR_Q = {0.02: code_id("peg32k", 0.80), 0.05: code_id("peg32k", 0.60)}
+
+
+def _frames(code, q, nf, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, (code.n, nf), dtype=np.uint8)
+    e = (rng.random((code.n, nf)) < q).astype(np.uint8)
+    y = x ^ e
+    s = _ref.syndrome(code.row_ptr, code.col_idx, x)
+    llr = np.where(y == 1, -1.0, 1.0).astype(np.float32) * np.float32(math.log((1 - q) / q))
+    return x, y, s, llr
+
+
+@pytest.mark.parametrize("algorithm", ["spa", "nms"])
+@pytest.mark.parametrize("q", [0.02, 0.05])
+def test_ldpc_decode_compiled(benchmark, q, algorithm):
+    code = load_code(CODE_FOR_Q[q])
+    x, _y, s, llr = _frames(code, q, N_FRAMES)
+
+    def dec(lo: int, hi: int, iters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if algorithm == "spa":
+            return _nb.decode_layered_spa(
+                code.row_ptr, code.col_idx, llr[:, lo:hi], s[:, lo:hi], iters
+            )
+        return _nb.decode_layered_nms(
+            code.row_ptr, code.col_idx, llr[:, lo:hi], s[:, lo:hi], iters, 0.8
+        )
+
+    dec(0, 2, 2)  # warm JIT
+
+    def run():
+        return [dec(g, g + 16, 60) for g in range(0, N_FRAMES, 16)]
+
+    out = benchmark.pedantic(run, rounds=3, iterations=1)
+    ok = np.concatenate([o[2] for o in out])
+    bits = np.concatenate([o[0] for o in out], axis=1)
+    benchmark.group = f"ldpc-decode-q{q}-n{code.n}"
+    benchmark.extra_info.update(
+        n_bits=code.n * N_FRAMES,
+        bits_per_s=code.n * N_FRAMES / benchmark.stats.stats.mean,
+        fer=float(1 - ok.mean()),
+        f=code.m / (code.n * bsc_entropy(q)),
+    )
+    assert (bits[:, ok] == x[:, ok]).all()
+
+
+@pytest.mark.parametrize("q", [0.02, 0.05])
+def test_ldpc_decode_ldpc_package(benchmark, q):
+    bp = pytest.importorskip("ldpc")
+    import scipy.sparse as sp
+
+    code = load_code(CODE_FOR_Q[q])
+    nf = 4  # the package decodes one syndrome per call: fewer frames keep the run short
+    x, y, s, _ = _frames(code, q, nf)
+    h = sp.csr_matrix(
+        (np.ones(code.edges, np.uint8), code.col_idx.copy(), code.row_ptr.copy()),
+        shape=(code.m, code.n),
+    )
+    dec = bp.BpDecoder(
+        h,
+        error_rate=q,
+        max_iter=60,
+        bp_method="minimum_sum",
+        ms_scaling_factor=0.8,
+        schedule="serial",
+    )
+    sy = _ref.syndrome(code.row_ptr, code.col_idx, y)
+    target = s ^ sy  # syndrome of the error pattern e = x ^ y
+
+    def run():
+        return [dec.decode(target[:, j].copy()) for j in range(nf)]
+
+    est = benchmark.pedantic(run, rounds=1, iterations=1)
+    ok = np.array(
+        [np.array_equal(e_hat.astype(np.uint8), (x ^ y)[:, j]) for j, e_hat in enumerate(est)]
+    )
+    benchmark.group = f"ldpc-decode-q{q}-n{code.n}"
+    benchmark.extra_info.update(
+        n_bits=code.n * nf,
+        bits_per_s=code.n * nf / benchmark.stats.stats.mean,
+        fer=float(1 - ok.mean()),
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["spa", "nms"])
+@pytest.mark.parametrize("mode", ["rate_adaptive", "blind"])
+@pytest.mark.parametrize("q", [0.02, 0.05])
+def test_ldpc_stage_two_party(benchmark, q, mode, algorithm):
+    n_bits = 29491  # one peg32k chunk (n - ceil(0.1 n))
+    pairs = [correlated_pair(n_bits, q, frame_id=i, seed=i, exact=False) for i in range(N_FRAMES)]
+    a = [p[0] for p in pairs]
+    b = [p[1] for p in pairs]
+    cfg = [{"stage": "ldpc", "mode": mode, "family": "peg32k", "algorithm": algorithm}]
+    run_pair(cfg, None, a[:1], b[:1])  # warm JIT and code cache
+
+    def run():
+        return run_pair(cfg, None, a, b)
+
+    r = benchmark.pedantic(run, rounds=2, iterations=1)
+    ok = [
+        fa.ok and fb.ok and np.array_equal(fa.bits, fb.bits)
+        for fa, fb in zip(r.alice, r.bob, strict=True)
+    ]
+    good = [fb for fb, o in zip(r.bob, ok, strict=True) if o]
+    fs = [fb.meta.leaked_by("ldpc") / (n_bits * bsc_entropy(q)) for fb in good]
+    benchmark.group = f"ldpc-stage-q{q}-n{n_bits}"
+    benchmark.extra_info.update(
+        n_bits=n_bits * N_FRAMES,
+        bits_per_s=n_bits * N_FRAMES / benchmark.stats.stats.mean,
+        fer=1 - float(np.mean(ok)),
+        f_mean=float(np.mean(fs)) if fs else None,
+    )

@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""LDPC reconciliation study: efficiency f, frame error rate and throughput vs QBER.
+
+For every protocol (``rate_adaptive``, ``blind``) and QBER, ``--frames`` frame pairs of one
+``peg32k`` chunk (29491 bits, exactly ``round(q n)`` errors) go through the two-party ``ldpc`` stage
+(:func:`qkdpp.testing.run_pair`, in-memory loopback). Reported per point:
+
+* ``f``   = mean over converged frames of ``leaked_by("ldpc") / (n_bits h(q))`` (REFERENCES.md §1),
+* ``fer`` = failed frames / frames (before verification),
+* ``mbps`` = sifted key bits / wall time of the whole two-party run (decoder + protocol, both
+  parties in one process, so both share the core).
+
+``--calibrate`` instead sweeps the rate-adaptive efficiency and prints, per QBER, the smallest f
+on the grid whose FER <= ``--target-fer`` (the numbers of ``EFFICIENCY_TABLE``).
+``--compare-ldpc-package`` decodes the same mother code with the ``ldpc`` PyPI package.
+
+Writes ``<out>.csv`` and ``<out>.png``. Example::
+
+    python scripts/study_ldpc.py --frames 200 --out ldpc_study
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+
+import numpy as np
+
+from qkdpp.codes import code_id, load_code
+from qkdpp.codes.construct import bsc_entropy
+from qkdpp.kernels.ldpc import _nb, _ref
+from qkdpp.testing import correlated_pair, run_pair
+
+N_BITS = 29491  # one peg32k chunk at delta = 0.1
+
+
+def run_point(mode: str, q: float, frames: int, seed: int, **params: object) -> dict[str, float]:
+    pairs = [
+        correlated_pair(N_BITS, q, frame_id=i, seed=seed * 100003 + i, exact=True)
+        for i in range(frames)
+    ]
+    cfg = [{"stage": "ldpc", "mode": mode, "family": "peg32k", **params}]
+    run_pair(cfg, None, [pairs[0][0]], [pairs[0][1]])  # warm-up (JIT, code cache)
+    t0 = time.perf_counter()
+    r = run_pair(cfg, None, [p[0] for p in pairs], [p[1] for p in pairs])
+    wall = time.perf_counter() - t0
+    h = bsc_entropy(round(q * N_BITS) / N_BITS)
+    fs, rounds, ok = [], [], 0
+    for fa, fb in zip(r.alice, r.bob, strict=True):
+        good = fa.ok and fb.ok and np.array_equal(fa.bits, fb.bits)
+        ok += good
+        if good:
+            fs.append(fb.meta.leaked_by("ldpc") / (N_BITS * h))
+            rounds.append(fb.meta.tags.get("ldpc_rounds", 1))
+    return {
+        "mode": mode,
+        "qber": q,
+        "frames": frames,
+        "f": float(np.mean(fs)) if fs else math.nan,
+        "fer": 1.0 - ok / frames,
+        "mbps": N_BITS * frames / wall / 1e6,
+        "rounds": float(np.mean(rounds)) if rounds else math.nan,
+        "efficiency_param": float(params.get("efficiency") or math.nan),  # type: ignore[arg-type]
+    }
+
+
+def compare_package(q: float, rate: float, frames: int) -> list[dict[str, object]]:
+    """Same mother code, same frames: our compiled NMS vs the ldpc package's BpDecoder."""
+    import scipy.sparse as sp
+
+    from ldpc import BpDecoder
+
+    code = load_code(code_id("peg32k", rate))
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 2, (code.n, frames), dtype=np.uint8)
+    y = x ^ (rng.random((code.n, frames)) < q).astype(np.uint8)
+    s = _ref.syndrome(code.row_ptr, code.col_idx, x)
+    llr = np.where(y == 1, -1.0, 1.0).astype(np.float32) * np.float32(math.log((1 - q) / q))
+    out = []
+    _nb.decode_layered_nms(code.row_ptr, code.col_idx, llr[:, :1], s[:, :1], 2, 0.8)
+    t0 = time.perf_counter()
+    ok = []
+    for g in range(0, frames, 16):
+        b, _, o = _nb.decode_layered_nms(
+            code.row_ptr, code.col_idx, llr[:, g : g + 16], s[:, g : g + 16], 60, 0.8
+        )
+        ok.extend((b == x[:, g : g + 16]).all(axis=0) & o)
+    dt = time.perf_counter() - t0
+    out.append(
+        {
+            "decoder": "qkdpp-nms",
+            "code": code.code_id,
+            "qber": q,
+            "fer": 1 - float(np.mean(ok)),
+            "mbps": code.n * frames / dt / 1e6,
+        }
+    )
+    h = sp.csr_matrix(
+        (np.ones(code.edges, np.uint8), code.col_idx.copy(), code.row_ptr.copy()),
+        shape=(code.m, code.n),
+    )
+    dec = BpDecoder(
+        h,
+        error_rate=q,
+        max_iter=60,
+        bp_method="minimum_sum",
+        ms_scaling_factor=0.8,
+        schedule="serial",
+    )
+    target = s ^ _ref.syndrome(code.row_ptr, code.col_idx, y)
+    t0 = time.perf_counter()
+    ok = [
+        np.array_equal(dec.decode(target[:, j].copy()).astype(np.uint8), (x ^ y)[:, j])
+        for j in range(frames)
+    ]
+    dt = time.perf_counter() - t0
+    out.append(
+        {
+            "decoder": "ldpc-package",
+            "code": code.code_id,
+            "qber": q,
+            "fer": 1 - float(np.mean(ok)),
+            "mbps": code.n * frames / dt / 1e6,
+        }
+    )
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--qber", type=float, nargs="+", default=[0.01, 0.02, 0.03, 0.05, 0.08, 0.11])
+    ap.add_argument("--modes", nargs="+", default=["rate_adaptive", "blind"])
+    ap.add_argument("--out", default="ldpc_study")
+    ap.add_argument("--calibrate", action="store_true")
+    ap.add_argument(
+        "--grid",
+        type=float,
+        nargs="+",
+        default=[1.08, 1.10, 1.12, 1.15, 1.18, 1.22, 1.26, 1.30, 1.35, 1.40, 1.50],
+    )
+    ap.add_argument("--target-fer", type=float, default=1e-2)
+    ap.add_argument("--compare-ldpc-package", action="store_true")
+    ap.add_argument("--blind-step", type=float, default=0.1)
+    ap.add_argument("--blind-start", type=float, default=1.0)
+    args = ap.parse_args()
+
+    rows: list[dict[str, object]] = []
+    if args.calibrate:
+        for q in args.qber:
+            chosen = None
+            for f in args.grid:
+                row = run_point("rate_adaptive", q, args.frames, 7, efficiency=f)
+                rows.append(row)
+                print(row, flush=True)
+                if row["fer"] <= args.target_fer:
+                    chosen = f
+                    break
+            print(f"q={q}: smallest f on grid with FER <= {args.target_fer}: {chosen}", flush=True)
+    else:
+        for mode in args.modes:
+            for q in args.qber:
+                extra: dict[str, object] = {}
+                if mode == "blind":
+                    extra = {"blind_step": args.blind_step, "blind_start": args.blind_start}
+                row = run_point(mode, q, args.frames, 11, **extra)
+                rows.append(row)
+                print(row, flush=True)
+    with open(f"{args.out}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    if args.compare_ldpc_package:
+        cmp_rows = []
+        for q, rate in ((0.02, 0.80), (0.05, 0.60)):
+            cmp_rows += compare_package(q, rate, 16)
+        for r in cmp_rows:
+            print(r, flush=True)
+        with open(f"{args.out}_ldpc_package.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(cmp_rows[0]))
+            w.writeheader()
+            w.writerows(cmp_rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return 0
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in sorted({str(r["mode"]) for r in rows}):
+        sel = [r for r in rows if r["mode"] == mode]
+        ax1.plot([r["qber"] for r in sel], [r["f"] for r in sel], "o-", label=mode)
+        ax2.semilogy(
+            [r["qber"] for r in sel], [max(float(r["fer"]), 1e-4) for r in sel], "o-", label=mode
+        )  # type: ignore[arg-type]
+    ax1.set_xlabel("QBER")
+    ax1.set_ylabel("efficiency f")
+    ax2.set_xlabel("QBER")
+    ax2.set_ylabel("FER (floor 1e-4 = none seen)")
+    ax1.legend()
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(f"{args.out}.png", dpi=100)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

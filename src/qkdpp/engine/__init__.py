@@ -1,0 +1,1 @@
+"""The end-to-end engine: capture → timing → sifting → blocks → reconciliation → key store."""

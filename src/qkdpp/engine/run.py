@@ -1,0 +1,328 @@
+"""Run the whole chain for one party or both: records/time tags in, committed keys out.
+
+Inputs
+------
+Alice: her preparation record (:class:`~qkdpp.io.records.AliceRecord`, every slot).
+Bob: his raw time tags (:class:`~qkdpp.io.events.EventChunk`, ps on his clock).
+
+Steps
+-----
+1. *timing* (batch 0): Alice sends a pilot, Bob recovers the clock and assigns all his detections
+   to slots (:class:`~qkdpp.stages.timing.TimingStage`);
+2. the slots are cut into chunks of ``chunk_slots``; each chunk is sifted (batch ``c · 1024``,
+   c = 1, 2, …) and accumulated into key blocks, which run through the block pipeline in batches
+   (:class:`~qkdpp.engine.party.PartyEngine`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qkdpp.engine.config import BLOCK_STAGES, SIFT_STAGES, stage_configs
+from qkdpp.engine.inputs import party_files
+from qkdpp.engine.party import STEP, PartyEngine, PartyStats
+from qkdpp.errors import ChannelClosed, ConfigError, QkdppError, TransportError
+from qkdpp.frame import Frame, FrameMeta, KeyState, Role
+from qkdpp.io.events import EventChunk
+from qkdpp.io.records import AliceRecord, BobDetections
+from qkdpp.pipeline.runner import Pipeline
+from qkdpp.protocol.link import PeerLink
+from qkdpp.protocol.transports import Transport, loopback_pair
+from qkdpp.stages.accumulate import Accumulator
+from qkdpp.stages.sifting import alice_frame, bob_frame
+
+TIMING_BATCH = 0
+log = logging.getLogger(__name__)
+PER_PARTY_KEYS = ("path", "bootstrap", "pool_file")
+
+
+def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Frame:
+    """Run a preliminary step; on a broken exchange resynchronise and run it again (both
+    parties restart the step from its beginning)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return step()
+        except ChannelClosed:
+            raise
+        except TransportError as exc:
+            if attempt == attempts:
+                raise
+            log.warning("preliminary step failed (%s); resynchronising", exc)
+            try:
+                link.resync(0)
+            except ChannelClosed:
+                raise
+            except TransportError as exc2:
+                log.warning("resync failed: %s", exc2)
+    raise AssertionError("unreachable")
+
+
+def agree_config(link: PeerLink, shared: dict[str, Any]) -> None:
+    """Check both parties run the same protocol parameters (one message each way).
+
+    Everything that changes what goes on the wire or the key length must match: block and batch
+    sizes, every stage's parameters (per-party file paths excluded). A difference raises
+    ConfigError naming the first differing entries — a key length computed from different
+    intensities at the two ends must never happen.
+    """
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in sorted(x.items()) if k not in PER_PARTY_KEYS}
+        if isinstance(x, (list, tuple)):
+            return [strip(v) for v in x]
+        return x
+
+    mine = json.dumps(strip(shared), sort_keys=True, default=str)
+    scope = link.scope(TIMING_BATCH, "config")
+    scope.send("config", {"json": mine})
+    theirs = scope.recv("config").get("json")
+    if theirs != mine:
+        try:
+            a, b = json.loads(mine), json.loads(str(theirs))
+            diff = _diff(a, b)
+        except ValueError:
+            diff = ["(unreadable peer configuration)"]
+        raise ConfigError("the two parties' configurations differ: " + "; ".join(diff[:5]))
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        out = []
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            out += _diff(x, y, f"{path}[{i}]")
+        return out
+    return [] if a == b else [f"{path}: here {a!r}, peer {b!r}"]
+
+
+@dataclass
+class PartyResult:
+    """What one party's run produced."""
+
+    role: Role
+    blocks: list[Frame]
+    stats: PartyStats
+    timing: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    link_bytes: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def alice_chunks(rec: AliceRecord, chunk_slots: int, session_id: str) -> Iterator[Frame]:
+    """Alice's record cut into RAW chunk frames 1, 2, … of ``chunk_slots`` slots."""
+    if chunk_slots % 8:
+        raise ConfigError(f"chunk_slots must be a multiple of 8, got {chunk_slots}")
+    for c, start in enumerate(range(0, rec.n_slots, chunk_slots), start=1):
+        n = min(chunk_slots, rec.n_slots - start)
+        b0, b1 = start // 8, (start + n + 7) // 8
+        part = AliceRecord(
+            rec.slot0 + start,
+            n,
+            _clean(rec.basis[b0:b1], n),
+            _clean(rec.value[b0:b1], n),
+            rec.intensity[start : start + n],
+        )
+        yield alice_frame(part, frame_id=c, session_id=session_id)
+
+
+def _clean(packed: np.ndarray, n: int) -> np.ndarray:
+    out = packed.copy()
+    if n % 8:
+        out[-1] &= (0xFF << (8 - n % 8)) & 0xFF
+    return out
+
+
+def bob_chunks(det: BobDetections, chunk_slots: int, session_id: str) -> Iterator[Frame]:
+    """Bob's detections cut into RAW chunk frames with the same slot ranges as Alice's."""
+    for c, start in enumerate(range(0, det.n_slots, chunk_slots), start=1):
+        n = min(chunk_slots, det.n_slots - start)
+        lo, hi = np.searchsorted(det.slot, [det.slot0 + start, det.slot0 + start + n])
+        part = BobDetections(
+            det.slot0 + start,
+            n,
+            det.slot[lo:hi],
+            det.basis[lo:hi],
+            det.value[lo:hi],
+            det.double[lo:hi],
+        )
+        yield bob_frame(part, frame_id=c, session_id=session_id)
+
+
+def _timing_frame(
+    role: Role, data: AliceRecord | EventChunk, n_slots: int, session_id: str
+) -> Frame:
+    meta = FrameMeta(session_id, TIMING_BATCH, role, state=KeyState.RAW)
+    if role is Role.ALICE:
+        assert isinstance(data, AliceRecord)
+        return alice_frame(data, frame_id=TIMING_BATCH, session_id=session_id)
+    assert isinstance(data, EventChunk)
+    return Frame(
+        meta,
+        np.zeros(0, np.uint8),
+        {"t_ps": data.t_ps, "channel": data.channel, "slot0": 0, "n_slots": n_slots},
+    )
+
+
+def run_party(
+    role: Role | str,
+    config: dict[str, Any],
+    link: PeerLink,
+    data: AliceRecord | EventChunk,
+    n_slots: int,
+    *,
+    workdir: str | Path,
+    on_block: Callable[[Frame], None] | None = None,
+) -> PartyResult:
+    """One party's whole run over a handshaken ``link``.
+
+    Per-party files (key store, bootstrap key, authentication pool) default to
+    :func:`~qkdpp.engine.inputs.party_files` under ``workdir``.
+    """
+    role = Role(role)
+    t0 = time.perf_counter()
+    sess = config["session"]
+    sid = str(link.session_id)
+    files = party_files(workdir, role.value)
+    timing = Pipeline.from_config(role, [{"stage": "timing", **config.get("timing", {})}])
+    blocks_cfg = stage_configs(config, BLOCK_STAGES)
+    for c in blocks_cfg:
+        if c["stage"] == "commit":
+            c.setdefault("path", str(files["keystore"]))
+        if c["stage"] == "authenticate":
+            c.setdefault("bootstrap", str(files["bootstrap"]))
+            c.setdefault("pool_file", str(files["pool"]))
+    sift = Pipeline.from_config(role, stage_configs(config, SIFT_STAGES))
+    blocks = Pipeline.from_config(role, blocks_cfg)
+    key_length = next(s for s in blocks.stages if s.name == "key_length")
+    n_int = len(key_length.params.get("mu", (0, 0, 0)))
+
+    def make_acc() -> Accumulator:
+        return Accumulator(role, sid, sess["block_size"], n_intensities=max(3, n_int))
+
+    def prelude() -> Frame:
+        agree_config(
+            link,
+            {
+                "session": sess,
+                "timing": timing.get_config(),
+                "sift": sift.get_config(),
+                "blocks": blocks.get_config(),
+            },
+        )
+        (frame,) = timing.run_batch(
+            [_timing_frame(role, data, n_slots, sid)], link, batch_id=TIMING_BATCH
+        )
+        return frame
+
+    engine = PartyEngine(
+        link, sift, blocks, make_acc, batch_size=sess["batch_size"], prelude=prelude
+    )
+    engine.setup()
+    result = PartyResult(role, [], engine.stats)
+    tf = _retry(link, prelude)
+    # if the preliminary steps needed a resync, start where the two parties agreed
+    engine.skip_below(-(-link.agreed_next_batch // STEP))
+    if not tf.ok:
+        result.error = f"timing failed: {tf.meta.failure}"
+        result.seconds = time.perf_counter() - t0
+        return result
+    result.timing = {k: v for k, v in tf.meta.tags.items() if not k.startswith("time_")}
+    if role is Role.ALICE:
+        assert isinstance(data, AliceRecord)
+        chunks = alice_chunks(data, sess["chunk_slots"], sid)
+    else:
+        det = BobDetections(
+            int(tf.aux["slot0"]),
+            int(tf.aux["n_slots"]),
+            tf.aux["det_slot"],
+            tf.aux["det_basis"],
+            tf.aux["det_value"],
+            tf.aux["det_double"],
+        )
+        chunks = bob_chunks(det, sess["chunk_slots"], sid)
+    for block in engine.run(chunks):
+        result.blocks.append(block)
+        if on_block is not None:
+            on_block(block)
+    for s in blocks.stages:
+        close = getattr(s, "close", None)
+        if close is not None:
+            close()
+    result.seconds = time.perf_counter() - t0
+    result.link_bytes = {
+        "sent": link.stats.bytes_sent,
+        "received": link.stats.bytes_received,
+        "messages_sent": link.stats.messages_sent,
+    }
+    return result
+
+
+def run_local(
+    config: dict[str, Any],
+    alice: AliceRecord,
+    bob: EventChunk,
+    *,
+    workdir: str | Path,
+    transports: tuple[Transport, Transport] | None = None,
+    on_block: Callable[[Role, Frame], None] | None = None,
+) -> tuple[PartyResult, PartyResult]:
+    """Both parties in one process (two threads) over an in-memory link."""
+    ta, tb = transports or loopback_pair()
+    sid = str(uuid.uuid4())
+    timeout = float(config["session"]["timeout_s"])
+    links = {
+        Role.ALICE: PeerLink(ta, Role.ALICE, sid, timeout=timeout),
+        Role.BOB: PeerLink(tb, Role.BOB, sid, timeout=timeout),
+    }
+    out: dict[Role, PartyResult | BaseException] = {}
+    folder = Path(workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def party(role: Role, data: AliceRecord | EventChunk) -> None:
+        try:
+            links[role].handshake()
+            out[role] = run_party(
+                role,
+                config,
+                links[role],
+                data,
+                alice.n_slots,
+                workdir=folder,
+                on_block=(lambda f: on_block(role, f)) if on_block else None,
+            )
+        except BaseException as exc:
+            out[role] = exc
+            links[role].transport.close()
+
+    threads = [
+        threading.Thread(target=party, args=(Role.ALICE, alice), name="alice"),
+        threading.Thread(target=party, args=(Role.BOB, bob), name="bob"),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for role in (Role.ALICE, Role.BOB):
+        r = out.get(role)
+        if isinstance(r, BaseException):
+            if isinstance(r, QkdppError):
+                raise r
+            raise RuntimeError(f"{role.value} failed: {type(r).__name__}: {r}") from r
+    a, b = out[Role.ALICE], out[Role.BOB]
+    assert isinstance(a, PartyResult) and isinstance(b, PartyResult)
+    return a, b

@@ -1,0 +1,43 @@
+"""Syndrome-based LDPC decoding kernels (belief propagation).
+
+``decode_layered_spa(row_ptr, col_idx, llr, synd, max_iter)`` (layered sum-product, tabulated
+phi) and ``decode_layered_nms(row_ptr, col_idx, llr, synd, max_iter, alpha)`` dispatch to the
+backend chosen by ``QKDPP_BACKEND`` (numba ``_nb`` when importable, NumPy ``_ref`` otherwise); see
+:mod:`qkdpp.kernels.ldpc._ref` for the array conventions (frame-minor ``[n, F]`` arrays, LLR sign,
+punctured/shortened bits). ``decode_flooding_spa`` (sum-product) exists only as the reference.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from qkdpp import backend as _backend
+from qkdpp.kernels.ldpc._ref import SHORTENED_LLR, decode_flooding_spa, syndrome
+
+_PKG = "qkdpp.kernels.ldpc"
+BACKEND, _impl = _backend.load(_PKG, "_nb")
+
+
+def impl(name: str) -> ModuleType:
+    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
+    return _backend.load(_PKG, "_nb", backend=name)[1]
+
+
+def available_backends() -> list[str]:
+    """Backends of this family that import here (``compiled`` first)."""
+    return _backend.available(_PKG, "_nb")
+
+
+decode_layered_nms = _impl.decode_layered_nms
+decode_layered_spa = _impl.decode_layered_spa
+
+__all__ = [
+    "BACKEND",
+    "SHORTENED_LLR",
+    "available_backends",
+    "decode_flooding_spa",
+    "decode_layered_nms",
+    "decode_layered_spa",
+    "impl",
+    "syndrome",
+]

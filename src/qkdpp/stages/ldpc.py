@@ -1,0 +1,627 @@
+"""LDPC reconciliation stage: rate-adaptive (Elkouss et al. 2010) and blind (Martinez-Mateo et al.
+2012) syndrome decoding with the shipped PEG code family.
+
+Protocol (one batch, all frames in lock-step; ``E`` = encoder, ``D`` = decoder, ``decoder`` param)
+----------------------------------------------------------------------------------------------
+Every frame is cut into chunks of ``k = n - d`` key bits, ``d = ceil(delta * n)`` (the last chunk
+is padded with extra shortened zeros). For each chunk ``E`` builds the codeword ``x`` of length
+``n``: key bits at the key positions, ``p`` punctured positions filled with fresh random bits from
+:func:`secrets.token_bytes` (never disclosed as such), ``s = d - p`` shortened positions set to 0.
+
+1. ``E -> D`` ``syndrome`` (request): ``q`` (float, E's QBER estimate), ``codes`` (comma-separated
+   code id per frame), ``p`` (int32 per frame), ``syn`` (packed bits: every chunk's ``m``-bit
+   syndrome, concatenated in frame/chunk order). ``D`` decodes every chunk (layered normalised
+   min-sum, :mod:`qkdpp.kernels.ldpc`) and replies ``ok`` (uint8 per chunk).
+2. ``blind`` only, while some chunk failed and rounds remain: ``E -> D`` ``reveal`` (request):
+   ``vals`` (packed bits) = the values of the next ``step`` positions of every failed chunk, in
+   chunk order: first the punctured positions (from the end of the punctured list), then key
+   positions (:func:`_reveal_positions`). ``D`` fixes them (shortened) and
+   resumes decoding those chunks from its current messages; replies ``ok``.
+
+Rate choice: ``rate_adaptive`` picks, for efficiency ``f`` (param ``efficiency`` or the built-in
+table :data:`EFFICIENCY_TABLE` by QBER), the mother code and ``p`` with
+``(m - p) = f h(q) k`` and ``0 <= p <= ceil(delta n)`` closest to the middle of that range
+(the nearest feasible efficiency when none is exact); ``blind`` starts at
+``blind_start`` efficiency (the highest rate) and reveals ``ceil(blind_step * d)`` per round.
+
+Leakage (booked on both sides, per frame): ``sum over chunks (m - p)`` at the syndrome message
+(REFERENCES.md §1, Kiktenko et al. arXiv:1612.03673 eq. for f) plus one bit per revealed value.
+A frame with a chunk that did not converge is FAILED (``ldpc: ...``).
+
+Output: ``D``'s frames carry ``E``'s key bits; both frames advance to ``CORRECTED`` (verification
+is a later stage). Tags: ``ldpc_rounds``, ``ldpc_iters`` (max sweeps), ``ldpc_code``, and on ``D``
+``ldpc_flipped`` (bits corrected, a statistic).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from qkdpp.codes import FAMILIES, LdpcCode, code_id, load_code
+from qkdpp.codes.construct import bsc_entropy
+from qkdpp.errors import ConfigError, ProtocolError
+from qkdpp.frame import Frame, KeyState, Role
+from qkdpp.kernels import bits as kbits
+from qkdpp.kernels.ldpc import SHORTENED_LLR, syndrome
+from qkdpp.kernels.ldpc import impl as _kimpl
+from qkdpp.kernels.ldpc._ref import PHI_FINE, PHI_TABLE
+from qkdpp.pipeline.stage import Stage, register_stage
+from qkdpp.protocol.link import PeerScope
+
+# Efficiency used to pick the rate in rate-adaptive mode, by QBER (linear interpolation).
+# Calibrated with ``scripts/study_ldpc.py --calibrate --frames 64`` on peg32k (layered SPA, 60
+# sweeps): the smallest f on the grid 1.08..1.5 with no failed frame in 64, plus one grid step of
+# margin where the 64-frame result was marginal (0.02: no grid point reached 0/64; 0.11: 1.10).
+EFFICIENCY_TABLE: tuple[tuple[float, float], ...] = (
+    (0.01, 1.40),
+    (0.02, 1.60),
+    (0.03, 1.40),
+    (0.05, 1.15),
+    (0.08, 1.12),
+    (0.11, 1.12),
+)
+
+MODES = ("rate_adaptive", "blind")
+
+
+def table_efficiency(q: float) -> float:
+    """Interpolate :data:`EFFICIENCY_TABLE` at QBER ``q`` (clamped at the ends)."""
+    xs = [a for a, _ in EFFICIENCY_TABLE]
+    ys = [b for _, b in EFFICIENCY_TABLE]
+    return float(np.interp(q, xs, ys))
+
+
+@dataclass
+class _Plan:
+    code: LdpcCode
+    p: int
+    d: int
+    k: int  # key bits per full chunk
+    n_chunks: int
+
+
+@dataclass
+class _Group:
+    """Decoder state of up to ``group`` chunks of one code (kept across blind rounds)."""
+
+    code: LdpcCode
+    members: list[tuple[int, int]]  # (frame index, chunk index) per column
+    post: np.ndarray  # float32[n, F] posterior LLRs
+    msg: np.ndarray  # float32[E, F] check-to-variable messages
+    synd: np.ndarray  # uint8[m, F]
+    bits: np.ndarray  # uint8[n, F] decisions
+    iters: np.ndarray  # int32[F] sweeps of the last call
+    ok: np.ndarray  # uint8[F]
+
+
+def _chunking(family: str, n_bits: int, delta: float) -> tuple[int, int, int]:
+    """``(n_chunks, k, d)``: chunks of a frame, key bits per chunk, modulated positions per chunk.
+
+    ``n_chunks = ceil(n_bits / (n - ceil(delta n)))``, then the key is spread evenly:
+    ``k = ceil(n_bits / n_chunks)``, ``d = n - k`` (the last chunk pads with shortened zeros)."""
+    n = int(FAMILIES[family]["n"])
+    k_max = n - math.ceil(delta * n)
+    n_chunks = max(1, -(-n_bits // k_max))
+    k = max(1, -(-n_bits // n_chunks))
+    return n_chunks, k, n - k
+
+
+def _p_cap(m: int, n: int, d: int, delta: float) -> int:
+    """Most punctured bits per chunk: ``min(d, ceil(delta n), m // 3)``.
+
+    Heavier puncturing stalls belief propagation (punctured nodes need checks with few other
+    punctured neighbours to be recovered, Elkouss et al. arXiv:1006.2660 §III); the rest of the
+    ``d`` modulated positions are shortened."""
+    return min(d, math.ceil(delta * n), m // 3)
+
+
+def _plan_for(family: str, n_bits: int, q: float, f: float, delta: float, blind: bool) -> _Plan:
+    spec = FAMILIES[family]
+    n = int(spec["n"])
+    n_chunks, k, d = _chunking(family, n_bits, delta)
+    leak_target = f * bsc_entropy(q) * k
+    best: tuple[tuple[float, float], str, int] | None = None
+    for rate in spec["rates"]:
+        cid = code_id(family, rate)
+        m = round((1.0 - rate) * n)
+        p_ideal = round(m - leak_target)
+        p_cap = _p_cap(m, n, d, delta)
+        p = min(max(p_ideal, 0), p_cap)
+        # exact efficiency first; then blind: most punctured (room for reveals), else p ~ d/2
+        pref = p_cap if blind else p_cap / 2
+        score = (float(abs(p - p_ideal)), abs(p - pref))
+        if best is None or score < best[0]:
+            best = (score, cid, p)
+    assert best is not None
+    code = load_code(best[1])
+    return _Plan(code, best[2], d, k, n_chunks)
+
+
+def _reveal_positions(pl: _Plan) -> np.ndarray:
+    """Blind reveal order: punctured positions (last punctured first), then key positions.
+
+    Revealing a punctured value turns it into a shortened bit (Martinez-Mateo et al. 2012);
+    once they are exhausted, key bits are revealed (as in Kiktenko et al. 2017's symmetric blind
+    variant), at most ``d`` of them. Each revealed value costs one bit of leakage."""
+    return np.concatenate([pl.code.order[: pl.p][::-1], pl.code.order[pl.d : pl.d + pl.d]])
+
+
+def _reveal_cap(pl: _Plan) -> int:
+    """Most values revealed per chunk: all punctured bits plus up to ``d`` key bits."""
+    return pl.p + min(pl.d, pl.code.n - pl.d)
+
+
+def _chunk_words(
+    plan: _Plan, key: np.ndarray, p: int, rng_bytes: bytes | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codewords ``x[n, C]`` (uint8) of a frame's chunks and the key positions used.
+
+    Punctured positions get ``rng_bytes`` bits (encoder) or 0 (decoder: unknown, LLR 0)."""
+    code = plan.code
+    punct, _short, keypos = code.layout(p, plan.d - p)
+    c = plan.n_chunks
+    words = np.zeros((code.n, c), dtype=np.uint8)
+    padded = np.zeros(plan.k * c, dtype=np.uint8)
+    padded[: key.size] = key
+    words[keypos, :] = padded.reshape(c, plan.k).T
+    if rng_bytes is not None and p:
+        rnd = np.unpackbits(np.frombuffer(rng_bytes, dtype=np.uint8))[: p * c]
+        words[punct, :] = rnd.reshape(p, c)
+    return words, keypos
+
+
+@register_stage
+class LdpcStage(Stage):
+    """LDPC reconciliation (see module docstring for protocol and leakage).
+
+    Parameters
+    ----------
+    mode : {"rate_adaptive", "blind"}
+    decoder : {"bob", "alice"}
+        Which party decodes (the other sends syndromes).
+    family : str
+        Shipped code family (``peg32k``; ``peg4k`` for tests).
+    efficiency : float or None
+        Rate-adaptive target f; None uses :data:`EFFICIENCY_TABLE`.
+    delta : float
+        Fraction of modulated (punctured + shortened) positions per chunk.
+    max_iter : int
+        Decoder sweeps per round.
+    algorithm : {"spa", "nms"}
+        Layered sum-product with tabulated phi (better f, slower) or normalised min-sum (faster).
+    alpha : float
+        Min-sum normalisation (``nms`` only).
+    blind_start, blind_step, blind_rounds : float, float, int
+        Blind mode: starting efficiency, fraction of ``d`` revealed per extra round, max rounds.
+    group : int
+        Chunks decoded together in one SIMD group.
+    """
+
+    name = "ldpc"
+
+    def __init__(
+        self,
+        role: Role | str,
+        *,
+        mode: str = "rate_adaptive",
+        decoder: str = "bob",
+        family: str = "peg32k",
+        efficiency: float | None = None,
+        delta: float = 0.1,
+        max_iter: int = 60,
+        algorithm: str = "spa",
+        alpha: float = 0.8,
+        blind_start: float = 1.0,
+        blind_step: float = 0.05,
+        blind_rounds: int = 16,
+        group: int = 16,
+    ) -> None:
+        super().__init__(
+            role,
+            mode=mode,
+            decoder=decoder,
+            family=family,
+            efficiency=efficiency,
+            delta=delta,
+            max_iter=max_iter,
+            algorithm=algorithm,
+            alpha=alpha,
+            blind_start=blind_start,
+            blind_step=blind_step,
+            blind_rounds=blind_rounds,
+            group=group,
+        )
+        if mode not in MODES:
+            raise ConfigError(f"ldpc mode must be one of {MODES}, got {mode!r}")
+        if decoder not in ("alice", "bob"):
+            raise ConfigError(f"ldpc decoder must be 'alice' or 'bob', got {decoder!r}")
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown LDPC family {family!r}; known: {sorted(FAMILIES)}")
+        if not 0.0 <= delta < 0.5:
+            raise ConfigError(f"ldpc delta must be in [0, 0.5), got {delta}")
+        if efficiency is not None and not 0.5 < efficiency < 5:
+            raise ConfigError(f"ldpc efficiency must be in (0.5, 5), got {efficiency}")
+        if algorithm not in ("spa", "nms"):
+            raise ConfigError(f"ldpc algorithm must be 'spa' or 'nms', got {algorithm!r}")
+        if max_iter < 1 or group < 1 or blind_rounds < 0 or not 0 < blind_step <= 1:
+            raise ConfigError("ldpc max_iter, group >= 1, blind_rounds >= 0, 0 < blind_step <= 1")
+        self.mode = mode
+        self.decoder_role = Role(decoder)
+        self.family = family
+        self.efficiency = efficiency
+        self.delta = delta
+        self.max_iter = int(max_iter)
+        self.algorithm = algorithm
+        self.alpha = float(alpha)
+        self.blind_start = float(blind_start)
+        self.blind_step = float(blind_step)
+        self.blind_rounds = int(blind_rounds)
+        self.group = int(group)
+        self._k = _kimpl("compiled") if "compiled" in _available() else _kimpl("reference")
+
+    # -- helpers -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Warm the decoder JIT on a tiny code-shaped problem."""
+        rp = np.array([0, 2, 3], dtype=np.int64)
+        ci = np.array([0, 1, 1], dtype=np.int32)
+        llr = np.ones((2, 2), np.float32)
+        syn = np.zeros((2, 2), np.uint8)
+        self._k.decode_layered_nms(rp, ci, llr, syn, 2, self.alpha)
+        self._k.decode_layered_spa(rp, ci, llr, syn, 2)
+
+    def _f_for(self, q: float) -> float:
+        if self.mode == "blind":
+            return self.blind_start
+        return self.efficiency if self.efficiency is not None else table_efficiency(q)
+
+    def _plans(self, frames: list[Frame], q: float) -> list[_Plan]:
+        f = self._f_for(q)
+        return [
+            _plan_for(self.family, fr.meta.n_bits, q, f, self.delta, self.mode == "blind")
+            for fr in frames
+        ]
+
+    @staticmethod
+    def _qber(frames: list[Frame]) -> float:
+        qs = [fr.meta.qber for fr in frames if fr.meta.qber is not None]
+        if not qs:
+            raise ConfigError("ldpc needs a QBER estimate (meta.qber) from parameter estimation")
+        return float(max(qs))
+
+    # -- protocol ------------------------------------------------------------------------------
+    def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        if self.role is self.decoder_role:
+            return self._decode_side(frames, peer)
+        return self._encode_side(frames, peer)
+
+    def _encode_side(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        q = self._qber(frames)
+        plans = self._plans(frames, q)
+        words: list[np.ndarray] = []
+        synds: list[np.ndarray] = []
+        for fr, pl in zip(frames, plans, strict=True):
+            key = kbits.unpack(fr.bits, fr.meta.n_bits)
+            rnd = secrets.token_bytes(-(-pl.p * pl.n_chunks // 8)) if pl.p else b""
+            w, _ = _chunk_words(pl, key, pl.p, rnd)
+            words.append(w)
+            synds.append(syndrome(pl.code.row_ptr, pl.code.col_idx, w))
+        flat = np.concatenate([s.T.reshape(-1) for s in synds]) if synds else np.zeros(0, np.uint8)
+        metas = [
+            fr.meta.with_leak(self.name, "syndrome", (pl.code.m - pl.p) * pl.n_chunks)
+            for fr, pl in zip(frames, plans, strict=True)
+        ]
+        reply = peer.request(
+            "syndrome",
+            {
+                "q": q,
+                "codes": ",".join(pl.code.code_id for pl in plans),
+                "p": np.array([pl.p for pl in plans], dtype=np.int32),
+                "syn": kbits.pack(flat),
+            },
+        )
+        n_chunks = sum(pl.n_chunks for pl in plans)
+        ok = self._read_ok(peer, reply, "syndrome", n_chunks)
+        revealed = [0] * len(frames)
+        rounds = 1
+        while self.mode == "blind" and not ok.all() and rounds <= self.blind_rounds:
+            vals: list[np.ndarray] = []
+            pos = 0
+            more = False
+            for i, pl in enumerate(plans):
+                step = self._step(pl)
+                t0 = revealed[i]
+                t1 = min(_reveal_cap(pl), t0 + step)
+                for c in range(pl.n_chunks):
+                    if not ok[pos + c]:
+                        idx = _reveal_positions(pl)[t0:t1]
+                        vals.append(words[i][idx, c])
+                if t1 > t0 and not ok[pos : pos + pl.n_chunks].all():
+                    nfail = int((~ok[pos : pos + pl.n_chunks]).sum())
+                    metas[i] = metas[i].with_leak(self.name, "revealed", (t1 - t0) * nfail)
+                    more = True
+                revealed[i] = t1
+                pos += pl.n_chunks
+            if not more:
+                break
+            flat = np.concatenate(vals) if vals else np.zeros(0, np.uint8)
+            reply = peer.request("reveal", {"vals": kbits.pack(flat)})
+            new_ok = self._read_ok(peer, reply, "reveal", n_chunks)
+            ok = ok | new_ok
+            rounds += 1
+        return self._finish(frames, metas, plans, ok, rounds, None, None)
+
+    def _step(self, pl: _Plan) -> int:
+        return max(1, math.ceil(self.blind_step * pl.d))
+
+    def _read_ok(self, peer: PeerScope, reply: dict, kind: str, n_chunks: int) -> np.ndarray:
+        peer.expect_fields(reply, kind + ".reply", ok=np.ndarray, iters=np.ndarray)
+        ok = reply["ok"]
+        if ok.shape != (n_chunks,) or ok.dtype != np.uint8:
+            raise ProtocolError(
+                f"ldpc/{kind}.reply: ok must be uint8[{n_chunks}], got {ok.dtype}{ok.shape}"
+            )
+        self._peer_iters = reply["iters"]
+        return ok.astype(bool)
+
+    def _finish(
+        self,
+        frames: list[Frame],
+        metas: list,
+        plans: list[_Plan],
+        ok: np.ndarray,
+        rounds: int,
+        decoded: list[np.ndarray] | None,
+        iters: np.ndarray | None,
+    ) -> list[Frame]:
+        out = []
+        pos = 0
+        for i, (fr, meta, pl) in enumerate(zip(frames, metas, plans, strict=True)):
+            chunk_ok = ok[pos : pos + pl.n_chunks]
+            it = (
+                iters[pos : pos + pl.n_chunks]
+                if iters is not None
+                else self._peer_iters[pos : pos + pl.n_chunks]
+            )
+            pos += pl.n_chunks
+            meta = meta.with_tags(
+                ldpc_rounds=rounds,
+                ldpc_code=pl.code.code_id,
+                ldpc_p=pl.p,
+                ldpc_iters=int(it.max()) if it.size else 0,
+            )
+            if not chunk_ok.all():
+                bad = int((~chunk_ok).sum())
+                out.append(
+                    fr.evolve(
+                        meta=meta.failed(
+                            f"ldpc: {bad} of {pl.n_chunks} chunks did not converge "
+                            f"after {rounds} round(s)"
+                        )
+                    )
+                )
+                continue
+            bits = fr.bits
+            if decoded is not None:
+                new = decoded[i]
+                flipped = int(kbits.xor_popcount(fr.bits, kbits.pack(new), fr.meta.n_bits))
+                bits = kbits.pack(new)
+                meta = meta.with_tags(ldpc_flipped=flipped)
+            out.append(fr.evolve(meta=meta.advance(KeyState.CORRECTED), bits=bits))
+        return out
+
+    def _decode_side(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        msg = peer.recv("syndrome")
+        peer.expect_fields(msg, "syndrome", q=float, codes=str, p=np.ndarray, syn=np.ndarray)
+        q = float(msg["q"])
+        if not 0.0 < q < 0.5:
+            raise ProtocolError(f"ldpc/syndrome: QBER {q} outside (0, 0.5)")
+        ids = msg["codes"].split(",") if frames else []
+        p_arr = msg["p"]
+        if len(ids) != len(frames) or p_arr.shape != (len(frames),):
+            raise ProtocolError(
+                f"ldpc/syndrome: {len(ids)} codes / {p_arr.shape} p for {len(frames)} frames"
+            )
+        spec = FAMILIES[self.family]
+        known = {code_id(self.family, r) for r in spec["rates"]}
+        plans: list[_Plan] = []
+        for fr, cid, p in zip(frames, ids, p_arr.tolist(), strict=True):
+            if cid not in known:
+                raise ProtocolError(f"ldpc/syndrome: unknown code id {cid!r} for {self.family}")
+            n_chunks, k, d = _chunking(self.family, fr.meta.n_bits, self.delta)
+            code = load_code(cid)
+            p_cap = _p_cap(code.m, code.n, d, self.delta)
+            if not 0 <= p <= p_cap:
+                raise ProtocolError(f"ldpc/syndrome: punctured count {p} outside [0, {p_cap}]")
+            plans.append(_Plan(load_code(cid), int(p), d, k, n_chunks))
+        total = sum(pl.code.m * pl.n_chunks for pl in plans)
+        syn = msg["syn"]
+        if syn.dtype != np.uint8 or syn.shape != (-(-total // 8),):
+            raise ProtocolError(
+                f"ldpc/syndrome: syndrome must be uint8[{-(-total // 8)}] "
+                f"({total} bits), got {syn.dtype}{syn.shape}"
+            )
+        flat = kbits.unpack(syn, total)
+        metas = [
+            fr.meta.with_leak(self.name, "syndrome", (pl.code.m - pl.p) * pl.n_chunks)
+            for fr, pl in zip(frames, plans, strict=True)
+        ]
+        llr_mag = np.float32(math.log((1 - q) / q))
+        # chunk table: (frame index, chunk index, code)
+        jobs: dict[str, list[tuple[int, int]]] = {}
+        y_words: list[np.ndarray] = []
+        s_words: list[np.ndarray] = []
+        pos = 0
+        for i, (fr, pl) in enumerate(zip(frames, plans, strict=True)):
+            key = kbits.unpack(fr.bits, fr.meta.n_bits)
+            w, _ = _chunk_words(pl, key, pl.p, None)
+            y_words.append(w)
+            m = pl.code.m
+            s_words.append(flat[pos : pos + m * pl.n_chunks].reshape(pl.n_chunks, m).T)
+            pos += m * pl.n_chunks
+            for c in range(pl.n_chunks):
+                jobs.setdefault(pl.code.code_id, []).append((i, c))
+        chunk_base = np.cumsum([0] + [pl.n_chunks for pl in plans])
+        n_chunks = int(chunk_base[-1])
+        ok = np.zeros(n_chunks, dtype=bool)
+        iters = np.zeros(n_chunks, dtype=np.int32)
+        # decoder state per group: (code, members, post, msg, synd, bits, it, okg)
+        groups: list[_Group] = []
+        for cid, members in jobs.items():
+            code = load_code(cid)
+            for g0 in range(0, len(members), self.group):
+                mem = members[g0 : g0 + self.group]
+                nf = len(mem)
+                post = np.empty((code.n, nf), dtype=np.float32)
+                synd = np.empty((code.m, nf), dtype=np.uint8)
+                for j, (i, c) in enumerate(mem):
+                    pl = plans[i]
+                    punct, short, _ = code.layout(pl.p, pl.d - pl.p)
+                    col = np.where(y_words[i][:, c] == 1, -llr_mag, llr_mag).astype(np.float32)
+                    col[punct] = 0.0
+                    col[short] = SHORTENED_LLR
+                    # padding of a short last chunk: known zeros, i.e. shortened
+                    n_key = frames[i].meta.n_bits - c * pl.k
+                    if n_key < pl.k:
+                        _, _, keypos = code.layout(pl.p, pl.d - pl.p)
+                        col[keypos[max(n_key, 0) :]] = SHORTENED_LLR
+                    post[:, j] = col
+                    synd[:, j] = s_words[i][:, c]
+                st = _Group(
+                    code,
+                    mem,
+                    post,
+                    np.zeros((code.edges, nf), np.float32),
+                    synd,
+                    np.zeros((code.n, nf), np.uint8),
+                    np.zeros(nf, np.int32),
+                    np.zeros(nf, np.uint8),
+                )
+                self._run_group(st, ok, iters, chunk_base)
+                groups.append(st)
+        peer.reply("syndrome", {"ok": ok.astype(np.uint8), "iters": iters})
+        revealed = [0] * len(frames)
+        rounds = 1
+        while self.mode == "blind" and not ok.all() and rounds <= self.blind_rounds:
+            ranges = []
+            need = 0
+            more = False
+            for i, pl in enumerate(plans):
+                t0 = revealed[i]
+                t1 = min(_reveal_cap(pl), t0 + self._step(pl))
+                fails = [c for c in range(pl.n_chunks) if not ok[chunk_base[i] + c]]
+                if t1 > t0 and fails:
+                    metas[i] = metas[i].with_leak(self.name, "revealed", (t1 - t0) * len(fails))
+                    more = True
+                ranges.append((t0, t1, fails))
+                need += (t1 - t0) * len(fails)
+                revealed[i] = t1
+            if not more:
+                break
+            rmsg = peer.recv("reveal")
+            peer.expect_fields(rmsg, "reveal", vals=np.ndarray)
+            vals = rmsg["vals"]
+            if vals.dtype != np.uint8 or vals.shape != (-(-need // 8),):
+                raise ProtocolError(
+                    f"ldpc/reveal: expected uint8[{-(-need // 8)}] ({need} bits), "
+                    f"got {vals.dtype}{vals.shape}"
+                )
+            vbits = kbits.unpack(vals, need)
+            pos = 0
+            fixes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+            for i, (pl, (t0, t1, fails)) in enumerate(zip(plans, ranges, strict=True)):
+                idx = _reveal_positions(pl)[t0:t1]
+                for c in fails:
+                    fixes[(i, c)] = (idx, vbits[pos : pos + idx.size])
+                    pos += idx.size
+            for st in groups:
+                touched = False
+                for j, key in enumerate(st.members):
+                    if key in fixes:
+                        idx, v = fixes[key]
+                        st.post[idx, j] += np.where(v == 1, -SHORTENED_LLR, SHORTENED_LLR)
+                        touched = True
+                if touched:
+                    self._run_group(st, ok, iters, chunk_base)
+            peer.reply("reveal", {"ok": ok.astype(np.uint8), "iters": iters})
+            rounds += 1
+        # assemble the decoded keys
+        decoded = [np.zeros(pl.k * pl.n_chunks, dtype=np.uint8) for pl in plans]
+        for st in groups:
+            code = st.code
+            for j, (i, c) in enumerate(st.members):
+                pl = plans[i]
+                _, _, keypos = code.layout(pl.p, pl.d - pl.p)
+                decoded[i][c * pl.k : (c + 1) * pl.k] = st.bits[keypos, j]
+        decoded = [dk[: fr.meta.n_bits] for dk, fr in zip(decoded, frames, strict=True)]
+        return self._finish(frames, metas, plans, ok, rounds, decoded, iters)
+
+    def _run_group(self, st: _Group, ok: np.ndarray, iters: np.ndarray, base: np.ndarray) -> None:
+        self._k_sweeps(st.code, st.post, st.msg, st.synd, st.bits, st.iters, st.ok)
+        for j, (i, c) in enumerate(st.members):
+            k = int(base[i]) + c
+            ok[k] = bool(st.ok[j])
+            iters[k] += int(st.iters[j])
+
+    def _k_sweeps(
+        self,
+        code: LdpcCode,
+        post: np.ndarray,
+        msgs: np.ndarray,
+        synd: np.ndarray,
+        bits: np.ndarray,
+        it: np.ndarray,
+        okg: np.ndarray,
+    ) -> None:
+        it[:] = 0
+        if hasattr(self._k, "nms_sweeps"):
+            if self.algorithm == "spa":
+                self._k.spa_sweeps(
+                    code.row_ptr,
+                    code.col_idx,
+                    post,
+                    msgs,
+                    synd,
+                    self.max_iter,
+                    PHI_TABLE,
+                    PHI_FINE,
+                    bits,
+                    it,
+                    okg,
+                )
+            else:
+                self._k.nms_sweeps(
+                    code.row_ptr,
+                    code.col_idx,
+                    post,
+                    msgs,
+                    synd,
+                    self.max_iter,
+                    self.alpha,
+                    bits,
+                    it,
+                    okg,
+                )
+            return
+        # reference backend: decode from the current posteriors (no message state kept)
+        if self.algorithm == "spa":
+            b, its, o = self._k.decode_layered_spa(
+                code.row_ptr, code.col_idx, post, synd, self.max_iter
+            )
+        else:
+            b, its, o = self._k.decode_layered_nms(
+                code.row_ptr, code.col_idx, post, synd, self.max_iter, self.alpha
+            )
+        sel = okg == 0
+        bits[:, sel] = b[:, sel]
+        it[:] = np.where(sel, its, 0)
+        okg[sel] = o[sel].astype(np.uint8)
+
+
+def _available() -> list[str]:
+    from qkdpp.kernels.ldpc import available_backends
+
+    return available_backends()

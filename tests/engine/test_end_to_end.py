@@ -1,0 +1,93 @@
+"""End to end: identical keys at both ends, key length = the finite-key bound of the measured
+statistics, f = the leakage ledger, configurations checked, every channel fault survived."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from qkdpp.engine.keys import compare_stores
+from qkdpp.engine.report import block_row, h2
+from qkdpp.engine.run import run_local
+from qkdpp.errors import ConfigError
+from qkdpp.protocol import loopback_pair
+from qkdpp.protocol.faults import KINDS, FaultPlan, FaultyTransport
+from qkdpp.security.result import KeyLengthResult
+from qkdpp.stages.keylength import KeyLengthStage, secret_key_length
+
+from .conftest import e2e_config
+
+pytestmark = pytest.mark.two_party
+
+
+def test_identical_keys_bound_and_ledger(link_data, workdir: Path) -> None:
+    alice, bob = link_data
+    cfg = e2e_config()
+    a, b = run_local(cfg, alice, bob, workdir=workdir)
+    assert a.error is None and b.error is None
+    assert b.timing["clock_drift_ppm"] == pytest.approx(-3.0, abs=0.05)
+    ok = [(fa, fb) for fa, fb in zip(a.blocks, b.blocks, strict=True) if fa.ok]
+    assert ok, f"no block produced key: {[f.meta.failure for f in a.blocks]}"
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"] and check["keys"] == len(ok)
+    for fa, fb in ok:
+        assert fa.meta.tags["key_id"] == fb.meta.tags["key_id"]
+        # ℓ is the finite-key bound of this block's own statistics and ledger
+        t = fa.meta.tags
+        stats = {
+            k: t[k] for k in ("n_key_by_intensity", "n_test_by_intensity", "m_test_by_intensity")
+        }
+        stage = KeyLengthStage("alice", **cfg["key_length"])
+        eps_cor = sum(e.value for e in fa.meta.epsilons if e.name == "eps_cor")
+        res: KeyLengthResult = secret_key_length(
+            "lim2014", stats, fa.meta.leaked_bits, stage._make_params(eps_cor)
+        )
+        assert res.length == t["key_length"]
+        assert fa.meta.n_bits <= t["key_length"]  # the auth pool may take its refill first
+        # f from the report equals the ledger's reconciliation leakage over n·h(Q_true)
+        row = block_row(fa, fb)
+        leak = sum(e.bits for e in fa.meta.leakage if e.stage in ("cascade", "ldpc"))
+        q = row["qber_corrected"]
+        assert row["f"] == pytest.approx(leak / (t["pa_input_bits"] * h2(q)))
+        assert 1.0 < row["f"] < 1.3
+        assert fa.meta.leaked_bits == leak + t["verify_tag_bits"]
+        assert math.isclose(fa.meta.eps_total(), fb.meta.eps_total())
+
+
+def test_configurations_must_agree(link_data, workdir: Path) -> None:
+    alice, bob = link_data
+    cfg = e2e_config()
+    import qkdpp.engine.run as run_mod
+
+    original = run_mod.run_party
+
+    def bob_differs(role, config, *args, **kw):  # type: ignore[no-untyped-def]
+        if role.value == "bob":
+            config = {**config, "key_length": {**config["key_length"], "eps_sec": 1e-6}}
+        return original(role, config, *args, **kw)
+
+    run_mod.run_party = bob_differs
+    try:
+        with pytest.raises(ConfigError, match="eps_sec"):
+            run_local(cfg, alice, bob, workdir=workdir)
+    finally:
+        run_mod.run_party = original
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_channel_faults_never_give_mismatched_keys(kind: str, link_data, workdir: Path) -> None:
+    alice, bob = link_data
+    cfg = e2e_config(timeout_s=4.0)
+    ta, tb = loopback_pair()
+    plan = {kind: 0.05, "seed": 5, "delay_s": 0.01}
+    fa, fb = FaultyTransport(ta, FaultPlan(**plan)), FaultyTransport(tb, FaultPlan(**plan))
+    a, b = run_local(cfg, alice, bob, workdir=workdir, transports=(fa, fb))
+    assert fa.injected[kind] + fb.injected[kind] > 0
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"], check
+    # a block is committed at both ends or at neither
+    ids_a = {f.meta.tags.get("key_id") for f in a.blocks if f.ok}
+    ids_b = {f.meta.tags.get("key_id") for f in b.blocks if f.ok}
+    assert ids_a == ids_b

@@ -1,0 +1,119 @@
+"""`qkdpp node`: survives a peer killed mid-block (SIGKILL) and restarted; stops on SIGTERM;
+never a key held by one end only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qkdpp.engine.config import load_config
+from qkdpp.engine.keys import compare_stores
+from qkdpp.engine.node import LinkNode
+from qkdpp.keystore.sqlite import KeyStore
+
+pytestmark = pytest.mark.two_party
+
+LINK = """
+[session]
+block_size = 1000000
+batch_size = 1
+chunk_slots = 16000000
+timeout_s = 5
+[simulate]
+fibre_km = 5.0
+mu = [0.58, 0.26, 2e-4]
+p_mu = [0.31, 0.52, 0.17]
+p_z_alice = 0.83
+p_z_bob = 0.83
+[timing]
+mu = [0.58, 0.26, 2e-4]
+[key_length]
+mu = [0.58, 0.26, 2e-4]
+p_mu = [0.31, 0.52, 0.17]
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _committed(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with KeyStore(path) as ks:
+            return len(ks.records("committed"))
+    except Exception:
+        return 0
+
+
+def _bob(cfg: Path, work: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qkdpp",
+            "node",
+            "--role",
+            "bob",
+            "--peer",
+            f"tcp://127.0.0.1:{port}",
+            "--config",
+            str(cfg),
+            "--workdir",
+            str(work),
+            "--speed",
+            "0",
+            "--max-chunks",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_node_survives_peer_kill_and_stops_on_sigterm(workdir: Path) -> None:
+    cfg_path = workdir / "link.toml"
+    cfg_path.write_text(LINK)
+    port = _port()
+    alice = LinkNode(
+        "alice", load_config(cfg_path), ("127.0.0.1", port), workdir=workdir, speed=0, max_chunks=40
+    )
+    ta = threading.Thread(target=alice.run, daemon=True)
+    ta.start()
+    bob = _bob(cfg_path, workdir, port)
+    deadline = time.monotonic() + 120
+    while _committed(workdir / "keys-bob.sqlite") < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _committed(workdir / "keys-bob.sqlite") >= 2, bob.stderr.read() if bob.poll() else ""
+    bob.send_signal(signal.SIGKILL)  # crash, possibly in the middle of a block or a commit
+    bob.wait(10)
+    before = alice.stats.blocks_ok
+    bob = _bob(cfg_path, workdir, port)
+    while alice.stats.blocks_ok < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alice.stats.blocks_ok >= before + 2, "Alice did not resume after Bob's restart"
+    assert alice.stats.connections >= 2
+    bob.send_signal(signal.SIGTERM)
+    out, err = bob.communicate(timeout=60)
+    assert bob.returncode == 0, err[-2000:]
+    assert "blocks ok" in out
+    alice.stop()
+    ta.join(60)
+    assert not ta.is_alive()
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"], check
+    assert check["keys"] >= 3
+    if os.environ.get("QKDPP_DEBUG"):
+        print(check, alice.stats)

@@ -1,0 +1,166 @@
+"""Two-party tests of the ldpc stage: correction, leakage booking, blind rounds, bad peer input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qkdpp.errors import ConfigError
+from qkdpp.frame import KeyState, Role
+from qkdpp.kernels import bits as kbits
+from qkdpp.pipeline import Stage
+from qkdpp.stages import ldpc as ldpc_stage
+from qkdpp.stages.ldpc import LdpcStage, _chunking
+from qkdpp.testing import correlated_pair, run_pair
+
+pytestmark = pytest.mark.two_party
+
+
+def pairs(n_bits, q, count, seed=0):
+    out = [correlated_pair(n_bits, q, frame_id=i, seed=seed + i, exact=True) for i in range(count)]
+    return [a for a, _ in out], [b for _, b in out]
+
+
+def syndrome_leak(frame):
+    return sum(e.bits for e in frame.meta.leakage if e.what == "syndrome")
+
+
+@pytest.mark.parametrize("decoder", ["bob", "alice"])
+@pytest.mark.parametrize("n_bits", [1, 1001, 8000])
+def test_rate_adaptive_corrects_and_books_leakage(decoder, n_bits):
+    a, b = pairs(n_bits, 0.03, 3)
+    cfg = [{"stage": "ldpc", "family": "peg4k", "efficiency": 1.8, "decoder": decoder}]
+    r = run_pair(cfg, None, a, b)
+    for fa, fb in zip(r.alice, r.bob, strict=True):
+        assert fa.ok and fb.ok, (fa.meta.failure, fb.meta.failure)
+        assert fa.meta.state is KeyState.CORRECTED and fb.meta.state is KeyState.CORRECTED
+        assert np.array_equal(fa.bits, fb.bits)
+        assert fa.meta.leakage == fb.meta.leakage
+        n_chunks, _, _ = _chunking("peg4k", n_bits, 0.1)
+        m = {"peg4k-r0.50": 2048, "peg4k-r0.70": 1229, "peg4k-r0.90": 410}[
+            fa.meta.tags["ldpc_code"]
+        ]
+        assert fa.meta.leaked_by("ldpc") == (m - fa.meta.tags["ldpc_p"]) * n_chunks
+    # the encoder's key is unchanged, the decoder now holds it
+    enc = r.alice if decoder == "bob" else r.bob
+    src = a if decoder == "bob" else b
+    for f0, f1 in zip(src, enc, strict=True):
+        assert np.array_equal(f0.bits, f1.bits)
+
+
+def test_blind_reveals_and_books_each_bit():
+    a, b = pairs(3686, 0.045, 4, seed=10)
+    cfg = [
+        {
+            "stage": "ldpc",
+            "family": "peg4k",
+            "mode": "blind",
+            "blind_start": 1.0,
+            "blind_step": 0.1,
+            "blind_rounds": 10,
+        }
+    ]
+    r = run_pair(cfg, None, a, b)
+    assert any(f.meta.tags["ldpc_rounds"] > 1 for f in r.bob)
+    for fa, fb in zip(r.alice, r.bob, strict=True):
+        assert fa.meta.leakage == fb.meta.leakage
+        revealed = sum(e.bits for e in fa.meta.leakage if e.what == "revealed")
+        assert fa.meta.leaked_by("ldpc") == syndrome_leak(fa) + revealed
+        if fa.meta.tags["ldpc_rounds"] > 1:
+            assert revealed > 0
+        if fb.ok:
+            assert np.array_equal(fa.bits, fb.bits)
+
+
+def test_non_convergence_fails_frames_with_reason():
+    a, b = pairs(3000, 0.12, 2)
+    cfg = [{"stage": "ldpc", "family": "peg4k", "efficiency": 1.0, "max_iter": 5}]
+    r = run_pair(cfg, None, a, b)
+    for f in (*r.alice, *r.bob):
+        assert f.meta.state is KeyState.FAILED
+        assert "did not converge" in f.meta.failure
+
+
+class _Evil(LdpcStage):
+    """An encoder that corrupts its first message in one of several ways (frame 0 only)."""
+
+    how = "short"
+
+    def process_batch(self, frames, peer):
+        if frames[0].meta.frame_id != 0:
+            return super().process_batch(frames, peer)
+        orig = peer.request
+
+        def request(kind, payload):
+            payload = dict(payload)
+            if kind == "syndrome":
+                if self.how == "short":
+                    payload["syn"] = payload["syn"][:-1]
+                elif self.how == "code":
+                    payload["codes"] = "peg4k-r0.33"
+                elif self.how == "p":
+                    payload["p"] = payload["p"] + 100000
+            if kind == "reveal" and self.how == "reveal":
+                payload["vals"] = np.zeros(payload["vals"].size + 3, np.uint8)
+            return orig(kind, payload)
+
+        peer.request = request
+        try:
+            return super().process_batch(frames, peer)
+        finally:
+            del peer.request
+
+
+@pytest.mark.parametrize("how", ["short", "code", "p", "reveal"])
+def test_bad_peer_input_fails_block_and_session_continues(how):
+    a, b = pairs(3686, 0.045 if how == "reveal" else 0.02, 2, seed=20)
+    mode = "blind" if how == "reveal" else "rate_adaptive"
+    params = {"family": "peg4k", "mode": mode, "efficiency": 1.5 if mode != "blind" else None}
+    evil = _Evil(Role.ALICE, **params)
+    evil.how = how
+    good = LdpcStage(Role.BOB, **params)
+    r = run_pair([evil], [good], a, b, batch_size=1)
+    f0 = r.bob[0]
+    if how == "reveal" and r.bob[0].meta.tags.get("ldpc_rounds", 2) == 1:
+        pytest.skip("first round converged: no reveal round happened")
+    assert f0.meta.state is KeyState.FAILED
+    assert "ldpc" in f0.meta.failure
+    assert r.alice[0].meta.state is KeyState.FAILED
+    # the next batch goes through
+    assert r.bob[1].ok and np.array_equal(r.alice[1].bits, r.bob[1].bits)
+
+
+def test_config_round_trip_and_bad_params():
+    s = LdpcStage(Role.ALICE, mode="blind", family="peg4k", blind_rounds=3)
+    s2 = Stage.from_config(Role.BOB, s.get_config())
+    assert isinstance(s2, LdpcStage) and s2.get_config() == s.get_config()
+    for bad in (
+        {"mode": "x"},
+        {"decoder": "eve"},
+        {"family": "nope"},
+        {"delta": 0.7},
+        {"efficiency": 0.1},
+        {"max_iter": 0},
+    ):
+        with pytest.raises(ConfigError):
+            LdpcStage(Role.ALICE, **bad)
+
+
+def test_missing_qber_is_an_error():
+    a, b = pairs(100, 0.02, 1)
+    a = [f.evolve(meta=f.meta.replace(qber=None)) for f in a]
+    b = [f.evolve(meta=f.meta.replace(qber=None)) for f in b]
+    r = run_pair([{"stage": "ldpc", "family": "peg4k"}], None, a, b)
+    assert not r.alice[0].ok and "QBER" in r.alice[0].meta.failure
+
+
+def test_efficiency_table_monotone_inputs():
+    assert ldpc_stage.table_efficiency(0.0) == ldpc_stage.EFFICIENCY_TABLE[0][1]
+    assert ldpc_stage.table_efficiency(0.5) == ldpc_stage.EFFICIENCY_TABLE[-1][1]
+
+
+def test_packed_output_pad_bits_zero():
+    a, b = pairs(1001, 0.02, 1)
+    r = run_pair([{"stage": "ldpc", "family": "peg4k", "efficiency": 1.8}], None, a, b)
+    assert r.bob[0].ok
+    assert np.array_equal(kbits.pack(kbits.unpack(r.bob[0].bits, 1001)), r.bob[0].bits)
