@@ -241,7 +241,7 @@ def run_party(
         result.error = f"timing failed: {tf.meta.failure}"
         result.seconds = time.perf_counter() - t0
         return result
-    result.timing = {k: v for k, v in tf.meta.tags.items() if not k.startswith("time_")}
+    result.timing = dict(tf.meta.tags)
     if role is Role.ALICE:
         assert isinstance(data, AliceRecord)
         chunks = alice_chunks(data, sess["chunk_slots"], sid)
