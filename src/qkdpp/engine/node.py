@@ -33,7 +33,7 @@ from qkdpp.engine.config import BLOCK_STAGES, stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine
 from qkdpp.engine.report import block_row
-from qkdpp.errors import ChannelClosed, ProtocolError, TransportError
+from qkdpp.errors import ChannelClosed, ConfigError, ProtocolError, TransportError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.simulator import LinkParams, simulate_link
 from qkdpp.pipeline.runner import Pipeline
@@ -171,6 +171,12 @@ class LinkNode:
     def run(self) -> NodeStats:
         """Serve until :meth:`stop` or ``max_chunks``."""
         self.workdir.mkdir(parents=True, exist_ok=True)
+        boot = party_files(self.workdir, self.role.value)["bootstrap"]
+        if not self.config.get("authenticate", {}).get("bootstrap") and not boot.exists():
+            raise ConfigError(
+                f"no bootstrap authentication key at {boot}: create the link's "
+                f"key with `qkdpp bootstrap {self.workdir}`"
+            )
         sim = self.config["simulate"]
         sess = self.config["session"]
         while not self.stop_event.is_set():

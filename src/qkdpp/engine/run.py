@@ -198,6 +198,12 @@ def run_party(
     sess = config["session"]
     sid = str(link.session_id)
     files = party_files(workdir, role.value)
+    boot = config.get("authenticate", {}).get("bootstrap", files["bootstrap"])
+    if not Path(boot).exists():
+        raise ConfigError(
+            f"no bootstrap authentication key at {boot}: create the link's key with "
+            f"`qkdpp bootstrap {Path(workdir)}` and give the other party its copy"
+        )
     timing = Pipeline.from_config(role, [{"stage": "timing", **config.get("timing", {})}])
     blocks_cfg = stage_configs(config, BLOCK_STAGES)
     for c in blocks_cfg:
