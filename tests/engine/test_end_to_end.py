@@ -91,3 +91,16 @@ def test_channel_faults_never_give_mismatched_keys(kind: str, link_data, workdir
     ids_a = {f.meta.tags.get("key_id") for f in a.blocks if f.ok}
     ids_b = {f.meta.tags.get("key_id") for f in b.blocks if f.ok}
     assert ids_a == ids_b
+
+
+def test_ldpc_reconciliation_end_to_end(link_data, workdir: Path) -> None:
+    alice, bob = link_data
+    cfg = e2e_config()
+    cfg["reconcile"] = {"method": "ldpc"}
+    a, b = run_local(cfg, alice, bob, workdir=workdir)
+    assert a.error is None and b.error is None
+    assert {f.meta.tags.get("reconciliation") for f in a.blocks if f.ok} <= {"ldpc"}
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"], check
+    for fa in a.blocks:
+        assert fa.ok or fa.meta.failure, "a failed block must carry its reason"

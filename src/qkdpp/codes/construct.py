@@ -15,9 +15,9 @@ Construction
   checks ``(i, i + 1)`` (a staircase, as in IRA codes), so no cycle and no low-weight codeword is
   made of degree-2 nodes alone (the error floor of the PEG-only layout at high rates).
 * **PEG** (Hu, Eleftheriou, Arnold, IEEE Trans. IT 51 (2005)) for the other nodes, in increasing
-  degree order; each new edge goes to a check of minimum current degree among the checks *not* reached
-  from the variable within ``depth`` check levels (the whole graph when every check is reached
-  earlier, as in the original). Ties are broken by a seeded random scan start.
+  degree order; each new edge goes to a check of minimum current degree among the checks *not*
+  reached from the variable within ``depth`` check levels (the whole graph when every check is
+  reached earlier, as in the original). Ties are broken by a seeded random scan start.
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from qkdpp.codes.construct import bsc_entropy
 from qkdpp.errors import ConfigError, ProtocolError
 from qkdpp.frame import Frame, KeyState, Role
 from qkdpp.kernels import bits as kbits
+from qkdpp.kernels.ldpc import BACKEND as _KBACKEND
 from qkdpp.kernels.ldpc import SHORTENED_LLR, syndrome
 from qkdpp.kernels.ldpc import impl as _kimpl
 from qkdpp.kernels.ldpc._ref import PHI_FINE, PHI_TABLE
@@ -261,7 +262,8 @@ class LdpcStage(Stage):
         self.blind_step = float(blind_step)
         self.blind_rounds = int(blind_rounds)
         self.group = int(group)
-        self._k = _kimpl("compiled") if "compiled" in _available() else _kimpl("reference")
+        # the kernel backend chosen by QKDPP_BACKEND (compiled numba unless told otherwise)
+        self._k = _kimpl(_KBACKEND)
 
     # -- helpers -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -619,9 +621,3 @@ class LdpcStage(Stage):
         bits[:, sel] = b[:, sel]
         it[:] = np.where(sel, its, 0)
         okg[sel] = o[sel].astype(np.uint8)
-
-
-def _available() -> list[str]:
-    from qkdpp.kernels.ldpc import available_backends
-
-    return available_backends()

@@ -189,7 +189,7 @@ def spa_sweeps(row_ptr, col_idx, post, msg, synd, max_iter, table, fine, bits, i
                     par[f] ^= np.uint8(x < 0)
                     ax = abs(x)
                     j = min(np.int32(ax * scale), last)
-                    p = table[j] if j > 0 else fine[min(np.int32(ax * fscale), flast)]
+                    p = table[j] if j > 0 else fine[min(np.int32(ax * fscale), flast)]  # type: ignore[operator]
                     ph[k, f] = p
                     tot[f] = tot[f] + p
             for k in range(hi - lo):
@@ -199,7 +199,7 @@ def spa_sweeps(row_ptr, col_idx, post, msg, synd, max_iter, table, fine, bits, i
                     x = q[k, f]
                     y = max(tot[f] - ph[k, f], zero)
                     j = min(np.int32(y * scale), last)
-                    r = table[j] if j > 0 else fine[min(np.int32(y * fscale), flast)]
+                    r = table[j] if j > 0 else fine[min(np.int32(y * fscale), flast)]  # type: ignore[operator]
                     r = -r if (par[f] ^ np.uint8(x < 0)) != 0 else r
                     msg[e, f] = r
                     post[v, f] = x + r
