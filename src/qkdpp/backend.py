@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from types import ModuleType
 
 from qkdpp.errors import BackendUnavailable, ConfigError
@@ -68,3 +69,25 @@ def available(package: str, compiled: str, reference: str = "_ref") -> list[str]
     except ImportError:
         pass
     return names
+
+
+def family(
+    package: str, compiled: str, reference: str = "_ref"
+) -> tuple[str, ModuleType, Callable[[str], ModuleType], Callable[[], list[str]]]:
+    """Everything a kernel family's ``__init__`` exports about its backends, in one call.
+
+    Returns ``(BACKEND, active_module, impl, available_backends)``: the active backend's name and
+    module (per ``QKDPP_BACKEND``), ``impl(name)`` giving the module of one backend (for tests
+    comparing backends), and ``available_backends()`` (``compiled`` first when built).
+    """
+    name, module = load(package, compiled, reference)
+
+    def impl(backend: str) -> ModuleType:
+        """The implementation module of backend ``backend`` (``compiled`` or ``reference``)."""
+        return load(package, compiled, reference, backend=backend)[1]
+
+    def available_backends() -> list[str]:
+        """Backends of this family that import here (``compiled`` first when built)."""
+        return available(package, compiled, reference)
+
+    return name, module, impl, available_backends

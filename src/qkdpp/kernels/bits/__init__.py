@@ -16,22 +16,9 @@ Functions (all dispatch to the backend chosen by ``QKDPP_BACKEND``, see :mod:`qk
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 
-_PKG = "qkdpp.kernels.bits"
-BACKEND, _impl = _backend.load(_PKG, "_cy")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
-    return _backend.load(_PKG, "_cy", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here (``compiled`` first when built)."""
-    return _backend.available(_PKG, "_cy")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_cy")
 
 
 pack = _impl.pack

@@ -11,23 +11,11 @@ Functions: ``polyval(h, data)``, ``ghash(h, data)``, ``poly_hash(key, data, n_bi
 from __future__ import annotations
 
 import math
-from types import ModuleType
 
 from qkdpp import backend as _backend
 from qkdpp.errors import ConfigError
 
-_PKG = "qkdpp.kernels.gfpoly"
-BACKEND, _impl = _backend.load(_PKG, "_cy")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
-    return _backend.load(_PKG, "_cy", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here (``compiled`` first when built)."""
-    return _backend.available(_PKG, "_cy")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_cy")
 
 
 def n_blocks(n_bits: int) -> int:

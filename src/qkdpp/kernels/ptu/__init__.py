@@ -6,23 +6,10 @@ Layouts and contract: :mod:`qkdpp.kernels.ptu._ref`. Dispatch follows ``QKDPP_BA
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 from qkdpp.kernels.ptu._ref import LAYOUT_HH1, LAYOUT_HH2, LAYOUT_PH
 
-_PKG = "qkdpp.kernels.ptu"
-BACKEND, _impl = _backend.load(_PKG, "_nb")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
-    return _backend.load(_PKG, "_nb", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here."""
-    return _backend.available(_PKG, "_nb")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 
 
 decode_t2 = _impl.decode_t2

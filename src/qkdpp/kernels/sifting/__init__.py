@@ -8,22 +8,9 @@ See :mod:`._ref` for the conventions.
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 
-_PKG = "qkdpp.kernels.sifting"
-BACKEND, _impl = _backend.load(_PKG, "_nb")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
-    return _backend.load(_PKG, "_nb", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here."""
-    return _backend.available(_PKG, "_nb")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 
 
 encode_slots = _impl.encode_slots

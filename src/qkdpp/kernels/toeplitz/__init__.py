@@ -16,22 +16,9 @@ size limit on exactness.
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 
-_PKG = "qkdpp.kernels.toeplitz"
-BACKEND, _impl = _backend.load(_PKG, "_cy")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
-    return _backend.load(_PKG, "_cy", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here (``compiled`` first when built)."""
-    return _backend.available(_PKG, "_cy")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_cy")
 
 
 toeplitz_hash = _impl.toeplitz_hash
