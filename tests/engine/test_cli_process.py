@@ -1,0 +1,117 @@
+"""`qkdpp simulate` → `qkdpp bootstrap` → `qkdpp process`, in one process and as two processes
+over TCP: exit 0, identical key stores, a JSON report."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qkdpp.engine.keys import compare_stores
+
+pytestmark = pytest.mark.two_party
+
+
+def _qkdpp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "qkdpp", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cap")
+    out = _qkdpp(
+        "simulate",
+        "--out",
+        "sim",
+        "--slots",
+        "80000000",
+        "--fibre-km",
+        "5",
+        "--mu",
+        "0.58",
+        "0.26",
+        "2e-4",
+        "--p-mu",
+        "0.31",
+        "0.52",
+        "0.17",
+        "--p-z",
+        "0.83",
+        "--offset-ps",
+        "2.5e8",
+        "--drift-ppm",
+        "4",
+        cwd=d,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (d / "sim" / "link.toml").exists()
+    return d
+
+
+def test_process_one_process(capture: Path, tmp_path: Path) -> None:
+    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
+    out = _qkdpp(
+        "process",
+        "sim/alice.npz",
+        "sim/bob.qkdc",
+        "--workdir",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "report.json"),
+        cwd=capture,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "keys identical at both ends: yes" in out.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["keys"]["identical"] and report["summary"]["blocks"] >= 1, out.stdout
+
+
+def test_process_two_processes_over_tcp(capture: Path, tmp_path: Path) -> None:
+    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = [
+        "--workdir",
+        str(tmp_path),
+        "--config",
+        "sim/link.toml",
+        "--peer",
+        f"tcp://127.0.0.1:{port}",
+    ]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "qkdpp", "process", "--role", role, f, *common],
+            cwd=capture,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role, f in (("alice", "sim/alice.npz"), ("bob", "sim/bob.qkdc"))
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, o + e
+    check = compare_stores(tmp_path / "keys-alice.sqlite", tmp_path / "keys-bob.sqlite")
+    assert check["identical"] and check["keys"] >= 1, check
+
+
+def test_process_rejects_bad_input_clearly(capture: Path, tmp_path: Path) -> None:
+    out = _qkdpp("process", "missing.npz", "sim/bob.qkdc", "--workdir", str(tmp_path), cwd=capture)
+    assert out.returncode == 1 and "missing.npz: file not found" in out.stderr
+    (tmp_path / "bad.toml").write_text("[sesion]\n")
+    out = _qkdpp(
+        "process",
+        "sim/alice.npz",
+        "sim/bob.qkdc",
+        "--config",
+        str(tmp_path / "bad.toml"),
+        cwd=capture,
+    )
+    assert out.returncode == 1 and "unknown section" in out.stderr
