@@ -104,6 +104,43 @@ def run_point(variant: str, n: int, q: float, runs: int, frames: int, seed: int)
     }
 
 
+def stage_mbps(variant: str, n: int, q: float, frames: int, reps: int, seed: int) -> dict:
+    """Throughput through the ``cascade`` stage: both roles in one process (two threads) over
+    the loopback PeerLink (:func:`qkdpp.testing.run_pair`), ``frames`` frames per batch.
+
+    The first batch of the session (it computes the session's shuffles) is not timed; then
+    ``reps`` batches are. Returns best and median Mbit/s of key (wall time), the CPU-time rate
+    of the whole process, and round trips per batch.
+    """
+    from qkdpp.frame import Role
+    from qkdpp.pipeline.runner import Pipeline
+    from qkdpp.stages.cascade import CascadeStage
+    from qkdpp.testing import correlated_pair, run_pair
+
+    pa = Pipeline([CascadeStage(Role.ALICE, variant=variant)])
+    pb = Pipeline([CascadeStage(Role.BOB, variant=variant)])
+    pa.setup()
+    pb.setup()
+    ps = [correlated_pair(n, q, frame_id=i, seed=seed + i) for i in range(frames)]
+    alice, bob = [p[0] for p in ps], [p[1] for p in ps]
+    run_pair(pa, pb, alice, bob)
+    walls, cpus = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = run_pair(pa, pb, alice, bob)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        if not all(f.ok for f in res.bob):
+            raise RuntimeError(f"{variant}: a frame failed in the stage run")
+    bits = n * frames
+    return {
+        "stage_mbps_best": bits / min(walls) / 1e6,
+        "stage_mbps_median": bits / float(np.median(walls)) / 1e6,
+        "stage_mbps_cpu": bits / min(cpus) / 1e6,
+        "stage_round_trips": int(res.bob[0].meta.tags["cascade_round_trips"]),
+    }
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -149,6 +186,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="n = 1e4, QBER 1/2/5 %%, >= 50 runs, compare with the published f",
     )
+    ap.add_argument(
+        "--stage",
+        type=int,
+        default=0,
+        metavar="REPS",
+        help="also time REPS batches of --frames frames through the cascade stage over the "
+        "loopback PeerLink (Mbit/s best / median / per CPU second, round trips)",
+    )
     ap.add_argument("--out", default="study_cascade", help="output prefix (.csv, .png)")
     args = ap.parse_args(argv)
     if args.published:
@@ -158,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in args.sizes:
             for q in args.qbers:
                 r = run_point(variant, n, q, args.runs, args.frames, args.seed)
+                if args.stage:
+                    r.update(stage_mbps(variant, n, q, args.frames, args.stage, args.seed))
                 rows.append(r)
                 pub = r["published_f"]
                 mark = (
@@ -172,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
                     f"rt/batch={r['round_trips_per_batch']:.0f} "
                     f"rounds/frame={r['rounds_per_frame']:.0f} "
                     f"err_frames={r['frames_with_errors']}/{r['runs']} "
-                    f"{r['mbps']:.2f} Mbps{mark}",
+                    f"{r['mbps']:.2f} Mbps{mark}"
+                    + (
+                        f" | stage {r['stage_mbps_best']:.2f} best "
+                        f"{r['stage_mbps_median']:.2f} median {r['stage_mbps_cpu']:.2f} per-CPU "
+                        f"Mbps, rt={r['stage_round_trips']}"
+                        if args.stage
+                        else ""
+                    ),
                     flush=True,
                 )
     out = Path(args.out)

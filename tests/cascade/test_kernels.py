@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdpp.kernels.cascade import _nb, _ref, permutation, shuffle_seed
+from qkdpp.kernels.cascade import PassShuffles, _nb, _ref, permutation, shuffle_seed
+from qkdpp.kernels.cascade.engine import top_parities
 
 ODD_SIZES = st.sampled_from([0, 1, 2, 3, 7, 8, 9, 63, 64, 65, 127, 129, 1000, 1001])
 
@@ -59,27 +60,33 @@ def test_parities_compiled_equals_reference(n: int, k: int, seed: int, data) -> 
     out = np.empty(-(-end // k), dtype=np.uint8)
     _nb.top_parities(bits, pos, k, end, out)
     assert np.array_equal(out, _ref.top_parities(bits, perm, k, end))
-    # ranges on a permuted copy: word-wise kernel == byte-wise reference
+    _nb.identity_top_parities(bits, k, end, out)
+    assert np.array_equal(out, _ref.top_parities(bits, np.arange(n), k, end))
+    if n:  # pass 0 (unshuffled) and a shuffled pass through the engine's dispatcher
+        sh = PassShuffles("s", n, 3)
+        for pid in (0, 2):
+            got = top_parities(bits, sh, pid, k, end)
+            assert np.array_equal(got, _ref.top_parities(bits, sh.get(pid)[0], k, end))
+    # ranges on a packed permuted copy: word-wise kernel == byte-wise reference
     copy = bits[perm]
-    padded = np.zeros(((n + 7) // 8 + 1) * 8, dtype=np.uint8)
-    padded[:n] = copy
-    words = padded.view(np.uint64)
+    words = np.full((n + 63) // 64 + 1, 0xFFFF, dtype=np.uint64)  # garbage: must be rebuilt
+    _nb.build_copy(bits, perm, words)
+    want = np.zeros(words.size * 64, dtype=np.uint8)
+    want[:n] = copy
+    assert np.array_equal(np.unpackbits(words.view(np.uint8), bitorder="little"), want)
     if n:
         s = rng.integers(0, n, 20)
         e = np.minimum(s + rng.integers(1, n + 1, 20), n)
         ref = _ref.range_parities(copy, s, e)
-        got = np.array(
-            [_nb.copy_parity(padded, words, int(a), int(b)) for a, b in zip(s, e, strict=False)]
-        )
+        got = np.array([_nb.copy_parity(words, int(a), int(b)) for a, b in zip(s, e, strict=False)])
         assert np.array_equal(got, ref)
         res = np.empty(s.size, dtype=np.uint8)
         has, work = np.zeros(1, np.uint8), np.zeros(1, np.int64)
-        cur = np.zeros_like(padded)
+        cur = np.zeros_like(words)
         _nb.answer_ranges(
             bits,
             perm,
             cur,
-            cur.view(np.uint64),
             has,
             work,
             s.astype(np.int64),

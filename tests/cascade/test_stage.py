@@ -56,11 +56,11 @@ def _questions_on_wire(link) -> int:  # type: ignore[no-untyped-def]
         env = Envelope.decode(raw)
         if env.kind == KIND:
             msg = decode_payload(env.payload)
-            if msg["op"] == "ask":
+            if msg["op"] in ("ask", "bin"):
+                assert msg["q"].shape == (int(msg["counts"].sum()), 3)
                 count += int(msg["counts"].sum())
-                count += sum(
-                    -(-int(e) // int(k)) for k, e in zip(msg["tk"], msg["tend"], strict=False)
-                )
+            if msg["op"] == "ask":
+                count += sum(-(-int(e) // int(k)) for _, k, e in msg["t"])
     return count
 
 
@@ -111,25 +111,35 @@ def test_missing_qber_fails_the_batch_cleanly() -> None:
 
 
 class _BadCorrector(CascadeStage):
-    """A corrector that asks out-of-range questions."""
+    """A corrector that sends one malformed request (``mode`` says how)."""
+
+    def __init__(self, role, *, mode: str = "range", **kw):  # type: ignore[no-untyped-def]
+        super().__init__(role, **kw)
+        self.mode = mode
 
     def _correct(self, frames, peer):  # type: ignore[no-untyped-def]
         n = frames[0].meta.n_bits
-        z = np.zeros(0, dtype=np.int64)
-        peer.request(
-            KIND,
-            {
+        counts = np.array([1] + [0] * (len(frames) - 1), np.int64)
+        q = np.array([[0, 0, n + 5]], np.uint32)  # end beyond n
+        if self.mode == "range":
+            msg = {
                 "op": "ask",
                 "tcounts": np.zeros(len(frames), np.int64),
-                "tpid": z,
-                "tk": z,
-                "tend": z,
-                "counts": np.array([1] + [0] * (len(frames) - 1), np.int64),
-                "pid": np.zeros(1, np.uint16),
-                "start": np.array([0], np.uint32),
-                "end": np.array([n + 5], np.uint32),
-            },
-        )
+                "t": np.zeros((0, 3), np.int64),
+                "counts": counts,
+                "q": q,
+            }
+        elif self.mode == "bin-range":
+            msg = {"op": "bin", "counts": counts, "q": q}
+        elif self.mode == "bin-shape":
+            msg = {"op": "bin", "counts": counts, "q": np.array([[0, 1]], np.uint32)}
+        elif self.mode == "bin-count":
+            msg = {"op": "bin", "counts": counts + 1, "q": np.array([[0, 0, 1]], np.uint32)}
+        elif self.mode == "bin-extra":
+            msg = {"op": "bin", "counts": counts, "q": q, "t": np.zeros((0, 3), np.int64)}
+        else:  # a pass id out of range
+            msg = {"op": "bin", "counts": counts, "q": np.array([[9999, 0, 1]], np.uint32)}
+        peer.request(KIND, msg)
         return frames
 
 
@@ -148,17 +158,23 @@ class _BadAnswerer(CascadeStage):
         if self.mode == "unasked":
             peer.reply(KIND, {"par": np.zeros(3, np.uint8)})
         msg = peer.recv(KIND)
-        total = int(msg["counts"].sum()) + sum(
-            -(-int(e) // int(k)) for k, e in zip(msg["tk"], msg["tend"], strict=False)
-        )
+        total = int(msg["counts"].sum())
+        if msg["op"] == "ask":
+            total += sum(-(-int(e) // int(k)) for _, k, e in msg["t"])
         peer.reply(KIND, {"par": np.zeros(max(0, (total - 9) // 8), np.uint8)})
         return frames
 
 
-def test_out_of_range_question_fails_frames_with_reason() -> None:
+@pytest.mark.parametrize(
+    "mode", ["range", "bin-range", "bin-shape", "bin-count", "bin-extra", "bin-pid"]
+)
+def test_bad_question_fails_frames_with_reason(mode: str) -> None:
     alice, bob = pairs(2000, 0.02, 2)
     res = run_pair(
-        list[Stage]([CascadeStage(Role.ALICE)]), list[Stage]([_BadCorrector(Role.BOB)]), alice, bob
+        list[Stage]([CascadeStage(Role.ALICE)]),
+        list[Stage]([_BadCorrector(Role.BOB, mode=mode)]),
+        alice,
+        bob,
     )
     for f in res.alice:
         assert not f.ok and "ProtocolError" in (f.meta.failure or "")

@@ -2,12 +2,13 @@
 
 Protocol (kind ``cascade.q``, the corrector asks, the other party answers; see docs/cascade.md):
 
-* ``op="ask"`` (one per round trip, all frames of the batch): ``tcounts`` (passes to open per
-  frame, ``int64[F]``) with ``tpid``, ``tk``, ``tend`` (``int64``: pass id, block size, end of the
-  top-level blocks ``[b*k, min((b+1)*k, end))``), and ``counts`` (range questions per frame,
-  ``int64[F]``) with ``pid`` (``uint16``), ``start``/``end`` (``uint32``), all concatenated in
-  frame order. Reply ``par``: first every top-level parity, then every range parity, in request
-  order, packed MSB-first (``numpy.packbits``), pad bits zero.
+* One request per round trip, all frames of the batch: ``op="ask"`` when passes are opened —
+  ``tcounts`` (passes to open per frame, ``int64[F]``) with ``t`` (``int64[T, 3]`` rows: pass id,
+  block size, end of the top-level blocks ``[b*k, min((b+1)*k, end))``) — plus ``counts`` (range
+  questions per frame, ``int64[F]``) with ``q`` (``uint32[m, 3]`` rows: pass id, start, end), all
+  concatenated in frame order; ``op="bin"`` (the usual round) carries ``counts`` and ``q`` only.
+  Reply ``par``: first every top-level parity, then every range parity, in request order, packed
+  MSB-first (``numpy.packbits``), pad bits zero.
 * ``op="done"`` (no reply): the corrector has finished; the answerer leaves its loop.
 
 Input: frames with ``meta.qber`` set (the corrector needs it for the block sizes), states below
@@ -25,6 +26,7 @@ side), ``cascade_flips`` (corrector), ``cascade_variant``, ``cascade_time_s``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -58,20 +60,20 @@ def _bounds(counts: Any, nf: int, name: str) -> np.ndarray:
             f"cascade: {name} must be {nf} non-negative integers, got "
             f"{c.dtype} array of shape {c.shape}"
         )
-    return np.concatenate([[0], np.cumsum(c.astype(np.int64))])
-
-
-def _ints(msg: dict[str, Any], names: tuple[str, ...], total: int) -> list[np.ndarray]:
-    """Integer arrays of ``total`` entries each from the peer (checked)."""
-    out = []
-    for name in names:
-        x = np.asarray(msg[name])
-        if x.shape != (total,) or x.dtype.kind not in "iu":
-            raise ProtocolError(
-                f"cascade: {name} must be {total} integers, got {x.dtype} array of shape {x.shape}"
-            )
-        out.append(x.astype(np.int64))
+    out = np.zeros(nf + 1, dtype=np.int64)
+    np.cumsum(c.astype(np.int64, copy=False), out=out[1:])
     return out
+
+
+def _rows(msg: dict[str, Any], name: str, total: int, cols: int) -> np.ndarray:
+    """An integer ``[total, cols]`` array from the peer (checked), as ``int64``."""
+    x = msg[name]
+    if x.shape != (total, cols) or x.dtype.kind not in "iu":
+        raise ProtocolError(
+            f"cascade: {name} must be {total} x {cols} integers, got {x.dtype} array of shape "
+            f"{x.shape}"
+        )
+    return x.astype(np.int64)
 
 
 KIND = "cascade.q"
@@ -94,22 +96,18 @@ class _PeerAsk(AskPeer):
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         tcounts = np.array([t.shape[0] for t in tops], dtype=np.int64)
         counts = np.array([q.shape[0] for q in asks], dtype=np.int64)
-        allt = np.concatenate([_E3, *tops])
-        allq = np.concatenate([_E3, *asks])
-        reply = self.peer.request(
-            KIND,
-            {
+        allq = np.concatenate([_E3, *asks]).astype(np.uint32)
+        if tcounts.any():
+            msg = {
                 "op": "ask",
                 "tcounts": tcounts,
-                "tpid": allt[:, 0].copy(),
-                "tk": allt[:, 1].copy(),
-                "tend": allt[:, 2].copy(),
+                "t": np.concatenate([_E3, *tops]),
                 "counts": counts,
-                "pid": allq[:, 0].astype(np.uint16),
-                "start": allq[:, 1].astype(np.uint32),
-                "end": allq[:, 2].astype(np.uint32),
-            },
-        )
+                "q": allq,
+            }
+        else:  # the usual round: range questions only
+            msg = {"op": "bin", "counts": counts, "q": allq}
+        reply = self.peer.request(KIND, msg)
         ntop = [top_count(t) for t in tops]
         total = sum(ntop) + int(counts.sum())
         self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
@@ -122,8 +120,8 @@ class _PeerAsk(AskPeer):
         if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
             raise ProtocolError("cascade: nonzero pad bits after the last parity")
         bitsout = np.unpackbits(par, count=total)
-        cut = np.cumsum(ntop + counts.tolist())[:-1]
-        parts = np.split(bitsout, cut) if len(tops) else []
+        offs = [0, *itertools.accumulate(ntop + counts.tolist())]
+        parts = [bitsout[a:b] for a, b in itertools.pairwise(offs)]
         return parts[: len(tops)], parts[len(tops) :]
 
 
@@ -290,25 +288,28 @@ class CascadeStage(Stage):
             if op == "done":
                 peer.expect_fields(msg, KIND, op=str)
                 break
-            if op != "ask":
-                raise ProtocolError(f"cascade: unknown op {op!r} (expected ask or done)")
-            peer.expect_fields(
-                msg,
-                KIND,
-                op=str,
-                tcounts=np.ndarray,
-                tpid=np.ndarray,
-                tk=np.ndarray,
-                tend=np.ndarray,
-                counts=np.ndarray,
-                pid=np.ndarray,
-                start=np.ndarray,
-                end=np.ndarray,
-            )
-            tb = _bounds(msg["tcounts"], nf, "tcounts")
+            if op == "ask":
+                peer.expect_fields(
+                    msg,
+                    KIND,
+                    op=str,
+                    tcounts=np.ndarray,
+                    t=np.ndarray,
+                    counts=np.ndarray,
+                    q=np.ndarray,
+                )
+                tb = _bounds(msg["tcounts"], nf, "tcounts")
+                tq = _rows(msg, "t", int(tb[-1]), 3)
+            elif op == "bin":
+                peer.expect_fields(msg, KIND, op=str, counts=np.ndarray, q=np.ndarray)
+                tb = np.zeros(nf + 1, dtype=np.int64)
+                tq = np.empty((0, 3), dtype=np.int64)
+            else:
+                raise ProtocolError(f"cascade: unknown op {op!r} (expected ask, bin or done)")
             qb = _bounds(msg["counts"], nf, "counts")
-            tp, tk, te = _ints(msg, ("tpid", "tk", "tend"), int(tb[-1]))
-            pid, s, e = _ints(msg, ("pid", "start", "end"), int(qb[-1]))
+            qq = _rows(msg, "q", int(qb[-1]), 3)
+            tp, tk, te = tq.T
+            pid, s, e = np.ascontiguousarray(qq.T)
             parts = []
             for a, lo, hi in zip(alices, tb[:-1], tb[1:], strict=False):
                 parts += [

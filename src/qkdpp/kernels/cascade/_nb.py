@@ -16,8 +16,6 @@ All kernels are ``nogil`` and allocate only their small outputs.
 
 from __future__ import annotations
 
-import heapq
-
 import numpy as np
 
 from qkdpp._numba import njit
@@ -27,7 +25,7 @@ M1 = np.uint64(0xBF58476D1CE4E5B9)
 M2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit
+@njit(inline="always")
 def _fmix64(z: np.uint64) -> np.uint64:
     z = (z ^ (z >> np.uint64(30))) * M1
     z = (z ^ (z >> np.uint64(27))) * M2
@@ -104,6 +102,17 @@ def top_parities(bits: np.ndarray, pos: np.ndarray, k: int, end: int, out: np.nd
 
 
 @njit
+def identity_top_parities(bits: np.ndarray, k: int, end: int, out: np.ndarray) -> None:
+    """Top-level block parities of the unshuffled pass 0: ``out[b]`` = parity of
+    ``bits[b*k : min((b+1)*k, end)]``."""
+    for b in range(out.size):
+        acc = np.uint8(0)
+        for x in range(b * k, min((b + 1) * k, end)):
+            acc ^= bits[x]
+        out[b] = acc & np.uint8(1)
+
+
+@njit
 def block_masks(pos: np.ndarray, k: int, end: int, m0: np.ndarray, m1: np.ndarray) -> None:
     """Membership masks of the first two top-level blocks of a pass, packed like
     ``numpy.packbits`` (MSB first) into ``uint8`` arrays: bit ``i`` of ``m0`` is set iff
@@ -136,55 +145,102 @@ def masked_parity(words: np.ndarray, mask: np.ndarray) -> np.uint8:
     return np.uint8(acc & np.uint64(1))
 
 
-@njit
-def copy_parity(cur: np.ndarray, words: np.ndarray, s: int, e: int) -> np.uint8:
-    """Parity of ``cur[s:e]`` (unpacked 0/1 bytes; ``words`` is the same row viewed as
-    ``uint64``): head and tail byte by byte, the middle 8 bytes at a time."""
-    acc = np.uint8(0)
-    a = min(e, (s + 7) // 8 * 8)
-    for x in range(s, a):
-        acc ^= cur[x]
-    if a >= e:
-        return acc & np.uint8(1)
-    b = e // 8 * 8
-    w = np.uint64(0)
-    for j in range(a // 8, b // 8):
-        w ^= words[j]
+@njit(inline="always")
+def _word_parity(w: np.uint64) -> np.uint8:
     w ^= w >> np.uint64(32)
     w ^= w >> np.uint64(16)
     w ^= w >> np.uint64(8)
-    acc ^= np.uint8(w & np.uint64(1))
-    for x in range(b, e):
-        acc ^= cur[x]
+    w ^= w >> np.uint64(4)
+    w ^= w >> np.uint64(2)
+    w ^= w >> np.uint64(1)
+    return np.uint8(w & np.uint64(1))
+
+
+ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+# A permuted copy of a pass is built once the bits gathered through its permutation exceed
+# n >> COPY_SHIFT: a build costs n mostly sequential gathers (about 1 ms per 1e6 bits), a
+# gathered range bit costs a random read each.
+COPY_SHIFT = 4
+ALICE_COPY_SHIFT = 5
+
+
+# Hot loops index 2-D arrays by (row, column) instead of taking row views, and pass arrays to
+# as few helpers as possible: views, and array arguments of inlined helpers, cost atomic
+# reference-count updates in numba (they showed up as 7-12 % of the run time).
+
+
+@njit
+def _copy_parity_row(words, r, s, e):
+    ws = s >> 6
+    we = (e - 1) >> 6
+    lo = ONES << np.uint64(s & 63)
+    hi = ONES >> np.uint64(63 - ((e - 1) & 63))
+    if ws == we:
+        return _word_parity(words[r, ws] & lo & hi)
+    acc = (words[r, ws] & lo) ^ (words[r, we] & hi)
+    for j in range(ws + 1, we):
+        acc ^= words[r, j]
+    return _word_parity(acc)
+
+
+@njit
+def copy_parity(words: np.ndarray, s: int, e: int) -> np.uint8:
+    """Parity of bits ``[s, e)`` of a packed permuted copy (bit ``x`` is bit ``x & 63``,
+    LSB first, of ``words[x >> 6]``; internal layout, never on the wire); ``s < e``."""
+    return _copy_parity_row(words.reshape((1, words.size)), 0, s, e)
+
+
+@njit
+def bits_parity(bits: np.ndarray, s: int, e: int) -> np.uint8:
+    """Parity of ``bits[s:e]`` (unpacked 0/1 bytes): pass 0 is not shuffled, so its ranges are
+    read straight from the key."""
+    acc = np.uint8(0)
+    for x in range(s, e):
+        acc ^= bits[x]
     return acc & np.uint8(1)
 
 
 @njit
-def build_copy(bits: np.ndarray, perm: np.ndarray, cur: np.ndarray) -> None:
-    """``cur[j] = bits[perm[j]]`` for ``j < n``; zero padding after."""
-    n = perm.size
-    for j in range(n):
-        cur[j] = bits[perm[j]]
-    for j in range(n, cur.size):
-        cur[j] = 0
+def _build_copy_row(bits, perms, bperm, r, words, wr):
+    """Packed copy of row ``r`` of ``perms`` (``bperm`` for ``r == perms.shape[0]``) into
+    ``words[wr]``."""
+    n = bits.size
+    full = n >> 6
+    big = r == perms.shape[0]
+    for w in range(full):
+        acc = np.uint64(0)
+        b = w << 6
+        if big:
+            for t in range(64):
+                acc |= np.uint64(bits[bperm[b + t]]) << np.uint64(t)
+        else:
+            for t in range(64):
+                acc |= np.uint64(bits[perms[r, b + t]]) << np.uint64(t)
+        words[wr, w] = acc
+    for w in range(full, words.shape[1]):
+        words[wr, w] = 0
+    for j in range(full << 6, n):
+        x = bperm[j] if big else perms[r, j]
+        words[wr, j >> 6] |= np.uint64(bits[x]) << np.uint64(j & 63)
 
 
 @njit
-def answer_ranges(bits, perm, cur, words, has_copy, work, starts, ends, out):
-    """Alice's parities of ranges of one pass: from the permuted copy when built, else by
-    gathering through ``perm``; the copy is built once the gathered work exceeds ``n / 2``.
-    ``has_copy`` and ``work`` are 1-element arrays (state kept by the caller)."""
-    n = perm.size
-    for j in range(starts.size):
-        s, e = starts[j], ends[j]
-        if has_copy[0] == 0 and work[0] + (e - s) > n // 2:
-            build_copy(bits, perm, cur)
-            has_copy[0] = 1
-        if has_copy[0] != 0:
-            out[j] = copy_parity(cur, words, s, e)
-        else:
-            work[0] += e - s
-            out[j] = _parity_perm(bits, perm, s, e)
+def build_copy(bits: np.ndarray, perm: np.ndarray, words: np.ndarray) -> None:
+    """Packed permuted copy: bit ``j`` of ``words`` (see :func:`copy_parity`) is
+    ``bits[perm[j]]`` for ``j < n``; zero after."""
+    _build_copy_row(bits, perm.reshape((1, perm.size)), perm, 0, words.reshape((1, words.size)), 0)
+
+
+@njit
+def _parity_perm_row(bits, perms, bperm, r, s, e):
+    acc = np.uint8(0)
+    if r == perms.shape[0]:
+        for x in range(s, e):
+            acc ^= bits[bperm[x]]
+    else:
+        for x in range(s, e):
+            acc ^= bits[perms[r, x]]
+    return acc & np.uint8(1)
 
 
 @njit
@@ -196,23 +252,63 @@ def _parity_perm(bits: np.ndarray, perm: np.ndarray, s: int, e: int) -> np.uint8
 
 
 @njit
-def _perm(perms, bperm, slot):
-    """The permutation (or inverse) of a slot: cascade rows, or the BICONF array (slot P)."""
-    if slot == perms.shape[0]:
-        return bperm
-    return perms[slot]
+def answer_ranges(bits, perm, words, has_copy, work, starts, ends, out):
+    """Alice's parities of ranges of one pass: from the packed permuted copy when built, else
+    by gathering through ``perm``; the copy is built once the gathered work exceeds
+    ``n >> COPY_SHIFT``. ``has_copy`` and ``work`` are 1-element arrays (state kept by the
+    caller)."""
+    n = perm.size
+    for j in range(starts.size):
+        s, e = starts[j], ends[j]
+        if has_copy[0] == 0 and work[0] + (e - s) > (n >> COPY_SHIFT):
+            build_copy(bits, perm, words)
+            has_copy[0] = 1
+        if has_copy[0] != 0:
+            out[j] = copy_parity(words, s, e)
+        else:
+            work[0] += e - s
+            out[j] = _parity_perm(bits, perm, s, e)
 
 
 @njit
-def _bob_parity(bits, perm, cur, words, has_copy, work, slot, s, e):
+def answer_passes(bits, perms, words, has_copy, work, pids, starts, ends, out) -> int:
+    """Alice's parities of a frame's range questions on its cascade passes, in one call.
+
+    ``pids`` index rows of ``perms`` (pass permutations; row 0 is the identity), ``words``,
+    ``has_copy`` and ``work`` (packed copy per pass, built lazily as in :func:`answer_ranges`,
+    once the gathered work exceeds ``n >> ALICE_COPY_SHIFT``). Returns the index of the first
+    invalid question (pass id outside ``perms``, or not ``0 <= start < end <= n``), or ``-1``
+    when all are valid; nothing is answered then.
+    """
     n = bits.size
-    if has_copy[slot] == 0 and work[slot] + (e - s) > n // 2:
-        build_copy(bits, perm, cur[slot])
-        has_copy[slot] = 1
-    if has_copy[slot] != 0:
-        return copy_parity(cur[slot], words[slot], s, e)
-    work[slot] += e - s
-    return _parity_perm(bits, perm, s, e)
+    npass = perms.shape[0]
+    for j in range(pids.size):
+        if pids[j] < 0 or pids[j] >= npass or starts[j] < 0 or ends[j] > n or starts[j] >= ends[j]:
+            return j
+    for j in range(pids.size):
+        p = pids[j]
+        s, e = starts[j], ends[j]
+        if p == 0:  # pass 0 is the identity permutation
+            out[j] = bits_parity(bits, s, e)
+            continue
+        if has_copy[p] == 0 and work[p] + (e - s) > (n >> ALICE_COPY_SHIFT):
+            _build_copy_row(bits, perms, bits, p, words, p)
+            has_copy[p] = 1
+        if has_copy[p] != 0:
+            out[j] = _copy_parity_row(words, p, s, e)
+        else:
+            work[p] += e - s
+            out[j] = _parity_perm_row(bits, perms, bits, p, s, e)
+    return -1
+
+
+@njit
+def _apply_log(words, r, poss, bpos, flog, lo, hi):
+    """Flip, in the packed permuted copy ``words[r]``, the key bits ``flog[lo:hi]``."""
+    big = r == poss.shape[0]
+    for t in range(lo, hi):
+        x = np.int64(bpos[flog[t]]) if big else np.int64(poss[r, flog[t]])
+        words[r, x >> 6] ^= np.uint64(1) << np.uint64(x & 63)
 
 
 KNOWN = np.uint8(1)
@@ -221,14 +317,32 @@ ABIT = np.uint8(4)
 BBIT = np.uint8(8)
 
 
+PAGE_SHIFT = 12  # node bytes per dirty flag (see clear_dirty)
+
+
 @njit
-def insert_top(node, off, t, k, end, alice, bob) -> None:
+def insert_top(node, dirty, off, t, k, end, alice, bob) -> None:
     """Book the top-level blocks of a pass: Alice's and Bob's parities of every block root."""
     for b in range((end + k - 1) // k):
-        node[off + b * t + 1] = KNOWN | (ABIT * alice[b]) | (BBIT * bob[b])
+        j = off + b * t + 1
+        node[j] = KNOWN | (ABIT * alice[b]) | (BBIT * bob[b])
+        dirty[j >> PAGE_SHIFT] = 1
 
 
 @njit
+def clear_dirty(node: np.ndarray, dirty: np.ndarray) -> None:
+    """Zero the node pages flagged in ``dirty`` (every write of a nonzero node flags its
+    page) and clear the flags, so a pooled node buffer is all zero again without touching the
+    pages that were never written (they stay unmapped)."""
+    for pg in range(dirty.size):
+        if dirty[pg] != 0:
+            lo = pg << PAGE_SHIFT
+            for j in range(lo, min(lo + (1 << PAGE_SHIFT), node.size)):
+                node[j] = 0
+            dirty[pg] = 0
+
+
+@njit(inline="always")
 def _block_of(x: int, k: int) -> int:
     return x // k
 
@@ -237,10 +351,62 @@ S_BITS = 27  # n < 2^26 (engine.MAX_N): start and size fit in 27 bits
 S_MASK = (1 << S_BITS) - 1
 
 
-@njit
+@njit(inline="always")
 def _hkey(size: int, slot: int, s: int, left: bool) -> np.int64:
     """Heap order of a task: (size, slot, start, is-left-child) packed in one int64."""
     return np.int64((((size << 7) | slot) << S_BITS | s) << 1 | (1 if left else 0))
+
+
+@njit
+def _grow_rows(a):
+    """The rows of ``a`` in an array of twice the capacity (task queues and outputs)."""
+    b = np.empty((max(2 * a.shape[0], 16), a.shape[1]), dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit
+def _hpush(hp, hn, a, b, c, d):
+    """Push ``(a, b, c, d)`` on the binary min-heap ``hp[:hn]`` (rows ordered like Python
+    tuples; room checked by the caller); returns the new size."""
+    i = hn
+    while i > 0:
+        par = (i - 1) >> 1
+        p0, p1, p2, p3 = hp[par, 0], hp[par, 1], hp[par, 2], hp[par, 3]
+        if (a, b, c, d) < (p0, p1, p2, p3):
+            hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = p0, p1, p2, p3
+            i = par
+        else:
+            break
+    hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = a, b, c, d
+    return hn + 1
+
+
+@njit
+def _hpop(hp, hn):
+    """Remove the smallest row of the heap ``hp[:hn]``; returns it and the new size."""
+    r0, r1, r2, r3 = hp[0, 0], hp[0, 1], hp[0, 2], hp[0, 3]
+    last = hn - 1
+    a, b, c, d = hp[last, 0], hp[last, 1], hp[last, 2], hp[last, 3]
+    i = 0
+    while True:
+        m = 2 * i + 1
+        if m >= last:
+            break
+        if m + 1 < last and (hp[m + 1, 0], hp[m + 1, 1], hp[m + 1, 2], hp[m + 1, 3]) < (
+            hp[m, 0],
+            hp[m, 1],
+            hp[m, 2],
+            hp[m, 3],
+        ):
+            m += 1
+        if (hp[m, 0], hp[m, 1], hp[m, 2], hp[m, 3]) < (a, b, c, d):
+            hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = hp[m, 0], hp[m, 1], hp[m, 2], hp[m, 3]
+            i = m
+        else:
+            break
+    hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = a, b, c, d
+    return r0, r1, r2, r3, last
 
 
 @njit
@@ -262,13 +428,17 @@ def bob_step(
     reuse,
     all_odd,
     node,
+    dirty,
     asked,
     answers,
     parked,
-    cur,
     words,
     has_copy,
     work,
+    flog,
+    nlog,
+    applied,
+    slot_pid,
 ):
     """One round of Bob's engine (rules of :meth:`._ref.BobEngine.step`).
 
@@ -281,22 +451,32 @@ def bob_step(
     slot_few, fmask : uint8[S], uint8[S, 2, 8w]
         Slots of at most three top-level blocks and their packed membership masks (blocks 0
         and 1; see :func:`block_masks`).
+    node, dirty : uint8[N], uint8[N >> PAGE_SHIFT + 1]
+        Node trees (see the module docstring) and the flags of their written pages.
     asked : int64[m, 6]
         The questions of the previous round, rows ``(slot, s, e, parent_end, block, h)``.
     answers : uint8[m]
         Alice's parities for them (0/1, checked by the caller).
     parked : int64[p, 6]
         Tasks waiting for those answers (or the top-level blocks of a new pass).
-    cur, words, has_copy, work
-        Bob's permuted copies of his key per slot (``uint8[S, 8*w]`` and its ``uint64`` view),
-        whether each is built and kept up to date, and the gather work done per slot; a copy is
-        built once a slot's gather work exceeds ``n / 2``.
+    words, has_copy, work
+        Bob's packed permuted copies of his key per slot (``uint64[S, w]``, see
+        :func:`build_copy`), whether each is built and kept up to date, and the gather work done
+        per slot; a copy is built once a slot's gather work exceeds ``n >> COPY_SHIFT``.
+    flog, nlog, applied : int32[c], int64[1], int64[S]
+        Log of the flipped key indices (``flog[:nlog[0]]``) and, per slot of few blocks, how
+        much of it its copy has absorbed (those copies are updated lazily).
+
+    slot_pid : int64[S]
+        Pass id held by each slot (for the questions as they go on the wire).
 
     Returns
     -------
-    (asks int64[q, 6], parked int64[r, 6], flips int)
+    (asks int64[q, 6], parked int64[r, 6], flips int, questions int64[q, 3])
+        ``questions`` are the rows ``(pass id, start, end)`` of ``asks``.
     """
     nperm = perms.shape[0]
+    n = bits.size
     for r in range(asked.shape[0]):
         slot, s, e, pe, blk, h = (
             asked[r, 0],
@@ -308,17 +488,37 @@ def bob_step(
         )
         base = slot_off[slot] + blk * slot_t[slot]
         a = answers[r]
-        if slot == nperm:
-            b = _bob_parity(bits, bperm, cur, words, has_copy, work, slot, s, e)
+        # Bob's current parity of [s, e): pass 0 is the identity (read the key); others gather
+        # through the permutation until the gathered work passes n >> COPY_SHIFT, then use the
+        # packed copy. Copies of slots of few blocks (``slot_few``: flips need no position
+        # there) catch up with the flip log only here. (Written out here: helpers taking
+        # arrays cost atomic reference-count updates per call in numba.)
+        if slot == 0:
+            b = np.uint8(0)
+            for y in range(s, e):
+                b ^= bits[y]
+            b &= np.uint8(1)
         else:
-            b = _bob_parity(bits, perms[slot], cur, words, has_copy, work, slot, s, e)
+            if has_copy[slot] == 0 and work[slot] + (e - s) > (n >> COPY_SHIFT):
+                _build_copy_row(bits, perms, bperm, slot, words, slot)
+                has_copy[slot] = 1
+                applied[slot] = nlog[0]
+            if has_copy[slot] != 0:
+                if slot_few[slot] != 0 and applied[slot] < nlog[0]:
+                    _apply_log(words, slot, poss, bpos, flog, applied[slot], nlog[0])
+                    applied[slot] = nlog[0]
+                b = _copy_parity_row(words, slot, s, e)
+            else:
+                work[slot] += e - s
+                b = _parity_perm_row(bits, perms, bperm, slot, s, e)
         node[base + h] = KNOWN | (ABIT * a) | (BBIT * b)
+        dirty[(base + h) >> PAGE_SHIFT] = 1
         if pe >= 0:  # block-parity inference: the right sibling costs nothing
             par = node[base + (h >> 1)]
             pa = (par >> 2) & 1
             pb = (par >> 3) & 1
             node[base + h + 1] = KNOWN | (ABIT * (pa ^ a)) | (BBIT * (pb ^ b))
-    z = np.int64(0)
+            dirty[(base + h + 1) >> PAGE_SHIFT] = 1
     # Parked tasks come sorted (one argsort); tasks created during the step (right siblings,
     # cascade) go to a small heap; the next task is the smaller head of the two, which is
     # exactly the shortest-first order of one heap holding everything.
@@ -326,22 +526,24 @@ def bob_step(
     pkeys = np.empty(npk, dtype=np.int64)
     for r in range(npk):
         pkeys[r] = _hkey(parked[r, 2] - parked[r, 1], parked[r, 0], parked[r, 1], parked[r, 3] >= 0)
-    order = np.argsort(pkeys)
+    order = np.argsort(pkeys, kind="mergesort")  # nearly sorted already: stable merge runs
     ptr = 0
-    heap = [(z, z, z, z)]
-    heap.pop()
-    asks = [(z, z, z, z, z, z)]
-    asks.pop()
-    wait = [(z, z, z, z, z, z)]
-    wait.pop()
+    # min-heap of (key, parent_end, block, h) rows; questions and waiting tasks: 6-int rows
+    hp = np.empty((64, 4), dtype=np.int64)
+    hn = 0
+    asks = np.empty((npk + 64, 6), dtype=np.int64)
+    na = 0
+    wait = np.empty((npk + 64, 6), dtype=np.int64)
+    nw = 0
     flips = 0
-    while ptr < npk or len(heap) > 0:
-        if ptr < npk and (len(heap) == 0 or pkeys[order[ptr]] <= heap[0][0]):
+    xs = np.empty(max(nslots, 1), dtype=np.int64)
+    while ptr < npk or hn > 0:
+        if ptr < npk and (hn == 0 or pkeys[order[ptr]] <= hp[0, 0]):
             r = order[ptr]
             ptr += 1
             hk, pe, blk, h = pkeys[r], parked[r, 3], parked[r, 4], parked[r, 5]
         else:
-            hk, pe, blk, h = heapq.heappop(heap)
+            hk, pe, blk, h, hn = _hpop(hp, hn)
         s = (hk >> 1) & S_MASK
         slot = (hk >> (S_BITS + 1)) & 127
         e = s + (hk >> (S_BITS + 8))
@@ -351,17 +553,26 @@ def bob_step(
         # shortest-first order of the reference exactly, without heap traffic.
         while True:
             st = node[base + h]
-            if st == 0:
-                node[base + h] = PENDING
-                asks.append((slot, s, e, pe, blk, h))
-                wait.append((slot, s, e, pe, blk, h))
-                break
-            if (st & KNOWN) == 0:
-                wait.append((slot, s, e, pe, blk, h))
+            if st == 0 or (st & KNOWN) == 0:
+                if st == 0:
+                    node[base + h] = PENDING
+                    dirty[(base + h) >> PAGE_SHIFT] = 1
+                    if na == asks.shape[0]:
+                        asks = _grow_rows(asks)
+                    asks[na, 0], asks[na, 1], asks[na, 2] = slot, s, e
+                    asks[na, 3], asks[na, 4], asks[na, 5] = pe, blk, h
+                    na += 1
+                if nw == wait.shape[0]:
+                    wait = _grow_rows(wait)
+                wait[nw, 0], wait[nw, 1], wait[nw, 2] = slot, s, e
+                wait[nw, 3], wait[nw, 4], wait[nw, 5] = pe, blk, h
+                nw += 1
                 break
             if ((st >> 2) ^ (st >> 3)) & 1 == 0:
                 if pe >= 0:  # even left half: the error is in the right half
-                    heapq.heappush(heap, (_hkey(pe - e, slot, e, False), np.int64(-1), blk, h + 1))
+                    if hn == hp.shape[0]:
+                        hp = _grow_rows(hp)
+                    hn = _hpush(hp, hn, _hkey(pe - e, slot, e, False), -1, blk, h + 1)
                 break
             if e - s == 1:
                 break
@@ -374,13 +585,35 @@ def bob_step(
         st = node[base + h]
         if ((st >> 2) ^ (st >> 3)) & 1 == 0:
             continue
-        i = bperm[s] if slot == nperm else perms[slot, s]
+        if slot == 0:  # pass 0 is the identity permutation
+            i = s
+        elif slot == nperm:
+            i = bperm[s]
+        else:
+            i = perms[slot, s]
         bits[i] ^= np.uint8(1)
         flips += 1
         ibyte = i >> 3
         ibit = np.uint8(1 << (7 - (i & 7)))
+        # Copies of slots of few blocks catch up lazily from the flip log (see _bob_parity).
+        if nlog[0] == flog.size:  # log full: bring every lazy copy up to date, restart it
+            for q in range(nslots):
+                if slot_few[q] != 0 and has_copy[q] != 0 and applied[q] < nlog[0]:
+                    _apply_log(words, q, poss, bpos, flog, applied[q], nlog[0])
+                applied[q] = 0
+            nlog[0] = 0
+        flog[nlog[0]] = i
+        nlog[0] += 1
+        # First the position of bit i in every pass of many blocks and the flip of its packed
+        # copy: independent loads, so the cache misses overlap (the walk below is serial).
         for q in range(nslots):
-            if slot_few[q] != 0 and has_copy[q] == 0:
+            if slot_few[q] == 0:
+                x = np.int64(i) if q == 0 else np.int64(bpos[i] if q == nperm else poss[q, i])
+                xs[q] = x
+                if has_copy[q] != 0:
+                    words[q, x >> 6] ^= np.uint64(1) << np.uint64(x & 63)
+        for q in range(nslots):
+            if slot_few[q] != 0:
                 # passes of <= 3 blocks: the block from the packed membership masks (cache
                 # friendly); while no sub-block of it is known, only its root changes.
                 if fmask[q, 0, ibyte] & ibit:
@@ -403,13 +636,11 @@ def bob_step(
                     node[qbase + 1] = st
                     if ((st >> 2) ^ (st >> 3)) & 1 != 0 and cascade_on and slot_casc[q] != 0:
                         be = min(bs + k, end)
-                        heapq.heappush(
-                            heap, (_hkey(be - bs, q, bs, False), np.int64(-1), qb, np.int64(1))
-                        )
+                        if hn == hp.shape[0]:
+                            hp = _grow_rows(hp)
+                        hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, 1)
                     continue
-            x = np.int64(bpos[i] if q == nperm else poss[q, i])
-            if has_copy[q] != 0:
-                cur[q, x] ^= np.uint8(1)
+            x = xs[q] if slot_few[q] == 0 else np.int64(bpos[i] if q == nperm else poss[q, i])
             end = slot_end[q]
             if x >= end:
                 continue
@@ -433,7 +664,9 @@ def bob_step(
                 node[j] = st
                 if ((st >> 2) ^ (st >> 3)) & 1 != 0 and (reuse or root):
                     if all_odd and casc:
-                        heapq.heappush(heap, (_hkey(be - bs, q, bs, False), np.int64(-1), qb, hh))
+                        if hn == hp.shape[0]:
+                            hp = _grow_rows(hp)
+                        hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, hh)
                     ds = bs
                     de = be
                     dh = hh
@@ -448,15 +681,12 @@ def bob_step(
                     bs = m
                     hh = 2 * hh + 1
             if ds >= 0 and not all_odd and casc:
-                heapq.heappush(heap, (_hkey(de - ds, q, ds, False), np.int64(-1), qb, dh))
-    out_asks = np.empty((len(asks), 6), dtype=np.int64)
-    for r in range(len(asks)):
-        t = asks[r]
-        for c in range(6):
-            out_asks[r, c] = t[c]
-    out_wait = np.empty((len(wait), 6), dtype=np.int64)
-    for r in range(len(wait)):
-        t = wait[r]
-        for c in range(6):
-            out_wait[r, c] = t[c]
-    return out_asks, out_wait, flips
+                if hn == hp.shape[0]:
+                    hp = _grow_rows(hp)
+                hn = _hpush(hp, hn, _hkey(de - ds, q, ds, False), -1, qb, dh)
+    qs = np.empty((na, 3), dtype=np.int64)
+    for r in range(na):
+        qs[r, 0] = slot_pid[asks[r, 0]]
+        qs[r, 1] = asks[r, 1]
+        qs[r, 2] = asks[r, 2]
+    return asks[:na].copy(), wait[:nw].copy(), flips, qs

@@ -188,6 +188,9 @@ def top_parities(
         if nb == 3:
             out[2] = (np.bitwise_xor.reduce(bits, initial=np.uint8(0)) & 1) ^ out[0] ^ out[1]
         return out
+    if pid == 0:  # pass 0 is not shuffled
+        _nb.identity_top_parities(bits, k, end, out)
+        return out
     _nb.top_parities(bits, sh.get(pid)[1], k, end, out)
     return out
 
@@ -195,6 +198,8 @@ def top_parities(
 # -- Bob --------------------------------------------------------------------------------------
 class _CompiledBob:
     """Bob's engine on the numba kernels (same interface as :class:`._ref.BobEngine`)."""
+
+    FLOG_CAP = 1 << 30  # entries of the flip log (tests lower it to exercise its wrap-around)
 
     def __init__(
         self, bits: np.ndarray, reuse: bool, all_odd: bool, sh: PassShuffles, slot_sizes: list[int]
@@ -215,15 +220,20 @@ class _CompiledBob:
         nblocks = np.array([-(-max(n, 1) // k) for k in slot_sizes], dtype=np.int64)
         sizes = self.slot_t * nblocks
         self.slot_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        # all-zero node buffer (pooled buffers are cleared page by page when released)
         self.node = sh.acquire("node", int(sizes.sum()), zero=True)
+        self.dirty = sh.acquire("dirty", (self.node.size >> _nb.PAGE_SHIFT) + 1, zero=True)
         self.nslots = 0
-        nw = (n + 7) // 8 + 1
-        # rows are (re)built before use, so a recycled buffer needs no clearing
-        self.cur = sh.acquire("cur", ns * nw * 8).reshape(ns, nw * 8)
-        self.words = self.cur.view(np.uint64)
+        nw = (n + 63) // 64 + 1
+        # packed copies; rows are (re)built before use, so a recycled buffer needs no clearing
+        self.cur = sh.acquire("cur", ns * nw * 8)
+        self.words = self.cur.view(np.uint64).reshape(ns, nw)
         nb8 = (n + 63) // 64 * 8
         self.fmask = sh.acquire("mask", ns * 2 * nb8).reshape(ns, 2, nb8)
         self.slot_few = np.zeros(ns, dtype=np.uint8)
+        self.flog = sh.acquire("flog", 4 * min(max(n, 16), self.FLOG_CAP)).view(np.int32)
+        self.nlog = np.zeros(1, dtype=np.int64)
+        self.applied = np.zeros(ns, dtype=np.int64)
         self.has_copy = np.zeros(ns, dtype=np.uint8)
         self.work = np.zeros(ns, dtype=np.int64)
         self.asked = np.empty((0, 6), dtype=np.int64)
@@ -262,6 +272,7 @@ class _CompiledBob:
             self.slot_few[s] = 1
         _nb.insert_top(
             self.node,
+            self.dirty,
             self.slot_off[s],
             self.slot_t[s],
             k,
@@ -280,9 +291,12 @@ class _CompiledBob:
 
     def release(self) -> None:
         """Return the work buffers to the shuffles' pool (the engine is unusable after)."""
-        self.sh.release("node", self.node, zero=True)
+        _nb.clear_dirty(self.node, self.dirty)
+        self.sh.release("node", self.node)
+        self.sh.release("dirty", self.dirty)
         self.sh.release("cur", self.cur)
         self.sh.release("mask", self.fmask)
+        self.sh.release("flog", self.flog.view(np.uint8))
 
     def drop_pass(self, pid: int) -> None:
         s = min(pid, self.sh.passes)
@@ -291,7 +305,7 @@ class _CompiledBob:
         self.has_copy[s] = 0
 
     def step(self, answers: np.ndarray) -> np.ndarray:
-        asks, parked, flips = _nb.bob_step(
+        asks, parked, flips, out = _nb.bob_step(
             self.bits,
             self.sh.perms,
             self.sh.poss,
@@ -309,18 +323,20 @@ class _CompiledBob:
             self.reuse,
             self.all_odd,
             self.node,
+            self.dirty,
             self.asked,
             np.ascontiguousarray(answers, dtype=np.uint8),
             self.parked,
-            self.cur,
             self.words,
             self.has_copy,
             self.work,
+            self.flog,
+            self.nlog,
+            self.applied,
+            self.slot_pid,
         )
         self.flips += flips
         self.asked, self.parked = asks, parked
-        out = asks[:, :3].copy()
-        out[:, 0] = self.slot_pid[asks[:, 0]]
         return out
 
 
@@ -412,13 +428,14 @@ class AliceFrame:
         self.passes = passes
         self.sh = shuffles
         self.backend = backend
-        nw = (self.n + 7) // 8 + 1
-        self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8).reshape(passes + 1, nw * 8)
-        self.words = self.cur.view(np.uint64)
-        self.has_copy = np.zeros((passes + 1, 1), dtype=np.uint8)
-        self.work = np.zeros((passes + 1, 1), dtype=np.int64)
+        nw = (self.n + 63) // 64 + 1
+        self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8)
+        self.words = self.cur.view(np.uint64).reshape(passes + 1, nw)
+        self.has_copy = np.zeros(passes + 1, dtype=np.uint8)
+        self.work = np.zeros(passes + 1, dtype=np.int64)
         self.slot_pid = np.full(passes + 1, -1, dtype=np.int64)
         self._words: np.ndarray | None = None
+        self._all_loaded = False
         self.leaked = 0
 
     def release(self) -> None:
@@ -452,6 +469,13 @@ class AliceFrame:
         self.leaked += nb
         return out
 
+    def _load_all(self) -> None:
+        """Load every cascade pass permutation (once; the compiled answers index them)."""
+        if not self._all_loaded:
+            for p in range(self.passes):
+                self.sh.get(p)
+            self._all_loaded = True
+
     def answer(self, pids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Parities (``uint8`` 0/1) of the questioned ranges; ProtocolError on a bad question."""
         m = pids.size
@@ -464,9 +488,32 @@ class AliceFrame:
         out = np.empty(m, dtype=np.uint8)
         if m == 0:
             return out
-        pids = pids.astype(np.int64, copy=False)
+        pids = np.ascontiguousarray(pids, dtype=np.int64)
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         ends = np.ascontiguousarray(ends, dtype=np.int64)
+        if self.backend != "reference" and self.passes:
+            self._load_all()
+            bad = _nb.answer_passes(
+                self.bits,
+                self.sh.perms,
+                self.words,
+                self.has_copy,
+                self.work,
+                pids,
+                starts,
+                ends,
+                out,
+            )
+            if bad < 0:
+                self.leaked += m
+                return out
+            if self.passes <= int(pids[bad]) < self.passes + MAX_BICONF_ROUNDS:
+                pass  # a BICONF round: the general path below
+            else:
+                raise ProtocolError(
+                    f"cascade question {bad} (pass {int(pids[bad])}, range [{int(starts[bad])}, "
+                    f"{int(ends[bad])})) outside 0 <= start < end <= {self.n} or unknown pass"
+                )
         if starts.min() < 0 or ends.max() > self.n or np.any(starts >= ends):
             raise ProtocolError(f"cascade question range outside 0 <= start < end <= {self.n}")
         lo, hi = int(pids.min()), int(pids.max())
@@ -481,10 +528,9 @@ class AliceFrame:
                 _nb.answer_ranges(
                     self.bits,
                     perm,
-                    self.cur[slot],
                     self.words[slot],
-                    self.has_copy[slot],
-                    self.work[slot],
+                    self.has_copy[slot : slot + 1],
+                    self.work[slot : slot + 1],
                     starts,
                     ends,
                     out,
@@ -495,10 +541,9 @@ class AliceFrame:
                 _nb.answer_ranges(
                     self.bits,
                     perm,
-                    self.cur[slot],
                     self.words[slot],
-                    self.has_copy[slot],
-                    self.work[slot],
+                    self.has_copy[slot : slot + 1],
+                    self.work[slot : slot + 1],
                     ss,
                     ee,
                     res,
@@ -551,8 +596,12 @@ class AliceOracle(AskPeer):
         return t_out, q_out
 
 
+_EMPTY3 = np.empty((0, 3), dtype=np.int64)
+
+
 def _empty3() -> np.ndarray:
-    return np.empty((0, 3), dtype=np.int64)
+    """A shared empty ``int64[0, 3]`` (it has no elements to write)."""
+    return _EMPTY3
 
 
 class _Progress:
