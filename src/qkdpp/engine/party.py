@@ -20,6 +20,7 @@ two-phase commit, so a voided block releases nothing at either end.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -45,6 +46,9 @@ class PartyStats:
     resyncs: int = 0
     bits_dropped_on_resync: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    seconds_sifting: float = 0.0  # chunk steps (timing per chunk, if any, and sifting)
+    seconds_accumulating: float = 0.0
+    seconds_blocks: float = 0.0  # block pipeline batches
 
 
 class PartyEngine:
@@ -129,7 +133,9 @@ class PartyEngine:
     def _chunk(self, chunk: Frame, c: int) -> Iterator[Frame]:
         self.stats.chunks += 1
         try:
+            t0 = time.perf_counter()
             (sifted,) = self.sift.run_batch([chunk], self.link, batch_id=c * STEP)
+            self.stats.seconds_sifting += time.perf_counter() - t0
         except ChannelClosed:
             raise
         except TransportError as exc:
@@ -141,7 +147,10 @@ class PartyEngine:
             self.stats.chunks_failed += 1
             log.warning("chunk %d failed: %s", c, sifted.meta.failure)
             return
-        for k, block in enumerate(self._acc.feed(sifted), start=1):
+        t0 = time.perf_counter()
+        fed = self._acc.feed(sifted)
+        self.stats.seconds_accumulating += time.perf_counter() - t0
+        for k, block in enumerate(fed, start=1):
             if k >= STEP:
                 raise ConfigError(
                     f"chunk {c} completes more than {STEP - 1} blocks: "
@@ -157,7 +166,9 @@ class PartyEngine:
     def _block_batch(self) -> Iterator[Frame]:
         batch, self._queue = self._queue[: self.batch_size], self._queue[self.batch_size :]
         try:
+            t0 = time.perf_counter()
             out = self.blocks.run_batch(batch, self.link)
+            self.stats.seconds_blocks += time.perf_counter() - t0
         except ChannelClosed:
             raise
         except TransportError as exc:

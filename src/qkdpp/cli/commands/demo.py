@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             "simulation_seconds": round(t_sim, 3),
             "blocks": rows,
             "errors": [e for e in (a.error, b.error) if e],
+            "stats": {"alice": vars(a.stats), "bob": vars(b.stats)},
         }
         if args.json:
             print(json.dumps(report, indent=2, default=str))
@@ -87,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"keys identical at both ends: {'yes' if check['identical'] else 'NO'} "
                 f"({check['keys']} keys, {check['bits']} bits)"
+            )
+            print(
+                f"time at Bob: clock fit and slots {b.timing.get('time_timing_s', 0):.2f} s, "
+                f"sifting {b.stats.seconds_sifting:.2f} s, accumulation "
+                f"{b.stats.seconds_accumulating:.2f} s, key blocks {b.stats.seconds_blocks:.2f} s"
             )
             if b.timing:
                 print(
