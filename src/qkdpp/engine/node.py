@@ -1,7 +1,8 @@
 """``qkdpp node``: one party of a live link, running until stopped.
 
 The node reads its live source in chunks of ``chunk_slots`` slots (chunk ``c`` covers slots
-``[c·chunk_slots, (c+1)·chunk_slots)``), and per chunk runs timing recovery (Bob) and sifting,
+``[c·chunk_slots, (c+1)·chunk_slots)``, c = 1, 2, …), checks its configuration against the peer's
+on every connection, and per chunk runs timing recovery (Bob) and sifting,
 accumulates key blocks and processes them as they fill, committing keys to its key store.
 
 Connection handling: Alice listens, Bob connects. On a broken connection the node voids what is
@@ -33,6 +34,7 @@ from qkdpp.engine.config import BLOCK_STAGES, stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine
 from qkdpp.engine.report import block_row
+from qkdpp.engine.run import agree_config
 from qkdpp.errors import ChannelClosed, ConfigError, ProtocolError, TransportError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.simulator import LinkParams, simulate_link
@@ -128,7 +130,7 @@ class LinkNode:
         self.session_id = session_id or str(uuid.UUID(int=1))
         self.stats = NodeStats()
         self.stop_event = threading.Event()
-        self._next_chunk = 0
+        self._next_chunk = 1  # chunks count from 1: batch 0 is the configuration check
         self._listener: TcpListener | None = None
         self.link: PeerLink | None = None
         self.metrics = Metrics()
@@ -180,7 +182,7 @@ class LinkNode:
         sim = self.config["simulate"]
         sess = self.config["session"]
         while not self.stop_event.is_set():
-            if self.max_chunks is not None and self._next_chunk >= self.max_chunks:
+            if self.max_chunks is not None and self._next_chunk > self.max_chunks:
                 break
             transport = self._connect()
             if transport is None:
@@ -196,6 +198,29 @@ class LinkNode:
                 continue
             log.info("connected", extra={"event": "connected", "next_chunk": start})
             sift, blocks = self._pipelines()
+            try:
+                # the chunk steps start at batch 1024: batch 0 is free for this check
+                agree_config(
+                    link,
+                    {
+                        "session": sess,
+                        "simulate": sim["params"].to_dict(),
+                        "sift": sift.get_config(),
+                        "blocks": blocks.get_config(),
+                    },
+                )
+            except ConfigError as exc:
+                log.error(
+                    "configuration differs from the peer's: %s",
+                    exc,
+                    extra={"event": "config_mismatch"},
+                )
+                link.close()
+                raise
+            except (TransportError, ProtocolError) as exc:
+                log.warning("configuration check failed: %s", exc, extra={"event": "retry"})
+                link.close()
+                continue
             engine = PartyEngine(
                 link,
                 sift,
@@ -211,7 +236,7 @@ class LinkNode:
                 start,
                 self.session_id,
                 self.speed,
-                self.max_chunks,
+                None if self.max_chunks is None else self.max_chunks + 1,
                 self.stop_event,
             )
             try:
