@@ -16,8 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-from qkdpp.codes import DATA_DIR, FAMILIES, write_code
-from qkdpp.codes.construct import peg_code
+from qkdpp.codes import DATA_DIR, FAMILIES, code_id, load_code, write_code, write_order
+from qkdpp.codes.construct import greedy_puncture_order, peg_code
 
 
 def main() -> int:
@@ -26,12 +26,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DATA_DIR)
     ap.add_argument("--rates", type=float, nargs="+", help="only these rates of the families")
     args = ap.parse_args()
-    for fam in args.family or sorted(FAMILIES):
+    # base families first: derived ones (``base`` key) read the base H
+    fams = sorted(args.family or FAMILIES, key=lambda f: "base" in FAMILIES[f])
+    for fam in fams:
         spec = FAMILIES[fam]
         for rate in spec["rates"]:
             if args.rates and not any(abs(rate - r) < 1e-9 for r in args.rates):
                 continue
             t0 = time.perf_counter()
+            if "base" in spec:
+                base = load_code(code_id(spec["base"], rate))
+                order = greedy_puncture_order(
+                    base.row_ptr, base.col_idx, base.n, base.m // 3, spec["seed"]
+                )
+                cid = write_order(args.out, fam, rate, base.code_id, order)
+                print(f"{cid}: order of {base.code_id} ({time.perf_counter() - t0:.1f} s)")
+                continue
             row_ptr, col_idx = peg_code(spec["n"], rate, spec["seed"], depth=spec["depth"])
             cid = write_code(
                 args.out, fam, spec["n"], rate, spec["seed"], spec["depth"], row_ptr, col_idx

@@ -2,7 +2,8 @@
 """LDPC reconciliation study: efficiency f, frame error rate and throughput vs QBER.
 
 For every protocol (``rate_adaptive``, ``blind``) and QBER, ``--frames`` frame pairs of one
-``peg32k`` chunk (29491 bits, exactly ``round(q n)`` errors) go through the two-party ``ldpc`` stage
+``peg32kx`` chunk (29491 bits, exactly ``round(q n)`` errors) go through the two-party
+``ldpc`` stage
 (:func:`qkdpp.testing.run_pair`, in-memory loopback). Reported per point:
 
 * ``f``   = mean over converged frames of ``leaked_by("ldpc") / (n_bits h(q))`` (REFERENCES.md §1),
@@ -41,7 +42,7 @@ def run_point(mode: str, q: float, frames: int, seed: int, **params: object) -> 
         correlated_pair(N_BITS, q, frame_id=i, seed=seed * 100003 + i, exact=True)
         for i in range(frames)
     ]
-    cfg = [{"stage": "ldpc", "mode": mode, "family": "peg32k", **params}]
+    cfg = [{"stage": "ldpc", "mode": mode, **params}]
     run_pair(cfg, None, [pairs[0][0]], [pairs[0][1]])  # warm-up (JIT, code cache)
     t0 = time.perf_counter()
     # batches of 32 frames keep one batch's decoding well inside the link timeout
@@ -66,6 +67,9 @@ def run_point(mode: str, q: float, frames: int, seed: int, **params: object) -> 
         "mbps": N_BITS * frames / wall / 1e6,
         "rounds": float(np.mean(rounds)) if rounds else math.nan,
         "efficiency_param": float(params.get("efficiency") or math.nan),  # type: ignore[arg-type]
+        "algorithm": str(params.get("algorithm", "default")),
+        "family": str(params.get("family", "default")),
+        "blind_iter": str(params.get("blind_iter", "default")),
     }
 
 
@@ -147,15 +151,26 @@ def main() -> int:
     ap.add_argument("--target-fer", type=float, default=1e-2)
     ap.add_argument("--compare-ldpc-package", action="store_true")
     ap.add_argument("--blind-step", type=float, default=0.1)
-    ap.add_argument("--blind-start", type=float, default=1.0)
+    ap.add_argument("--blind-start", type=float, default=None, help="default: stage table")
+    ap.add_argument(
+        "--algorithm", choices=["spa", "nms"], default=None, help="stage default if unset"
+    )
+    ap.add_argument("--group", type=int, default=None, help="chunks per decoder group")
+    ap.add_argument("--family", default="peg32kx", help="code family (peg32kx, peg32k)")
+    ap.add_argument("--blind-iter", type=int, default=None, help="sweeps per extra blind round")
     args = ap.parse_args()
+    common: dict[str, object] = {"family": args.family}
+    if args.algorithm is not None:
+        common["algorithm"] = args.algorithm
+    if args.group is not None:
+        common["group"] = args.group
 
     rows: list[dict[str, object]] = []
     if args.calibrate:
         for q in args.qber:
             chosen = None
             for f in args.grid:
-                row = run_point("rate_adaptive", q, args.frames, 7, efficiency=f)
+                row = run_point("rate_adaptive", q, args.frames, 7, efficiency=f, **common)
                 rows.append(row)
                 print(row, flush=True)
                 if row["fer"] <= args.target_fer:
@@ -165,9 +180,13 @@ def main() -> int:
     else:
         for mode in args.modes:
             for q in args.qber:
-                extra: dict[str, object] = {}
+                extra: dict[str, object] = dict(common)
                 if mode == "blind":
-                    extra = {"blind_step": args.blind_step, "blind_start": args.blind_start}
+                    extra.update(blind_step=args.blind_step)
+                    if args.blind_iter is not None:
+                        extra["blind_iter"] = args.blind_iter
+                    if args.blind_start is not None:
+                        extra["blind_start"] = args.blind_start
                 row = run_point(mode, q, args.frames, 11, **extra)
                 rows.append(row)
                 print(row, flush=True)

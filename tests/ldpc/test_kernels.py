@@ -77,6 +77,12 @@ def test_syndrome_matches_dense(n, m, nf, seed):
     x = rng.integers(0, 2, (n, nf), dtype=np.uint8)
     want = (dense.astype(np.int64) @ x.astype(np.int64)) % 2
     np.testing.assert_array_equal(_ref.syndrome(row_ptr, col, x), want.astype(np.uint8))
+    for name in ldpc.available_backends():
+        got = ldpc.impl(name).syndrome(row_ptr, col, x)
+        np.testing.assert_array_equal(got, want.astype(np.uint8))
+        np.testing.assert_array_equal(
+            ldpc.impl(name).syndrome(row_ptr, col, x[:, 0]), want[:, 0].astype(np.uint8)
+        )
 
 
 @pytest.mark.parametrize("backend", ldpc.available_backends())
@@ -113,3 +119,47 @@ def test_decoder_reports_failure():
     assert not ok.any()
     assert (iters == 10).all()
     assert (_ref.syndrome(code.row_ptr, code.col_idx, bits) != s).any(axis=0).all()
+
+
+@pytest.mark.parametrize("algorithm", ["nms", "spa"])
+def test_working_set_compaction_keeps_results_and_resume_state(algorithm):
+    """Converged frames leave the working set: a group's results equal each frame decoded alone,
+    and stopping after k sweeps then resuming from the written-back state equals one long call."""
+    nb = pytest.importorskip("qkdpp.kernels.ldpc._nb")
+    code = load_code("peg4k-r0.50")
+    rng = np.random.default_rng(11)
+    nf, q = 12, 0.085  # near the threshold: sweeps to converge vary a lot between frames
+    x = rng.integers(0, 2, (code.n, nf), dtype=np.uint8)
+    y = x ^ (rng.random((code.n, nf)) < q).astype(np.uint8)
+    s = nb.syndrome(code.row_ptr, code.col_idx, x)
+    llr = np.where(y == 1, -1.0, 1.0).astype(np.float32) * np.float32(np.log((1 - q) / q))
+
+    def run(cols, splits):
+        f = len(cols)
+        post = np.ascontiguousarray(llr[:, cols])
+        msg = np.zeros((code.edges, f), np.float32)
+        bits = np.zeros((code.n, f), np.uint8)
+        ok = np.zeros(f, np.uint8)
+        total = np.zeros(f, np.int32)
+        syn = np.ascontiguousarray(s[:, cols])
+        for k in splits:
+            it = np.zeros(f, np.int32)
+            if algorithm == "nms":
+                nb.nms_sweeps(code.row_ptr, code.col_idx, post, msg, syn, k, 0.8, bits, it, ok)
+            else:
+                nb.spa_sweeps(code.row_ptr, code.col_idx, post, msg, syn, k, bits, it, ok)
+            total += it
+        return bits, ok, total
+
+    cols = list(range(nf))
+    bits, ok, total = run(cols, [40])
+    assert 0 < ok.sum() < nf or len(set(total[ok.astype(bool)].tolist())) > 1
+    for j in range(nf):  # alone == in a group (the column a frame sits in does not matter)
+        b1, o1, t1 = run([j], [40])
+        np.testing.assert_array_equal(b1[:, 0], bits[:, j])
+        assert o1[0] == ok[j] and t1[0] == total[j]
+    k = int(np.median(total))  # stop mid-way (after compactions happened), then resume
+    bits2, ok2, total2 = run(cols, [k, 40 - k])
+    np.testing.assert_array_equal(ok2, ok)
+    np.testing.assert_array_equal(bits2[:, ok.astype(bool)], bits[:, ok.astype(bool)])
+    np.testing.assert_array_equal(total2[ok.astype(bool)], total[ok.astype(bool)])

@@ -48,7 +48,8 @@ def test_rate_adaptive_corrects_and_books_leakage(decoder, n_bits):
         assert np.array_equal(f0.bits, f1.bits)
 
 
-def test_blind_reveals_and_books_each_bit():
+@pytest.mark.parametrize("blind_iter", [None, 5])
+def test_blind_reveals_and_books_each_bit(blind_iter):
     a, b = pairs(3686, 0.045, 4, seed=10)
     cfg = [
         {
@@ -58,6 +59,7 @@ def test_blind_reveals_and_books_each_bit():
             "blind_start": 1.0,
             "blind_step": 0.1,
             "blind_rounds": 10,
+            "blind_iter": blind_iter,
         }
     ]
     r = run_pair(cfg, None, a, b)
@@ -131,7 +133,7 @@ def test_bad_peer_input_fails_block_and_session_continues(how):
 
 
 def test_config_round_trip_and_bad_params():
-    s = LdpcStage(Role.ALICE, mode="blind", family="peg4k", blind_rounds=3)
+    s = LdpcStage(Role.ALICE, mode="blind", family="peg4k", blind_rounds=3, blind_iter=7)
     s2 = Stage.from_config(Role.BOB, s.get_config())
     assert isinstance(s2, LdpcStage) and s2.get_config() == s.get_config()
     for bad in (
@@ -141,6 +143,7 @@ def test_config_round_trip_and_bad_params():
         {"delta": 0.7},
         {"efficiency": 0.1},
         {"max_iter": 0},
+        {"blind_iter": 0},
     ):
         with pytest.raises(ConfigError):
             LdpcStage(Role.ALICE, **bad)
@@ -157,6 +160,17 @@ def test_missing_qber_is_an_error():
 def test_efficiency_table_monotone_inputs():
     assert ldpc_stage.table_efficiency(0.0) == ldpc_stage.EFFICIENCY_TABLE[0][1]
     assert ldpc_stage.table_efficiency(0.5) == ldpc_stage.EFFICIENCY_TABLE[-1][1]
+    nms = ldpc_stage.EFFICIENCY_TABLE_NMS
+    assert ldpc_stage.table_efficiency(0.0, "nms") == nms[0][1]
+    assert ldpc_stage.table_efficiency(0.05, "nms") == dict(nms)[0.05]
+    assert all(1.0 < f < 2.0 for _, f in nms)
+
+
+def test_blind_start_follows_table_unless_given():
+    st = LdpcStage(Role.ALICE, mode="blind")
+    assert st._f_for(0.02) == ldpc_stage.BLIND_START_TABLE[0][1]
+    assert st._f_for(0.08) == ldpc_stage.BLIND_START_TABLE[-1][1]
+    assert LdpcStage(Role.ALICE, mode="blind", blind_start=1.3)._f_for(0.02) == 1.3
 
 
 def test_packed_output_pad_bits_zero():

@@ -284,3 +284,70 @@ def peg_code(n: int, rate: float, seed: int, depth: int = 3) -> tuple[np.ndarray
     for c in range(m):
         col_idx[row_ptr[c] : row_ptr[c + 1]] = np.sort(chk_adj[c, : chk_cnt[c]])
     return row_ptr, col_idx
+
+
+@njit(cache=True)
+def _greedy_puncture(row_ptr, col_idx, n, count, perm):
+    """Greedy low-interference puncturing: ``count`` positions, each chosen to minimise the number
+    of (check, already punctured neighbour) incidences it creates; ties: higher degree first,
+    then the order of ``perm``."""
+    m = row_ptr.size - 1
+    deg = np.zeros(n, np.int64)
+    for e in range(col_idx.size):
+        deg[col_idx[e]] += 1
+    vptr = np.zeros(n + 1, np.int64)
+    for v in range(n):
+        vptr[v + 1] = vptr[v] + deg[v]
+    fill = vptr[:-1].copy()
+    vchk = np.empty(col_idx.size, np.int64)
+    for c in range(m):
+        for e in range(row_ptr[c], row_ptr[c + 1]):
+            v = col_idx[e]
+            vchk[fill[v]] = c
+            fill[v] += 1
+    score = np.zeros(n, np.int64)  # sum over v's checks of their punctured neighbours
+    chosen = np.zeros(n, np.uint8)
+    out = np.empty(count, np.int64)
+    for t in range(count):
+        best = -1
+        best_key = 1 << 62
+        for i in range(n):
+            v = perm[i]
+            if chosen[v]:
+                continue
+            key = score[v] * 256 + (255 - min(deg[v], 255))
+            if key < best_key:
+                best_key = key
+                best = v
+        chosen[best] = 1
+        out[t] = best
+        for k in range(vptr[best], vptr[best + 1]):
+            c = vchk[k]
+            for e in range(row_ptr[c], row_ptr[c + 1]):
+                score[col_idx[e]] += 1
+    return out
+
+
+def greedy_puncture_order(
+    row_ptr: np.ndarray, col_idx: np.ndarray, n: int, count: int, seed: int
+) -> np.ndarray:
+    """A puncture/shorten order of the ``n`` positions (``int64[n]``, a permutation).
+
+    The first ``count`` positions are chosen greedily so that punctured bits share as few checks
+    as possible (every new one minimises the number of check-neighbour incidences with bits
+    already punctured, preferring high-degree bits), in the spirit of the intentional /
+    "untainted" puncturing of Elkouss, Martinez-Mateo & Martin (arXiv:1006.2660, §III): a punctured
+    bit whose checks carry no other punctured bit is recovered in the first iteration. Random
+    puncturing left 2 % QBER frames converging to wrong codewords (a ~1.5 % error floor, measured
+    on peg32k-r0.80, p = 716: 10 of 768 frames vs 1 of 768 with this order). The remaining
+    positions follow in a seeded random order (shortening takes them from the front).
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n).astype(np.int64)
+    count = int(min(max(count, 0), n))
+    first = _greedy_puncture(
+        np.asarray(row_ptr, np.int64), np.asarray(col_idx, np.int64), n, count, perm
+    )
+    mask = np.ones(n, dtype=bool)
+    mask[first] = False
+    return np.concatenate([first, perm[mask[perm]]]).astype(np.int64)

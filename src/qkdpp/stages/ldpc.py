@@ -1,5 +1,5 @@
 """LDPC reconciliation stage: rate-adaptive (Elkouss et al. 2010) and blind (Martinez-Mateo et al.
-2012) syndrome decoding with the shipped PEG code family.
+2012) syndrome decoding with the shipped PEG code families (default ``peg32kx``).
 
 Protocol (one batch, all frames in lock-step; ``E`` = encoder, ``D`` = decoder, ``decoder`` param)
 ----------------------------------------------------------------------------------------------
@@ -10,8 +10,8 @@ is padded with extra shortened zeros). For each chunk ``E`` builds the codeword 
 
 1. ``E -> D`` ``syndrome`` (request): ``q`` (float, E's QBER estimate), ``codes`` (comma-separated
    code id per frame), ``p`` (int32 per frame), ``syn`` (packed bits: every chunk's ``m``-bit
-   syndrome, concatenated in frame/chunk order). ``D`` decodes every chunk (layered normalised
-   min-sum, :mod:`qkdpp.kernels.ldpc`) and replies ``ok`` (uint8 per chunk).
+   syndrome, concatenated in frame/chunk order). ``D`` decodes every chunk (layered sum-product
+   or normalised min-sum, :mod:`qkdpp.kernels.ldpc`) and replies ``ok`` (uint8 per chunk).
 2. ``blind`` only, while some chunk failed and rounds remain: ``E -> D`` ``reveal`` (request):
    ``vals`` (packed bits) = the values of the next ``step`` positions of every failed chunk, in
    chunk order: first the punctured positions (from the end of the punctured list), then key
@@ -22,7 +22,8 @@ Rate choice: ``rate_adaptive`` picks, for efficiency ``f`` (param ``efficiency``
 table :data:`EFFICIENCY_TABLE` by QBER), the mother code and ``p`` with
 ``(m - p) = f h(q) k`` and ``0 <= p <= ceil(delta n)`` closest to the middle of that range
 (the nearest feasible efficiency when none is exact); ``blind`` starts at
-``blind_start`` efficiency (the highest rate) and reveals ``ceil(blind_step * d)`` per round.
+``blind_start`` efficiency (default: :data:`BLIND_START_TABLE` by QBER) and reveals
+``ceil(blind_step * d)`` per round.
 
 Leakage (booked on both sides, per frame): ``sum over chunks (m - p)`` at the syndrome message
 (REFERENCES.md §1, Kiktenko et al. arXiv:1612.03673 eq. for f) plus one bit per revealed value.
@@ -49,30 +50,60 @@ from qkdpp.kernels import bits as kbits
 from qkdpp.kernels.ldpc import BACKEND as _KBACKEND
 from qkdpp.kernels.ldpc import SHORTENED_LLR, syndrome
 from qkdpp.kernels.ldpc import impl as _kimpl
-from qkdpp.kernels.ldpc._ref import PHI_FINE, PHI_TABLE
 from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
 
 # Efficiency used to pick the rate in rate-adaptive mode, by QBER (linear interpolation).
-# Calibrated with ``scripts/study_ldpc.py --calibrate --frames 64`` on peg32k (layered SPA, 60
-# sweeps): the smallest f on the grid 1.08..1.5 with no failed frame in 64, plus one grid step of
-# margin where the 64-frame result was marginal (0.02: no grid point reached 0/64; 0.11: 1.10).
+# Calibrated with ``scripts/study_ldpc.py --calibrate --frames 64 --algorithm spa --grid 1.08 1.10
+# 1.12 1.15 1.18 1.22 1.26 1.30 1.35 1.40 ...`` on peg32kx (layered SPA, sqrt-grid phi table,
+# 60 sweeps): the smallest grid f with no failed frame in 64 (the next grid point down failed
+# 1/64 at 2 %, 5 % and 8 %); checked with 200 frames per point in docs/ldpc.md (3 %: 1.15 failed
+# 8/200 there, 1.18 none). Only valid for the peg32kx family (peg32k, with random puncturing,
+# needs ~1.7 at 2 %).
 EFFICIENCY_TABLE: tuple[tuple[float, float], ...] = (
     (0.01, 1.40),
-    (0.02, 1.60),
+    (0.02, 1.26),
+    (0.03, 1.18),
+    (0.05, 1.12),
+    (0.08, 1.10),
+    (0.11, 1.10),
+)
+
+# The same for ``algorithm="nms"`` (layered normalised min-sum, alpha 0.8), calibrated on peg32kx
+# with ``scripts/study_ldpc.py --calibrate --frames 64 --algorithm nms --grid 1.12 1.15 1.18 1.22
+# 1.26 1.30 1.35 1.40 1.50 1.60 1.70 1.80``: the smallest grid f with no failure in 64 frames.
+# At 11 % no grid point worked (the lowest mother rate 0.5 cannot reach f > ~1.1 there), so the
+# 8 % value is carried over: use SPA at 11 %.
+EFFICIENCY_TABLE_NMS: tuple[tuple[float, float], ...] = (
+    (0.01, 1.60),
+    (0.02, 1.50),
     (0.03, 1.40),
-    (0.05, 1.15),
-    (0.08, 1.12),
-    (0.11, 1.12),
+    (0.05, 1.40),
+    (0.08, 1.26),
+    (0.11, 1.26),
+)
+
+# Blind mode's starting efficiency by QBER when ``blind_start`` is None (linear interpolation,
+# clamped). At 2 % a start at f = 1.0 picks the rate-0.85 mother code, which does not decode
+# there: FER 0.10 after 16 rounds, f = 1.34 (200 frames); a start at 1.15 picks rate 0.80 and
+# gives f = 1.172, no failure in 200 frames, 3.2 rounds (scripts/study_ldpc.py, docs/ldpc.md).
+# From 5 % up a start at 1.05 gives f = 1.083 at 5 % and 8 % in 4.0 / 4.5 rounds, no failure in
+# 200 frames (start 1.0: same f, 6.5 / 8.2 rounds, one failure at 8 %).
+BLIND_START_TABLE: tuple[tuple[float, float], ...] = (
+    (0.03, 1.15),
+    (0.05, 1.05),
 )
 
 MODES = ("rate_adaptive", "blind")
 
 
-def table_efficiency(q: float) -> float:
-    """Interpolate :data:`EFFICIENCY_TABLE` at QBER ``q`` (clamped at the ends)."""
-    xs = [a for a, _ in EFFICIENCY_TABLE]
-    ys = [b for _, b in EFFICIENCY_TABLE]
+def table_efficiency(q: float, algorithm: str = "spa") -> float:
+    """Interpolate the efficiency table of ``algorithm`` at QBER ``q`` (clamped at the ends).
+
+    :data:`EFFICIENCY_TABLE` for ``"spa"``, :data:`EFFICIENCY_TABLE_NMS` for ``"nms"``."""
+    table = EFFICIENCY_TABLE_NMS if algorithm == "nms" else EFFICIENCY_TABLE
+    xs = [a for a, _ in table]
+    ys = [b for _, b in table]
     return float(np.interp(q, xs, ys))
 
 
@@ -185,9 +216,11 @@ class LdpcStage(Stage):
     decoder : {"bob", "alice"}
         Which party decodes (the other sends syndromes).
     family : str
-        Shipped code family (``peg32k``; ``peg4k`` for tests).
+        Shipped code family (``peg32kx``: n = 32768 with the greedy puncture order, the default;
+        ``peg32k``: same H, random order, the previous default; ``peg4k``/``peg4kx`` for tests).
     efficiency : float or None
-        Rate-adaptive target f; None uses :data:`EFFICIENCY_TABLE`.
+        Rate-adaptive target f; None uses :data:`EFFICIENCY_TABLE` (``spa``) or
+        :data:`EFFICIENCY_TABLE_NMS` (``nms``).
     delta : float
         Fraction of modulated (punctured + shortened) positions per chunk.
     max_iter : int
@@ -196,10 +229,15 @@ class LdpcStage(Stage):
         Layered sum-product with tabulated phi (better f, slower) or normalised min-sum (faster).
     alpha : float
         Min-sum normalisation (``nms`` only).
-    blind_start, blind_step, blind_rounds : float, float, int
-        Blind mode: starting efficiency, fraction of ``d`` revealed per extra round, max rounds.
+    blind_start, blind_step, blind_rounds : float or None, float, int
+        Blind mode: starting efficiency (None: :data:`BLIND_START_TABLE` at the QBER), fraction
+        of ``d`` revealed per extra round, max rounds.
+    blind_iter : int or None
+        Blind mode: sweeps per extra round (decoding resumes from the current messages after each
+        reveal); None: ``max_iter``.
     group : int
-        Chunks decoded together in one SIMD group.
+        Chunks of one code decoded together (frame-minor SIMD group; converged chunks leave the
+        working set, so wide groups cost no extra sweeps). Memory: ``4 (E + n) group`` bytes.
     """
 
     name = "ldpc"
@@ -210,16 +248,17 @@ class LdpcStage(Stage):
         *,
         mode: str = "rate_adaptive",
         decoder: str = "bob",
-        family: str = "peg32k",
+        family: str = "peg32kx",
         efficiency: float | None = None,
         delta: float = 0.1,
         max_iter: int = 60,
         algorithm: str = "spa",
         alpha: float = 0.8,
-        blind_start: float = 1.0,
+        blind_start: float | None = None,
         blind_step: float = 0.05,
         blind_rounds: int = 16,
-        group: int = 16,
+        group: int = 64,
+        blind_iter: int | None = None,
     ) -> None:
         super().__init__(
             role,
@@ -235,6 +274,7 @@ class LdpcStage(Stage):
             blind_step=blind_step,
             blind_rounds=blind_rounds,
             group=group,
+            blind_iter=blind_iter,
         )
         if mode not in MODES:
             raise ConfigError(f"ldpc mode must be one of {MODES}, got {mode!r}")
@@ -258,10 +298,13 @@ class LdpcStage(Stage):
         self.max_iter = int(max_iter)
         self.algorithm = algorithm
         self.alpha = float(alpha)
-        self.blind_start = float(blind_start)
+        self.blind_start = None if blind_start is None else float(blind_start)
         self.blind_step = float(blind_step)
         self.blind_rounds = int(blind_rounds)
         self.group = int(group)
+        if blind_iter is not None and blind_iter < 1:
+            raise ConfigError(f"ldpc blind_iter must be >= 1 or None, got {blind_iter}")
+        self.blind_iter = self.max_iter if blind_iter is None else int(blind_iter)
         # the kernel backend chosen by QKDPP_BACKEND (compiled numba unless told otherwise)
         self._k = _kimpl(_KBACKEND)
 
@@ -274,11 +317,18 @@ class LdpcStage(Stage):
         syn = np.zeros((2, 2), np.uint8)
         self._k.decode_layered_nms(rp, ci, llr, syn, 2, self.alpha)
         self._k.decode_layered_spa(rp, ci, llr, syn, 2)
+        syndrome(rp, ci, np.zeros((2, 2), np.uint8))
 
     def _f_for(self, q: float) -> float:
         if self.mode == "blind":
-            return self.blind_start
-        return self.efficiency if self.efficiency is not None else table_efficiency(q)
+            if self.blind_start is not None:
+                return self.blind_start
+            return float(
+                np.interp(q, [a for a, _ in BLIND_START_TABLE], [b for _, b in BLIND_START_TABLE])
+            )
+        if self.efficiency is not None:
+            return self.efficiency
+        return table_efficiency(q, self.algorithm)
 
     def _plans(self, frames: list[Frame], q: float) -> list[_Plan]:
         f = self._f_for(q)
@@ -547,7 +597,7 @@ class LdpcStage(Stage):
                         st.post[idx, j] += np.where(v == 1, -SHORTENED_LLR, SHORTENED_LLR)
                         touched = True
                 if touched:
-                    self._run_group(st, ok, iters, chunk_base)
+                    self._run_group(st, ok, iters, chunk_base, self.blind_iter)
             peer.reply("reveal", {"ok": ok.astype(np.uint8), "iters": iters})
             rounds += 1
         # assemble the decoded keys
@@ -561,8 +611,16 @@ class LdpcStage(Stage):
         decoded = [dk[: fr.meta.n_bits] for dk, fr in zip(decoded, frames, strict=True)]
         return self._finish(frames, metas, plans, ok, rounds, decoded, iters)
 
-    def _run_group(self, st: _Group, ok: np.ndarray, iters: np.ndarray, base: np.ndarray) -> None:
-        self._k_sweeps(st.code, st.post, st.msg, st.synd, st.bits, st.iters, st.ok)
+    def _run_group(
+        self,
+        st: _Group,
+        ok: np.ndarray,
+        iters: np.ndarray,
+        base: np.ndarray,
+        max_iter: int | None = None,
+    ) -> None:
+        its = self.max_iter if max_iter is None else max_iter
+        self._k_sweeps(st.code, st.post, st.msg, st.synd, st.bits, st.iters, st.ok, its)
         for j, (i, c) in enumerate(st.members):
             k = int(base[i]) + c
             ok[k] = bool(st.ok[j])
@@ -577,6 +635,7 @@ class LdpcStage(Stage):
         bits: np.ndarray,
         it: np.ndarray,
         okg: np.ndarray,
+        max_iter: int,
     ) -> None:
         it[:] = 0
         if hasattr(self._k, "nms_sweeps"):
@@ -587,9 +646,7 @@ class LdpcStage(Stage):
                     post,
                     msgs,
                     synd,
-                    self.max_iter,
-                    PHI_TABLE,
-                    PHI_FINE,
+                    max_iter,
                     bits,
                     it,
                     okg,
@@ -601,7 +658,7 @@ class LdpcStage(Stage):
                     post,
                     msgs,
                     synd,
-                    self.max_iter,
+                    max_iter,
                     self.alpha,
                     bits,
                     it,
@@ -610,12 +667,10 @@ class LdpcStage(Stage):
             return
         # reference backend: decode from the current posteriors (no message state kept)
         if self.algorithm == "spa":
-            b, its, o = self._k.decode_layered_spa(
-                code.row_ptr, code.col_idx, post, synd, self.max_iter
-            )
+            b, its, o = self._k.decode_layered_spa(code.row_ptr, code.col_idx, post, synd, max_iter)
         else:
             b, its, o = self._k.decode_layered_nms(
-                code.row_ptr, code.col_idx, post, synd, self.max_iter, self.alpha
+                code.row_ptr, code.col_idx, post, synd, max_iter, self.alpha
             )
         sel = okg == 0
         bits[:, sel] = b[:, sel]

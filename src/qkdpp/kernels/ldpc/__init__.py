@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from qkdpp import backend as _backend
-from qkdpp.kernels.ldpc._ref import SHORTENED_LLR, decode_flooding_spa, syndrome
+from qkdpp.kernels.ldpc._ref import SHORTENED_LLR, decode_flooding_spa
 
 _PKG = "qkdpp.kernels.ldpc"
 BACKEND, _impl = _backend.load(_PKG, "_nb")
@@ -30,6 +30,7 @@ def available_backends() -> list[str]:
 
 decode_layered_nms = _impl.decode_layered_nms
 decode_layered_spa = _impl.decode_layered_spa
+syndrome = _impl.syndrome
 
 __all__ = [
     "BACKEND",
