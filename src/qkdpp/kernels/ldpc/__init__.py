@@ -9,23 +9,10 @@ punctured/shortened bits). ``decode_flooding_spa`` (sum-product) exists only as 
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 from qkdpp.kernels.ldpc._ref import SHORTENED_LLR, decode_flooding_spa
 
-_PKG = "qkdpp.kernels.ldpc"
-BACKEND, _impl = _backend.load(_PKG, "_nb")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name`` (``compiled`` or ``reference``)."""
-    return _backend.load(_PKG, "_nb", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here (``compiled`` first)."""
-    return _backend.available(_PKG, "_nb")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 
 
 decode_layered_nms = _impl.decode_layered_nms

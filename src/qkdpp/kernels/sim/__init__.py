@@ -5,23 +5,10 @@ Contract and randomness: :mod:`qkdpp.kernels.sim._ref`; compiled backend numba (
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 from qkdpp.kernels.sim._ref import PROB_BITS, quantize_prob, stream_keys
 
-_PKG = "qkdpp.kernels.sim"
-BACKEND, _impl = _backend.load(_PKG, "_nb")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name``."""
-    return _backend.load(_PKG, "_nb", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here."""
-    return _backend.available(_PKG, "_nb")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 
 
 alice_record_arrays = _impl.alice_record_arrays

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from qkdpp import backend as _backend
 from qkdpp.kernels.slots._ref import UNMAPPED
 
-_PKG = "qkdpp.kernels.slots"
-BACKEND, _impl = _backend.load(_PKG, "_nb")
-
-
-def impl(name: str) -> ModuleType:
-    """The implementation module of backend ``name``."""
-    return _backend.load(_PKG, "_nb", backend=name)[1]
-
-
-def available_backends() -> list[str]:
-    """Backends of this family that import here."""
-    return _backend.available(_PKG, "_nb")
+BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 
 
 assign = _impl.assign
