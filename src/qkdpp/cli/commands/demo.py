@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"\n{s['blocks_ok']}/{s['blocks']} blocks → {s['secret_key_bits']} secret bits; "
                 f"{s['sifted_key_bits_processed']} sifted key bits in {t_run:.1f} s "
-                f"({(s['sifted_bits_per_s'] or 0) / 1e6:.2f} Mbit/s sifted key processed)"
+                f"({(s['sifted_bits_per_s'] or 0) / 1e6:.2f} Mbit/s sifted key processed; the "
+                "first run of an installation also compiles the numba kernels, cached after)"
             )
             if s.get("secret_key_rate_bps_at_source_rate") is not None:
                 print(
