@@ -1,4 +1,4 @@
-"""Check and export the keys two parties committed (for demos, tests and operators)."""
+"""Check the keys two parties committed (for demos, tests and operators)."""
 
 from __future__ import annotations
 
@@ -9,30 +9,37 @@ from qkdpp.keystore.sqlite import KeyStore
 
 
 def compare_stores(alice: str | Path, bob: str | Path) -> dict[str, Any]:
-    """Compare the committed keys of two key stores, by key id, byte for byte.
+    """Check that every key deliverable at one end is held, with the same bits, at the other.
+
+    Deliverable = committed and acknowledged by the peer. A coordinator's key whose last commit
+    message was lost stays committed-unacknowledged — undecided, never deliverable — until the
+    next recovery with the peer settles it; it still counts as *held*.
 
     Returns ``{"identical": bool, "keys": n, "bits": total, "only_alice": [...],
-    "only_bob": [...], "different": [...]}`` (ids only; never key bits).
+    "only_bob": [...], "different": [...]}`` (key ids and counts only; never key bits):
+    ``keys``/``bits`` count keys deliverable at both ends; ``only_*`` list keys deliverable at
+    one end and not held at the other; ``different`` keys whose bits or lengths differ.
     """
     with KeyStore(alice) as sa, KeyStore(bob) as sb:
-        ra = {r.key_id: r for r in sa.records("committed")}
-        rb = {r.key_id: r for r in sb.records("committed")}
+        held_a = {r.key_id: r for r in sa.records("committed")}
+        held_b = {r.key_id: r for r in sb.records("committed")}
+        deliv_a = {k for k, r in held_a.items() if r.peer_ack}
+        deliv_b = {k for k, r in held_b.items() if r.peer_ack}
         different = []
-        bits = 0
-        for kid in sorted(set(ra) & set(rb)):
+        for kid in sorted((deliv_a | deliv_b) & set(held_a) & set(held_b)):
             ka, kb = sa.peek_key(kid), sb.peek_key(kid)
-            if ka is None or kb is None or ka != kb or ra[kid].n_bits != rb[kid].n_bits:
+            if ka is None or kb is None or ka != kb or held_a[kid].n_bits != held_b[kid].n_bits:
                 different.append(kid)
-            else:
-                bits += ra[kid].n_bits
             for buf in (ka, kb):
                 if buf is not None:
                     buf[:] = bytes(len(buf))
-    only_a = sorted(set(ra) - set(rb))
-    only_b = sorted(set(rb) - set(ra))
+        both = sorted((deliv_a & deliv_b) - set(different))
+        bits = sum(held_a[k].n_bits for k in both)
+    only_a = sorted(deliv_a - set(held_b))
+    only_b = sorted(deliv_b - set(held_a))
     return {
         "identical": not (different or only_a or only_b),
-        "keys": len(set(ra) & set(rb)),
+        "keys": len(both),
         "bits": bits,
         "only_alice": only_a,
         "only_bob": only_b,
