@@ -105,6 +105,24 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
     return out
 
 
+def block_stage_configs(
+    config: dict[str, Any], workdir: str | Path, role: str
+) -> list[dict[str, Any]]:
+    """The block pipeline's stage tables, with this party's files (key store, bootstrap key,
+    authentication pool) under ``workdir`` where the configuration names none."""
+    from qkdpp.engine.inputs import party_files
+
+    files = party_files(workdir, role)
+    out = stage_configs(config, BLOCK_STAGES)
+    for c in out:
+        if c["stage"] == "commit":
+            c.setdefault("path", str(files["keystore"]))
+        if c["stage"] == "authenticate":
+            c.setdefault("bootstrap", str(files["bootstrap"]))
+            c.setdefault("pool_file", str(files["pool"]))
+    return out
+
+
 def stage_configs(config: dict[str, Any], names: tuple[str, ...]) -> list[dict[str, Any]]:
     """The ``{"stage": name, **params}`` tables of a pipeline, from the config sections."""
     return [{"stage": n, **config.get(n, {})} for n in names]

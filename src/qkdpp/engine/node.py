@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from qkdpp.engine.config import BLOCK_STAGES, stage_configs
+from qkdpp.engine.config import block_stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine
 from qkdpp.engine.report import block_row
@@ -153,14 +153,7 @@ class LinkNode:
         return None
 
     def _pipelines(self) -> tuple[Pipeline, Pipeline]:
-        files = party_files(self.workdir, self.role.value)
-        blocks_cfg = stage_configs(self.config, BLOCK_STAGES)
-        for c in blocks_cfg:
-            if c["stage"] == "commit":
-                c.setdefault("path", str(files["keystore"]))
-            if c["stage"] == "authenticate":
-                c.setdefault("bootstrap", str(files["bootstrap"]))
-                c.setdefault("pool_file", str(files["pool"]))
+        blocks_cfg = block_stage_configs(self.config, self.workdir, self.role.value)
         sift = Pipeline.from_config(
             self.role,
             [

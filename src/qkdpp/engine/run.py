@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from qkdpp.engine.config import BLOCK_STAGES, SIFT_STAGES, stage_configs
+from qkdpp.engine.config import SIFT_STAGES, block_stage_configs, stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine, PartyStats
 from qkdpp.errors import ChannelClosed, ConfigError, QkdppError, TransportError
@@ -205,13 +205,7 @@ def run_party(
             f"`qkdpp bootstrap {Path(workdir)}` and give the other party its copy"
         )
     timing = Pipeline.from_config(role, [{"stage": "timing", **config.get("timing", {})}])
-    blocks_cfg = stage_configs(config, BLOCK_STAGES)
-    for c in blocks_cfg:
-        if c["stage"] == "commit":
-            c.setdefault("path", str(files["keystore"]))
-        if c["stage"] == "authenticate":
-            c.setdefault("bootstrap", str(files["bootstrap"]))
-            c.setdefault("pool_file", str(files["pool"]))
+    blocks_cfg = block_stage_configs(config, workdir, role.value)
     sift = Pipeline.from_config(role, stage_configs(config, SIFT_STAGES))
     blocks = Pipeline.from_config(role, blocks_cfg)
     key_length = next(s for s in blocks.stages if s.name == "key_length")
