@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qkdpp.auth import write_bootstrap
-from qkdpp.errors import ConfigError
+from qkdpp.errors import ChannelDesync, ConfigError
 from qkdpp.frame import Frame, KeyState
 from qkdpp.kernels import gfpoly
 from qkdpp.kernels.toeplitz import _ref
@@ -112,10 +112,11 @@ def bootstrap_pair(tmp_path: Path, same: bool = True) -> tuple[str, str]:
 
 
 def auth_pipeline(role: str, boot: str, **kw: object) -> list:
+    store = str(Path(boot).with_name(f"keys-{role}.sqlite"))
     return [
         VerificationStage(role, tag_bits=64),
         PrivacyAmplificationStage(role),
-        AuthenticationStage(role, bootstrap=boot, low_water_bytes=1024, **kw),
+        AuthenticationStage(role, bootstrap=boot, keystore=store, **kw),
     ]
 
 
@@ -125,88 +126,87 @@ def test_authenticate_pair(tmp_path: Path) -> None:
     res = run_pair(auth_pipeline("alice", ka), auth_pipeline("bob", kb), a, b)
     for fa, fb in zip(res.alice, res.bob, strict=True):
         assert fa.meta.state is fb.meta.state is KeyState.AUTHENTICATED
-        assert np.array_equal(fa.bits, fb.bits) and fa.meta.n_bits == fb.meta.n_bits
+        assert np.array_equal(fa.bits, fb.bits) and fa.meta.n_bits == fb.meta.n_bits == 10000
         eps = [e.value for e in fa.meta.epsilons if e.name == "eps_auth"]
         assert len(eps) == 1 and 0 < eps[0] < 1e-15
-        assert fa.meta.tags["auth_pad_bits"] == 2 * 64 / 2
+        # one 8-byte pad per direction and batch, both sides, shared by the batch's two frames
+        assert fa.meta.tags["auth_pad_bits"] == fb.meta.tags["auth_pad_bits"] == 2 * 64 / 2
+
+
+class Tamper:
+    """Flip the last byte of the first message whose bytes contain ``marker``."""
+
+    def __init__(self, inner, marker: bytes) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.marker = marker
+        self.max_message = inner.max_message
+        self.hits = 0
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.hits and self.marker in data:
+            self.hits += 1
+            data = data[:-1] + bytes([data[-1] ^ 0x01])
+        self.inner.send_bytes(data)
+
+    def recv_bytes(self, timeout):  # type: ignore[no-untyped-def]
+        return self.inner.recv_bytes(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def test_authenticate_detects_tampering(tmp_path: Path) -> None:
+    """A flipped PA seed bit: both sides' tags disagree, the batch is void and the channel is
+    declared out of step (the runner resynchronises); nothing is released."""
     ka, kb = bootstrap_pair(tmp_path)
     ta, tb = loopback_pair()
-
-    class Tamper:
-        def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
-            self.inner = inner
-
-        def send_bytes(self, data: bytes) -> None:
-            if b"privacy_amplification" in data and b"seeds" in data:
-                data = data[:-1] + bytes([data[-1] ^ 0x01])  # flip one seed bit
-            self.inner.send_bytes(data)
-
-        def recv_bytes(self, timeout):  # type: ignore[no-untyped-def]
-            return self.inner.recv_bytes(timeout)
-
-        def close(self) -> None:
-            self.inner.close()
-
     a, b = frames([(5000, 0.0)], key_length=2000)
-    res = run_pair(
-        auth_pipeline("alice", ka), auth_pipeline("bob", kb), a, b, transports=(Tamper(ta), tb)
-    )
-    for side in (res.alice, res.bob):
-        assert side[0].meta.state is KeyState.FAILED
-        assert "authenticate" in (side[0].meta.failure or "")
-    assert "tag mismatch" in (res.alice[0].meta.failure or "")
+    with pytest.raises(ChannelDesync, match="tag mismatch"):
+        run_pair(
+            auth_pipeline("alice", ka),
+            auth_pipeline("bob", kb),
+            a,
+            b,
+            transports=(Tamper(ta, b"seeds"), tb),
+        )
 
 
 def test_authenticate_wrong_key_fails_both(tmp_path: Path) -> None:
     ka, kb = bootstrap_pair(tmp_path, same=False)
     a, b = frames([(5000, 0.0)], key_length=2000)
-    res = run_pair(auth_pipeline("alice", ka), auth_pipeline("bob", kb), a, b)
-    assert res.alice[0].meta.state is res.bob[0].meta.state is KeyState.FAILED
+    with pytest.raises(ChannelDesync):
+        run_pair(auth_pipeline("alice", ka), auth_pipeline("bob", kb), a, b)
 
 
-def test_authenticate_refills_pool_and_persists(tmp_path: Path) -> None:
+def test_authenticate_bootstrap_pool_enters_the_store_once(tmp_path: Path) -> None:
     ka, kb = bootstrap_pair(tmp_path)
-    pfa, pfb = str(tmp_path / "a.pool"), str(tmp_path / "b.pool")
-    a, b = frames([(20000, 0.0)], key_length=10000)
-    sa = auth_pipeline("alice", ka, pool_file=pfa, target_bytes=8192)
-    sb = auth_pipeline("bob", kb, pool_file=pfb, target_bytes=8192)
-    res = run_pair(sa, sb, a, b)
-    fa = res.alice[0]
-    # 4096 bootstrap pool bytes >= low water (1024): nothing refilled, 16 bytes of pads consumed
-    assert fa.meta.tags["auth_refill_bits"] == 0 and fa.meta.n_bits == 10000
-    assert Path(pfa).read_bytes() == Path(pfb).read_bytes()
-    assert len(Path(pfa).read_bytes()) == 4096 - 16
-    assert (Path(pfa).stat().st_mode & 0o777) == 0o600
-    # a restarted node continues from the saved pool, never from the bootstrap pool again
-    st = AuthenticationStage("alice", bootstrap=ka, pool_file=pfa)
-    st.setup()
-    assert st.wc is not None and st.wc.pool.available == 4096 - 16
-
-
-def test_authenticate_refill_below_low_water(tmp_path: Path) -> None:
-    ka, kb = bootstrap_pair(tmp_path)
-    a, b = frames([(20000, 0.0)], key_length=10000)
-    sa = auth_pipeline("alice", ka)
-    sb = auth_pipeline("bob", kb)
-    for st in (sa[-1], sb[-1]):
-        st.low_water_bytes = 8192  # pool (4096 bytes) is below the reserve: refill first
-    res = run_pair(sa, sb, a, b)
-    fa, fb = res.alice[0], res.bob[0]
-    assert fa.meta.tags["auth_refill_bits"] == fb.meta.tags["auth_refill_bits"] == 10000 // 8 * 8
-    assert fa.meta.state is KeyState.FAILED  # the whole block went into the reserve
+    sa, sb = auth_pipeline("alice", ka), auth_pipeline("bob", kb)
+    run_pair(sa, sb, *frames([(20000, 0.0)], key_length=10000))
+    st = sa[-1]
+    assert st.auth is not None
+    # 2048 bytes per direction; one 8-byte pad used in each
+    assert st.auth.store.pad_bytes_left("ab", need_ack=True) == 2048 - 8
+    st.close()
+    sb[-1].close()
+    # a restarted node continues from the key store, never from the bootstrap pool again
+    again = AuthenticationStage("alice", bootstrap=ka, keystore=str(tmp_path / "keys-alice.sqlite"))
+    again.setup()
+    assert again.auth is not None
+    assert again.auth.store.pad_bytes_left("ab", need_ack=True) == 2048 - 8
+    assert (Path(tmp_path / "keys-alice.sqlite").exists())
+    again.close()
 
 
 def test_authenticate_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be switched off"):
-        AuthenticationStage("alice")
+        AuthenticationStage("alice", keystore=str(tmp_path / "k.sqlite"))
+    with pytest.raises(ConfigError, match="key store"):
+        AuthenticationStage("alice", bootstrap=str(tmp_path / "k"))
     p = tmp_path / "k"
     write_bootstrap(p, os.urandom(200))
     os.chmod(p, 0o644)
     with pytest.raises(ConfigError, match="permissions"):
-        AuthenticationStage("alice", bootstrap=str(p)).setup()
+        AuthenticationStage("alice", bootstrap=str(p), keystore=str(tmp_path / "k.sqlite")).setup()
 
 
 def test_authenticate_many_batches_marks_advance(tmp_path: Path) -> None:
@@ -215,12 +215,15 @@ def test_authenticate_many_batches_marks_advance(tmp_path: Path) -> None:
     sa, sb = auth_pipeline("alice", ka), auth_pipeline("bob", kb)
     res = run_pair(sa, sb, a, b, batch_size=1)
     assert all(f.meta.state is KeyState.AUTHENTICATED for f in res.alice + res.bob)
-    # four batches, two 8-byte pads each, same on both sides
-    wa, wb = sa[-1].wc, sb[-1].wc
+    # four batches, one 8-byte pad per direction each, same on both sides
+    wa, wb = sa[-1].auth, sb[-1].auth
     assert wa is not None and wb is not None
-    assert wa.pool.consumed_bytes == wb.pool.consumed_bytes == 4 * 16
+    assert wa.pad_bytes_used == wb.pad_bytes_used == 4 * 16
+    for direction in ("ab", "ba"):
+        assert wa.store.pad_bytes_left(direction, need_ack=False) == 2048 - 4 * 8
     # every record was covered: the transcripts were trimmed up to the last tag
     assert res.alice_link.transcript.position("sent") > 20
+    assert res.alice_link.transcript.base("sent") > 20
 
 
 class EvilPA(PrivacyAmplificationStage):

@@ -108,8 +108,9 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
 def block_stage_configs(
     config: dict[str, Any], workdir: str | Path, role: str
 ) -> list[dict[str, Any]]:
-    """The block pipeline's stage tables, with this party's files (key store, bootstrap key,
-    authentication pool) under ``workdir`` where the configuration names none."""
+    """The block pipeline's stage tables, with this party's files (key store, which also holds
+    the authentication pads, and bootstrap key) under ``workdir`` where the configuration names
+    none."""
     from qkdpp.engine.inputs import party_files
 
     files = party_files(workdir, role)
@@ -117,9 +118,10 @@ def block_stage_configs(
     for c in out:
         if c["stage"] == "commit":
             c.setdefault("path", str(files["keystore"]))
+            c.setdefault("bootstrap", str(files["bootstrap"]))
         if c["stage"] == "authenticate":
             c.setdefault("bootstrap", str(files["bootstrap"]))
-            c.setdefault("pool_file", str(files["pool"]))
+            c.setdefault("keystore", str(files["keystore"]))
     return out
 
 

@@ -79,7 +79,6 @@ def party_files(workdir: str | Path, role: str) -> dict[str, Path]:
     return {
         "keystore": w / f"keys-{role}.sqlite",
         "bootstrap": w / f"bootstrap-{role}.key",
-        "pool": w / f"auth-pool-{role}.bin",
     }
 
 

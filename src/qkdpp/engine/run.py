@@ -43,7 +43,7 @@ from qkdpp.stages.sifting import alice_frame, bob_frame
 
 TIMING_BATCH = 0
 log = logging.getLogger(__name__)
-PER_PARTY_KEYS = ("path", "bootstrap", "pool_file")
+PER_PARTY_KEYS = ("path", "bootstrap", "keystore")
 
 
 def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Frame:

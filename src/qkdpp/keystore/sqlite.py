@@ -54,6 +54,13 @@ CREATE TABLE IF NOT EXISTS keys (
     UNIQUE (session_id, block_id)
 );
 CREATE INDEX IF NOT EXISTS keys_state ON keys (state, created);
+CREATE TABLE IF NOT EXISTS auth_segments (
+    seg_id   TEXT PRIMARY KEY,
+    data     BLOB NOT NULL,
+    used_ab  INTEGER NOT NULL DEFAULT 0,
+    used_ba  INTEGER NOT NULL DEFAULT 0,
+    created  REAL NOT NULL
+);
 CREATE VIEW IF NOT EXISTS key_stats AS SELECT
     COALESCE(SUM(state = 'committed' AND peer_ack = 1), 0) AS stored,
     COALESCE(SUM(CASE WHEN state = 'committed' AND peer_ack = 1 THEN n_bits ELSE 0 END), 0)
@@ -154,8 +161,14 @@ class KeyStore:
         key: bytes | bytearray | memoryview,
         n_bits: int,
         ttl: float | None = None,
+        *,
+        auth: bytes | bytearray = b"",
     ) -> str:
         """Store a key in state ``pending`` (durable when this returns).
+
+        ``auth`` (optional, even length) is stored in the same transaction as the block's
+        authentication-pad segment (see :meth:`next_pad`); it follows the key's state: usable once
+        the key is committed, wiped when the key is voided.
 
         Idempotent for an identical re-put of a pending key (a resent PREPARE); anything else with
         the same ``key_id`` or ``(session_id, block_id)`` raises :class:`KeyStoreError`.
@@ -164,6 +177,8 @@ class KeyStore:
         data = bytes(key)
         if n_bits <= 0 or len(data) != (n_bits + 7) // 8:
             raise ConfigError(f"key of {len(data)} bytes does not hold n_bits={n_bits}")
+        if len(auth) % 2:
+            raise ConfigError(f"an authentication segment must have even length, got {len(auth)}")
         now = self._clock()
         expires = now + (self.default_ttl if ttl is None else float(ttl))
 
@@ -189,6 +204,11 @@ class KeyStore:
                 raise KeyStoreError(
                     f"block {block_id} of session {session_id} already has a key ({exc})"
                 ) from None
+            if auth:
+                db.execute(
+                    "INSERT INTO auth_segments (seg_id, data, created) VALUES (?,?,?)",
+                    (kid, bytes(auth), now),
+                )
             return kid
 
         return str(self._tx(run))
@@ -222,6 +242,11 @@ class KeyStore:
             db.execute(f"UPDATE keys SET {sets} WHERE key_id=?", (new, now, kid))
             if wipe:
                 db.execute("UPDATE keys SET key=NULL WHERE key_id=?", (kid,))
+            if new == "void":
+                db.execute(
+                    "UPDATE auth_segments SET data=zeroblob(length(data)) WHERE seg_id=?", (kid,)
+                )
+                db.execute("DELETE FROM auth_segments WHERE seg_id=?", (kid,))
             return str(row[0])
 
         return str(self._tx(run))
@@ -403,6 +428,113 @@ class KeyStore:
             ).fetchone()
         return None if row is None or row[0] is None else bytearray(row[0])
 
+    # -- authentication pads -------------------------------------------------------------------
+    # A segment is split in two halves: bytes [0, h) pay for Alice→Bob tags ("ab"), [h, 2h) for
+    # Bob→Alice tags ("ba"). Pads of a half are used in increasing offset; ``used_*`` is the
+    # first unused offset, and a pad is never handed out (sender) or accepted (receiver) below it.
+    def add_pad_segment(self, seg_id: str, data: bytes | bytearray) -> bool:
+        """Insert a segment that needs no commit (the bootstrap pool), once: returns False (and
+        changes nothing) if ``seg_id`` was ever inserted, so a restart never reuses its pads."""
+        if len(data) % 2 or not data:
+            raise ConfigError(f"a pad segment needs a positive even length, got {len(data)}")
+
+        def run(db: sqlite3.Connection) -> bool:
+            if db.execute("SELECT 1 FROM auth_segments WHERE seg_id=?", (seg_id,)).fetchone():
+                return False
+            db.execute(
+                "INSERT INTO auth_segments (seg_id, data, created) VALUES (?,?,?)",
+                (seg_id, bytes(data), self._clock()),
+            )
+            return True
+
+        return bool(self._tx(run))
+
+    @staticmethod
+    def _usable_sql(need_ack: bool) -> str:
+        ack = " AND k.peer_ack = 1" if need_ack else ""
+        return (
+            "SELECT s.seg_id, s.data, s.used_ab, s.used_ba FROM auth_segments s "
+            "LEFT JOIN keys k ON k.key_id = s.seg_id WHERE (k.key_id IS NULL OR "
+            f"(k.state IN ('committed','delivered','erased'){ack}))"
+        )
+
+    def next_pad(self, direction: str, nbytes: int, *, need_ack: bool) -> tuple[str, int, bytes]:
+        """Withdraw the next unused ``nbytes`` pad of ``direction`` (``"ab"`` or ``"ba"``) from
+        the oldest usable segment; durable before it returns (write-ahead: a crash after this can
+        waste the pad, never reuse it). The pad bytes are zeroed in the store.
+
+        ``need_ack``: only segments of keys the peer acknowledged (the coordinator's rule: the
+        peer then certainly holds the segment committed). Raises :class:`KeyStoreError` when no
+        usable segment has room (the link needs fresh key or a new bootstrap key).
+        """
+        col = _pad_col(direction)
+
+        def run(db: sqlite3.Connection) -> tuple[str, int, bytes]:
+            rows = db.execute(
+                self._usable_sql(need_ack) + " ORDER BY s.created, s.rowid"
+            ).fetchall()
+            for seg_id, data, used_ab, used_ba in rows:
+                half = len(data) // 2
+                off = used_ab if col == "used_ab" else used_ba
+                if off + nbytes > half:
+                    continue
+                base = 0 if col == "used_ab" else half
+                buf = bytearray(data)
+                pad = bytes(buf[base + off : base + off + nbytes])
+                buf[base + off : base + off + nbytes] = bytes(nbytes)
+                db.execute(
+                    f"UPDATE auth_segments SET data=?, {col}=? WHERE seg_id=?",
+                    (bytes(buf), off + nbytes, seg_id),
+                )
+                return str(seg_id), int(off), pad
+            raise KeyStoreError(
+                f"authentication pads exhausted ({direction}): no usable segment has "
+                f"{nbytes} bytes left; the link needs a new bootstrap key"
+            )
+
+        out: tuple[str, int, bytes] = self._tx(run)
+        return out
+
+    def use_pad(self, seg_id: str, direction: str, offset: int, nbytes: int) -> bytes | None:
+        """The peer's pad at ``offset`` of segment ``seg_id`` (direction ``"ab"``/``"ba"``), or
+        None when it is not acceptable: unknown or not-yet-committed segment, out of range, or at
+        or below a pad already used (a replay). Durable; the pad and every skipped pad before it
+        are zeroed and can never be accepted again."""
+        col = _pad_col(direction)
+        if offset < 0 or nbytes <= 0:
+            return None
+
+        def run(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute(
+                self._usable_sql(False) + " AND s.seg_id = ?", (str(seg_id),)
+            ).fetchone()
+            if row is None:
+                return None
+            _, data, used_ab, used_ba = row
+            half = len(data) // 2
+            used = used_ab if col == "used_ab" else used_ba
+            if offset < used or offset + nbytes > half:
+                return None
+            base = 0 if col == "used_ab" else half
+            buf = bytearray(data)
+            pad = bytes(buf[base + offset : base + offset + nbytes])
+            buf[base + used : base + offset + nbytes] = bytes(offset + nbytes - used)
+            db.execute(
+                f"UPDATE auth_segments SET data=?, {col}=? WHERE seg_id=?",
+                (bytes(buf), offset + nbytes, str(seg_id)),
+            )
+            return pad
+
+        out: bytes | None = self._tx(run)
+        return out
+
+    def pad_bytes_left(self, direction: str, *, need_ack: bool) -> int:
+        """Unused pad bytes of ``direction`` in usable segments."""
+        col = _pad_col(direction)
+        with self._lock:
+            rows = self._db.execute(self._usable_sql(need_ack)).fetchall()
+        return sum(len(d) // 2 - (a if col == "used_ab" else b) for _, d, a, b in rows)
+
     def stats(self) -> dict[str, int]:
         """Counts from the ``key_stats`` view: stored (deliverable), stored_bits, reserved
         (pending or unacknowledged), delivered, erased, voided."""
@@ -411,3 +543,9 @@ class KeyStore:
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
         return {n: int(v) for n, v in zip(names, row, strict=True)}
+
+
+def _pad_col(direction: str) -> str:
+    if direction not in ("ab", "ba"):
+        raise ConfigError(f"pad direction must be 'ab' or 'ba', got {direction!r}")
+    return f"used_{direction}"

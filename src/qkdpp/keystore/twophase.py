@@ -1,15 +1,21 @@
 """Two-phase commit of one key block with the peer, and crash recovery.
 
 Alice coordinates, Bob participates. Messages go through any object with ``send(kind, payload)``
-and ``recv(kind)`` — normally a :class:`~qkdpp.protocol.PeerScope`, so they are transcribed and
-authenticated like every other message. Payloads carry key ids and block ids only, never key bits.
+and ``recv(kind)`` — in the pipeline an :class:`~qkdpp.auth.link_auth.AuthenticatedChannel` over
+the batch's :class:`~qkdpp.protocol.PeerScope`, so every message carries its own Wegman–Carter
+tag and is checked before anything is decided on it. Payloads carry key ids, block ids and
+lengths only, never key bits.
+
+Alice may reserve the first ``auth_bytes`` bytes of the block as a new authentication-pad segment
+(announced in ``2pc.prepare``; both sides split the block the same way and store the segment in
+the same transaction as the key, see :meth:`~qkdpp.keystore.sqlite.KeyStore.put_pending`).
 
 Protocol (each arrow is one message; ``[durable]`` = SQLite transaction fsynced before the next
 step)::
 
     Alice                                   Bob
     put_pending(id)            [durable]
-    ── 2pc.prepare {key_id, block_id, n_bits} ─▶
+    ── 2pc.prepare {key_id, block_id, n_bits, auth_bytes} ─▶
                                             put_pending(id)            [durable]
     ◀──────────── 2pc.prepared {key_id, ok} ──
     commit(id)     (decision)  [durable]
@@ -75,15 +81,27 @@ def commit_coordinator(
     n_bits: int,
     *,
     key_id: str | None = None,
+    auth_bytes: int = 0,
 ) -> str:
     """Alice's side of the two-phase commit; returns the key id (deliverable when this returns).
 
-    Raises :class:`KeyStoreError` if Bob refused (the key is then void on both sides) and lets
-    transport errors propagate (recovery resolves the block later).
+    ``key`` holds ``n_bits`` bits (MSB-first); its first ``auth_bytes`` bytes (even) become an
+    authentication-pad segment, the rest the stored key. Raises :class:`KeyStoreError` if Bob
+    refused (the key is then void on both sides) and lets transport errors propagate (recovery
+    resolves the block later).
     """
     kid = key_id or str(uuid.uuid4())
-    store.put_pending(kid, session_id, block_id, key, n_bits)
-    chan.send("2pc.prepare", {"key_id": kid, "block_id": int(block_id), "n_bits": int(n_bits)})
+    auth, app, n_app = split_block(key, n_bits, auth_bytes)
+    store.put_pending(kid, session_id, block_id, app, n_app, auth=auth)
+    chan.send(
+        "2pc.prepare",
+        {
+            "key_id": kid,
+            "block_id": int(block_id),
+            "n_bits": int(n_bits),
+            "auth_bytes": int(auth_bytes),
+        },
+    )
     msg = chan.recv("2pc.prepared")
     if _field(msg, "key_id", str, "2pc.prepared") != kid:
         raise ProtocolError(f"2pc.prepared for key {msg['key_id']}, expected {kid}")
@@ -106,8 +124,9 @@ def commit_participant(
     block_id: int,
     key: bytes | bytearray,
     n_bits: int,
-) -> str:
-    """Bob's side of the two-phase commit; returns the key id Alice chose."""
+) -> tuple[str, int]:
+    """Bob's side of the two-phase commit; returns the key id Alice chose and the number of
+    bytes she reserved for authentication pads (split off the front of ``key`` as she did)."""
     msg = chan.recv("2pc.prepare")
     kid = _field(msg, "key_id", str, "2pc.prepare")
     try:
@@ -125,8 +144,14 @@ def commit_participant(
             f"2pc.prepare for block {msg['block_id']} ({msg['n_bits']} bits), "
             f"expected block {block_id} ({n_bits} bits)"
         )
+    auth_bytes = _field(msg, "auth_bytes", int, "2pc.prepare")
     try:
-        store.put_pending(kid, session_id, block_id, key, n_bits)
+        auth, app, n_app = split_block(key, n_bits, auth_bytes)
+    except KeyStoreError as exc:
+        chan.send("2pc.prepared", {"key_id": kid, "ok": False, "reason": str(exc)[:200]})
+        raise ProtocolError(f"2pc.prepare: {exc}") from None
+    try:
+        store.put_pending(kid, session_id, block_id, app, n_app, auth=auth)
     except KeyStoreError as exc:
         chan.send("2pc.prepared", {"key_id": kid, "ok": False, "reason": str(exc)[:200]})
         raise
@@ -136,7 +161,21 @@ def commit_participant(
         raise ProtocolError(f"2pc.commit for key {msg['key_id']}, expected {kid}")
     store.commit(kid, peer_ack=True)
     chan.send("2pc.ack", {"key_id": kid})
-    return kid
+    return kid, auth_bytes
+
+
+def split_block(
+    key: bytes | bytearray, n_bits: int, auth_bytes: int
+) -> tuple[bytes, bytes, int]:
+    """``(auth segment, stored key, its bits)``: the first ``auth_bytes`` bytes of a packed
+    ``n_bits``-bit key, and the rest. ``auth_bytes`` must be even and leave at least one bit."""
+    if auth_bytes < 0 or auth_bytes % 2 or 8 * auth_bytes >= n_bits:
+        raise KeyStoreError(
+            f"cannot reserve {auth_bytes} bytes for authentication from a {n_bits}-bit key "
+            "(even, and at least one bit must remain)"
+        )
+    data = bytes(key)
+    return data[:auth_bytes], data[auth_bytes:], n_bits - 8 * auth_bytes
 
 
 def recover(store: KeyStore, chan: Channel, role: Role) -> dict[str, int]:

@@ -116,6 +116,16 @@ class PeerLink:
         self.peer_next_batch = 0  # what the peer proposed in the last handshake
         self.agreed_next_batch = 0
 
+    @property
+    def send_epoch(self) -> int:
+        """Epoch of the sequence numbers this side sends (fresh after every handshake)."""
+        return self._send_seq >> 32
+
+    @property
+    def recv_epoch(self) -> int:
+        """Epoch of the sequence numbers this side accepts (the peer's send epoch)."""
+        return self._recv_epoch
+
     # -- session ---------------------------------------------------------------------------
     def handshake(self, next_batch: int = 0) -> int:
         """Agree with the peer on a fresh start of the message stream.

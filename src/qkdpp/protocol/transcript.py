@@ -43,6 +43,10 @@ class Transcript:
         """Position the next record of ``direction`` will get (a mark)."""
         return self._dirs[direction].end()
 
+    def base(self, direction: str) -> int:
+        """The first position still held in ``direction`` (earlier ones were discarded)."""
+        return self._dirs[direction].base
+
     def records(self, direction: str, start: int, end: int | None = None) -> list[bytes]:
         """Records ``[start, end)`` of a direction (``end`` defaults to now)."""
         d = self._dirs[direction]

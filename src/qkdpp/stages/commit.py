@@ -2,21 +2,34 @@
 
 Runs last. For every frame it performs the two-phase commit of
 :mod:`qkdpp.keystore.twophase` (Alice coordinates, Bob participates; 4 messages per block,
-carrying key ids and block ids only — never key bits). A key becomes deliverable at an end only
-when both ends hold it committed. Before the first block of every link generation (after the
-handshake, a resync or a reconnect) both sides run :func:`~qkdpp.keystore.twophase.recover`, which
-resolves blocks a crash or a lost message left undecided: committed on both sides, or void on both.
+carrying key ids, block ids and lengths only — never key bits). Every one of these messages
+carries its own Wegman–Carter tag (:class:`~qkdpp.auth.link_auth.AuthenticatedChannel`, pads
+from the key store) and is checked before either side acts on it: the batch's transcript tag
+(stage ``authenticate``) cannot cover messages sent after it. A key becomes deliverable at an end
+only when both ends hold it committed. Before the first block of every link generation (after
+the handshake, a resync or a reconnect) both sides run
+:func:`~qkdpp.keystore.twophase.recover` (also tagged), which resolves blocks a crash or a lost
+message left undecided: committed on both sides, or void on both.
 
-After a block is stored, the key bits in the frame are wiped (zeroed in place); the frame keeps
-``meta.tags["key_id"]``. Leakage: none (ids and lengths only).
+Authentication pads: when fewer than ``low_water_bytes`` pad bytes per direction are left
+(counting segments reserved earlier in the batch), Alice reserves ``2 · refill_bytes`` bytes from
+the front of the block for a new pad segment (half per direction) and announces it in the
+prepare message; the segment is stored with the key in one transaction and becomes usable once
+the block is committed. The reserve is never given to applications.
+
+An authentication failure raises :class:`~qkdpp.errors.ChannelDesync`: the batch is void and the
+parties resynchronise (then recover). After a block is stored, the key bits in the frame are wiped
+(zeroed in place); the frame keeps ``meta.tags["key_id"]`` and ``n_bits`` becomes the stored
+length. Leakage: none (ids and lengths only). ε: ``eps_auth_commit`` = the forgery bound of the
+block's four tagged messages.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from qkdpp.errors import ConfigError, KeyStoreError
+from qkdpp.auth.link_auth import AuthenticatedChannel, LinkAuth, open_link_auth
+from qkdpp.errors import AuthenticationFailed, ChannelDesync, ConfigError, KeyStoreError
 from qkdpp.frame import Frame, Role
 from qkdpp.keystore.sqlite import KeyStore
 from qkdpp.keystore.twophase import commit_coordinator, commit_participant, recover
@@ -34,53 +47,123 @@ class CommitStage(Stage):
     ----------
     path : str
         SQLite key-store file of this party (created if missing).
+    bootstrap : str
+        The link's bootstrap key file (its hash key tags the commit messages).
+    tag_bits : int
+        Tag length of the commit messages (32..128).
+    low_water_bytes, refill_bytes : int
+        Pad reserve per direction, and the bytes per direction of a new segment.
     wipe : bool
         Zero the frame's key bits once stored (default True).
     """
 
     name = "commit"
 
-    def __init__(self, role: Role | str, *, path: str = "", wipe: bool = True) -> None:
-        super().__init__(role, path=path, wipe=wipe)
+    def __init__(
+        self,
+        role: Role | str,
+        *,
+        path: str = "",
+        bootstrap: str = "",
+        tag_bits: int = 64,
+        low_water_bytes: int = 1024,
+        refill_bytes: int = 4096,
+        wipe: bool = True,
+    ) -> None:
+        super().__init__(
+            role,
+            path=path,
+            bootstrap=bootstrap,
+            tag_bits=tag_bits,
+            low_water_bytes=low_water_bytes,
+            refill_bytes=refill_bytes,
+            wipe=wipe,
+        )
         if not path:
             raise ConfigError("commit.path (the key store file) is required")
-        self.store: KeyStore | None = None
+        if not bootstrap:
+            raise ConfigError(
+                "commit needs the link's bootstrap key file (bootstrap=...): its messages are "
+                "authenticated"
+            )
+        if low_water_bytes < 0 or refill_bytes <= 0:
+            raise ConfigError("commit: low_water_bytes must be >= 0 and refill_bytes > 0")
+        self.auth: LinkAuth | None = None
         self._generation: tuple[int, int] | None = None
 
+    @property
+    def store(self) -> KeyStore | None:
+        """This party's key store (None before setup / after close)."""
+        return self.auth.store if self.auth is not None else None
+
     def setup(self) -> None:
-        if self.store is None:
-            Path(self.params["path"]).parent.mkdir(parents=True, exist_ok=True)
-            self.store = KeyStore(self.params["path"])
+        if self.auth is None:
+            self.auth = open_link_auth(
+                self.role, self.params["bootstrap"], self.params["path"], self.params["tag_bits"]
+            )
 
     def close(self) -> None:
-        """Close the key store."""
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        """Wipe the hash key and close the key store."""
+        if self.auth is not None:
+            self.auth.wipe()
+            self.auth.store.close()
+            self.auth = None
+
+    def _reserve(self, store: KeyStore, n_bits: int, pending: int) -> int:
+        """Alice: bytes to reserve from a block of ``n_bits`` for a new pad segment."""
+        left = min(
+            store.pad_bytes_left("ab", need_ack=True), store.pad_bytes_left("ba", need_ack=False)
+        )
+        if left + pending >= self.params["low_water_bytes"]:
+            return 0
+        return min(2 * self.params["refill_bytes"], ((n_bits - 1) // 8) // 2 * 2)
 
     def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
         self.setup()
-        assert self.store is not None
-        generation = (id(peer.link), peer.link.generation)
-        if generation != self._generation:
-            counts = recover(self.store, peer, self.role)
-            self._generation = generation
-            if any(counts.values()):
-                log.info("key store recovery with the peer: %s", counts)
-        out = []
-        for f in frames:
-            n = f.meta.n_bits
-            key = f.bits[: (n + 7) // 8]
-            sid, bid = f.meta.session_id, f.meta.frame_id
-            try:
-                if self.role is Role.ALICE:
-                    kid = commit_coordinator(self.store, peer, sid, bid, key.tobytes(), n)
-                else:
-                    kid = commit_participant(self.store, peer, sid, bid, key.tobytes(), n)
-            except KeyStoreError as exc:
-                out.append(f.fail(f"commit: {exc}"))
-                continue
-            if self.params["wipe"]:
-                f.bits[:] = 0
-            out.append(f.evolve(meta=f.meta.with_tags(key_id=kid)))
+        assert self.auth is not None
+        store = self.auth.store
+        sid = frames[0].meta.session_id if frames else ""
+        chan = AuthenticatedChannel(peer, self.auth, f"{sid}/{peer.batch_id}/{self.name}")
+        try:
+            generation = (id(peer.link), peer.link.generation)
+            if generation != self._generation:
+                counts = recover(store, chan, self.role)
+                self._generation = generation
+                if any(counts.values()):
+                    log.info("key store recovery with the peer: %s", counts)
+            out = []
+            pending = 0
+            for f in frames:
+                eps0 = chan.eps
+                out.append(self._commit(store, chan, f, pending))
+                pending += out[-1].meta.tags.get("auth_refill_bits", 0) // 16
+                if out[-1].ok:
+                    out[-1] = out[-1].evolve(
+                        meta=out[-1].meta.with_eps(self.name, "eps_auth_commit", chan.eps - eps0)
+                    )
+        except AuthenticationFailed as exc:
+            raise ChannelDesync(f"{self.name}: {exc}") from None
         return out
+
+    def _commit(self, store: KeyStore, chan: AuthenticatedChannel, f: Frame, pending: int) -> Frame:
+        n = f.meta.n_bits
+        key = f.bits[: (n + 7) // 8]
+        sid, bid = f.meta.session_id, f.meta.frame_id
+        try:
+            if self.role is Role.ALICE:
+                auth_bytes = self._reserve(store, n, pending)
+                kid = commit_coordinator(
+                    store, chan, sid, bid, key.tobytes(), n, auth_bytes=auth_bytes
+                )
+            else:
+                kid, auth_bytes = commit_participant(store, chan, sid, bid, key.tobytes(), n)
+        except KeyStoreError as exc:
+            return f.fail(f"commit: {exc}")
+        rest = key[auth_bytes:].copy()
+        if self.params["wipe"]:
+            f.bits[:] = 0
+            rest[:] = 0
+        meta = f.meta.replace(n_bits=n - 8 * auth_bytes).with_tags(
+            key_id=kid, auth_refill_bits=8 * auth_bytes
+        )
+        return f.evolve(meta=meta, bits=rest)

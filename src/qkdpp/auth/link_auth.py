@@ -1,0 +1,188 @@
+"""Wegman–Carter tags with addressed one-time pads kept in the key store.
+
+Every tag names its pad: ``(pad_seg, pad_off)`` — a segment of the key store's authentication
+pads (:meth:`~qkdpp.keystore.sqlite.KeyStore.next_pad`) and an offset in the sender's half of it.
+Alice's tags use the first half of every segment, Bob's the second, so the two parties never
+pick the same pad. The sender withdraws its pad durably *before* the tag leaves (a crash can
+waste a pad, never reuse one); the receiver accepts a pad only above the last one it accepted
+from that half (a replayed or reordered tag fails). Lost messages therefore cost pads but never
+put the two pools out of step — the weakness of a FIFO pool consumed in lock-step, where one
+dropped tag message made every later tag fail.
+
+Segments are the bootstrap pool (inserted once per key store) and slices of fresh key reserved
+in the two-phase commit of a block (:mod:`qkdpp.stages.commit`): a slice becomes usable only
+when its block is committed — for Alice's own tags, only once Bob acknowledged his commit — so
+a pad the sender picks is always held by the receiver.
+
+Tag: ``trunc_t(POLYVAL_k(M)) ⊕ pad`` (:class:`~qkdpp.auth.wegman_carter.WegmanCarter`'s hash and
+bound, Wegman & Carter 1981, Krawczyk 1994). Messages of the two-phase commit are tagged one by
+one over :func:`message_bytes` (:class:`AuthenticatedChannel`).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from qkdpp.auth.bootstrap import load_bootstrap
+from qkdpp.auth.selftest import self_test
+from qkdpp.errors import AuthenticationFailed, ConfigError, KeyStoreError
+from qkdpp.frame import Role
+from qkdpp.kernels import gfpoly
+from qkdpp.keystore.sqlite import KeyStore
+from qkdpp.protocol.codec import encode_payload
+
+MSG_DOMAIN = b"qkdpp-msg-v1\0"
+AUTH_FIELDS = ("pad_seg", "pad_off", "tag")
+
+
+class LinkAuth:
+    """Tagger/verifier of one party, pads from its key store.
+
+    Parameters
+    ----------
+    store : KeyStore
+        This party's key store (holds the pad segments).
+    hash_key : bytes-like
+        The 16-byte reusable POLYVAL key from the bootstrap file (copied; :meth:`wipe`).
+    role : Role
+        Alice tags with the ``ab`` halves, Bob with the ``ba`` halves.
+    tag_bits : int
+        Tag length ``t`` (32..128); each tag costs ``ceil(t / 8)`` pad bytes.
+    """
+
+    def __init__(
+        self, store: KeyStore, hash_key: bytes | bytearray, role: Role | str, *, tag_bits: int = 64
+    ) -> None:
+        if len(hash_key) != 16:
+            raise ConfigError(f"Wegman–Carter hash key must be 16 bytes, got {len(hash_key)}")
+        if not 32 <= tag_bits <= 128:
+            raise ConfigError(f"tag_bits must be in [32, 128], got {tag_bits}")
+        self.store = store
+        self.role = Role(role)
+        self.tag_bits = tag_bits
+        self._key = bytearray(hash_key)
+        self.send_dir, self.recv_dir = ("ab", "ba") if self.role is Role.ALICE else ("ba", "ab")
+        self.pad_bytes_used = 0  # both directions, since construction
+
+    @property
+    def pad_bytes(self) -> int:
+        """Pad bytes per tag."""
+        return (self.tag_bits + 7) // 8
+
+    def eps(self, message_bytes: int) -> float:
+        """Forgery probability bound of one tag over ``message_bytes`` bytes."""
+        return gfpoly.eps_poly_hash(8 * message_bytes, self.tag_bits)
+
+    def _mac(self, message: bytes, pad: bytes) -> bytes:
+        h = gfpoly.truncate(gfpoly.poly_hash(bytes(self._key), message), self.tag_bits)
+        return bytes(a ^ b for a, b in zip(h, gfpoly.truncate(pad, self.tag_bits), strict=True))
+
+    def tag(self, message: bytes) -> dict[str, Any]:
+        """``{"pad_seg", "pad_off", "tag"}`` for ``message`` with this party's next pad.
+
+        Raises :class:`AuthenticationFailed` when no pad is left.
+        """
+        try:
+            seg, off, pad = self.store.next_pad(
+                self.send_dir, self.pad_bytes, need_ack=self.role is Role.ALICE
+            )
+        except KeyStoreError as exc:
+            raise AuthenticationFailed(str(exc)) from None
+        self.pad_bytes_used += len(pad)
+        return {"pad_seg": seg, "pad_off": off, "tag": self._mac(message, pad)}
+
+    def verify(self, message: bytes, fields: dict[str, Any]) -> bool:
+        """Check the peer's tag fields over ``message`` (constant-time comparison).
+
+        False for malformed fields, a pad this party cannot accept (unknown segment, replay) or a
+        wrong tag; the named pad is used up in every case where it was acceptable.
+        """
+        seg, off, tag = (fields.get(k) for k in AUTH_FIELDS)
+        if not (
+            isinstance(seg, str)
+            and isinstance(off, int)
+            and not isinstance(off, bool)
+            and isinstance(tag, bytes)
+            and len(tag) == self.pad_bytes
+        ):
+            return False
+        pad = self.store.use_pad(seg, self.recv_dir, off, self.pad_bytes)
+        if pad is None:
+            return False
+        self.pad_bytes_used += len(pad)
+        return hmac.compare_digest(self._mac(message, pad), tag)
+
+    def wipe(self) -> None:
+        """Overwrite the hash key with zeros."""
+        self._key[:] = bytes(len(self._key))
+
+    def __repr__(self) -> str:  # never show key material
+        return f"LinkAuth(role={self.role.value}, tag_bits={self.tag_bits})"
+
+
+def message_bytes(context: str, kind: str, payload: dict[str, Any]) -> bytes:
+    """Canonical bytes of one message for its own tag: domain, context (session, batch, stage),
+    kind and the payload fields except the tag fields, sorted by name, in the wire codec."""
+    body = {k: payload[k] for k in sorted(payload) if k not in AUTH_FIELDS}
+    ctx = context.encode()
+    name = kind.encode()
+    return b"".join(
+        (
+            MSG_DOMAIN,
+            len(ctx).to_bytes(4, "big"),
+            ctx,
+            len(name).to_bytes(4, "big"),
+            name,
+            encode_payload(body),
+        )
+    )
+
+
+class AuthenticatedChannel:
+    """A ``send``/``recv`` channel whose every message carries its own tag.
+
+    ``send`` adds ``pad_seg``, ``pad_off``, ``tag`` to the payload; ``recv`` checks them and
+    raises :class:`AuthenticationFailed` on a bad tag (the caller must treat the exchange as
+    void). Context (session, batch, stage) is bound into every tag, so a message cannot be
+    replayed into another batch.
+    """
+
+    def __init__(self, inner: Any, auth: LinkAuth, context: str) -> None:
+        self.inner = inner
+        self.auth = auth
+        self.context = context
+        self.eps = 0.0  # forgery bound of every message tagged or checked here, summed
+
+    def send(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+        body = dict(payload or {})
+        for k in AUTH_FIELDS:
+            if k in body:
+                raise ConfigError(f"payload field {k!r} is reserved for the tag")
+        message = message_bytes(self.context, kind, body)
+        body.update(self.auth.tag(message))
+        self.eps += self.auth.eps(len(message))
+        self.inner.send(kind, body)
+
+    def recv(self, kind: str) -> dict[str, Any]:
+        msg = self.inner.recv(kind)
+        message = message_bytes(self.context, kind, msg)
+        self.eps += self.auth.eps(len(message))
+        if not self.auth.verify(message, msg):
+            raise AuthenticationFailed(f"{kind}: message tag does not verify")
+        return {k: v for k, v in msg.items() if k not in AUTH_FIELDS}
+
+
+def open_link_auth(
+    role: Role | str, bootstrap: str, keystore: str, tag_bits: int = 64
+) -> LinkAuth:
+    """A :class:`LinkAuth` over this party's key store (opened here), after the start-up
+    self-test. The bootstrap pool goes into the key store the first time only."""
+    self_test()
+    boot = load_bootstrap(bootstrap)
+    try:
+        store = KeyStore(keystore)
+        store.add_pad_segment("bootstrap", boot.pool)
+        return LinkAuth(store, boot.hash_key, role, tag_bits=tag_bits)
+    finally:
+        boot.wipe()

@@ -1,0 +1,77 @@
+"""One lost or tampered authentication / commit message voids one batch, never the link: the
+parties resynchronise, the key stores recover, and later batches deliver identical keys.
+
+(With a FIFO pad pool consumed in lock-step, a single dropped tag message used to put the two
+pools out of step for good: every later batch failed its tag.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qkdpp.engine.keys import compare_stores
+from qkdpp.engine.run import run_local
+from qkdpp.protocol import loopback_pair
+from qkdpp.protocol.envelope import Envelope
+
+from .conftest import e2e_config
+
+pytestmark = pytest.mark.two_party
+
+
+class Once:
+    """Drop (or tamper with) the first envelope ``stage/kind`` of a block batch."""
+
+    def __init__(self, inner, stage: str, kind: str, tamper: bool) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.max_message = inner.max_message
+        self.target = (stage, kind)
+        self.tamper = tamper
+        self.hit = False
+
+    def send_bytes(self, data: bytes) -> None:
+        if not self.hit:
+            env = Envelope.decode(data)
+            if (env.stage, env.kind) == self.target and env.batch_id > 1024:
+                self.hit = True
+                if not self.tamper:
+                    return
+                data = data[:-1] + bytes([data[-1] ^ 0x01])
+        self.inner.send_bytes(data)
+
+    def recv_bytes(self, timeout):  # type: ignore[no-untyped-def]
+        return self.inner.recv_bytes(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize(
+    ("stage", "kind", "tamper"),
+    [
+        ("authenticate", "tag", False),
+        ("authenticate", "tag.reply", False),
+        ("commit", "2pc.prepared", False),
+        ("commit", "2pc.commit", False),
+        ("commit", "2pc.prepare", True),
+        ("commit", "2pc.ack", True),
+    ],
+)
+def test_one_bad_message_voids_one_batch(
+    stage: str, kind: str, tamper: bool, link_data, workdir: Path
+) -> None:
+    alice, bob = link_data
+    cfg = e2e_config(timeout_s=2.0, block_size=250_000, batch_size=1)
+    ta, tb = loopback_pair()
+    fa, fb = Once(ta, stage, kind, tamper), Once(tb, stage, kind, tamper)
+    a, _ = run_local(cfg, alice, bob, workdir=workdir, transports=(fa, fb))
+    assert fa.hit or fb.hit
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"], check
+    failed = [f for f in a.blocks if not f.ok]
+    assert failed, "the bad message must void its batch"
+    first_bad = min(f.meta.frame_id for f in failed)
+    later_ok = [f for f in a.blocks if f.ok and f.meta.frame_id > first_bad]
+    assert later_ok, f"no key after the fault: {[f.meta.failure for f in a.blocks]}"
+    assert check["keys"] >= len(later_ok)
