@@ -9,7 +9,11 @@ Both stores are then reopened ("restart"), :func:`recover` runs over a fresh lin
 * every key one side can deliver (or delivered) is held committed/delivered by the other side,
   with identical bytes (the expected bytes of its block);
 * no key id is ever delivered twice on one side (deliveries before the crash are logged by the
-  children, deliveries after recovery by the test).
+  children, deliveries after recovery by the test);
+* every message is tagged (:class:`~qkdpp.auth.link_auth.AuthenticatedChannel`, pads from the key
+  stores; block 1 reserves a new pad segment), and after the restart the recovery and one more
+  commit still verify: a crash at any step (also between withdrawing a pad and sending its tag)
+  never puts the two pad pools out of step.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from qkdpp.auth.link_auth import AuthenticatedChannel, LinkAuth
 from qkdpp.errors import QkdppError
 from qkdpp.frame import Role
 from qkdpp.keystore import KeyStore, commit_coordinator, commit_participant, recover
@@ -35,8 +40,20 @@ N_BLOCKS = 3
 N_BITS = 200
 
 
+HASH_KEY = bytes(range(16))
+AUTH_BYTES = {1: 16}  # block 1 reserves 16 bytes for a new authentication-pad segment
+
+
 def block_key(seed: int, block: int) -> bytes:
     return hashlib.sha256(f"{seed}/{block}".encode()).digest()[: (N_BITS + 7) // 8]
+
+
+def stored_key(seed: int, block: int) -> bytes:
+    return block_key(seed, block)[AUTH_BYTES.get(block, 0) :]
+
+
+def tagged(scope, store: KeyStore, role: str, block: int):  # type: ignore[no-untyped-def]
+    return AuthenticatedChannel(scope, LinkAuth(store, HASH_KEY, role), f"{SESSION}/{block}")
 
 
 class Crash:
@@ -100,9 +117,19 @@ def party(
         link = PeerLink(transport, Role(role), SESSION, timeout=5)
         link.handshake()
         for b in range(N_BLOCKS):
-            chan = CrashingChannel(link.scope(b, "store"), crash)
-            fn = commit_coordinator if role == "alice" else commit_participant
-            fn(cs, chan, SESSION, b, block_key(seed, b), N_BITS)  # type: ignore[arg-type]
+            chan = tagged(CrashingChannel(link.scope(b, "store"), crash), store, role, b)
+            if role == "alice":
+                commit_coordinator(
+                    cs,  # type: ignore[arg-type]
+                    chan,
+                    SESSION,
+                    b,
+                    block_key(seed, b),
+                    N_BITS,
+                    auth_bytes=AUTH_BYTES.get(b, 0),
+                )
+            else:
+                commit_participant(cs, chan, SESSION, b, block_key(seed, b), N_BITS)  # type: ignore[arg-type]
             for kid, key, _n in cs.take(10):
                 with open(log, "a") as f:
                     f.write(f"{kid} {bytes(key).hex()}\n")
@@ -124,6 +151,10 @@ def run_trial(tmp: Path, trial: int, rng: random.Random) -> dict[str, int]:
     victim = rng.choice(["alice", "bob"])
     crash_at = rng.randrange(0, 2 * 8 * N_BLOCKS + 4)  # may exceed the steps: no crash
     dbs = {r: str(tmp / f"{trial}-{r}.db") for r in ("alice", "bob")}
+    pool = hashlib.sha256(f"pool{seed}".encode()).digest() * 8  # 16 pads per direction
+    for db in dbs.values():
+        with KeyStore(db) as s:
+            s.add_pad_segment("bootstrap", pool)
     logs = {r: tmp / f"{trial}-{r}.log" for r in ("alice", "bob")}
     listener = TcpListener("127.0.0.1", 0)
     port = listener.address[1]
@@ -165,7 +196,8 @@ def run_trial(tmp: Path, trial: int, rng: random.Random) -> dict[str, int]:
     def rec(role: str) -> None:
         try:
             links[role].handshake()
-            recover(stores[role], links[role].scope(10**6, "store"), Role(role))
+            chan = tagged(links[role].scope(10**6, "store"), stores[role], role, 10**6)
+            recover(stores[role], chan, Role(role))
         except BaseException as exc:
             errors.append(exc)
 
@@ -182,7 +214,7 @@ def run_trial(tmp: Path, trial: int, rng: random.Random) -> dict[str, int]:
     expected = {}
     for r in recs:
         for x in recs[r].values():
-            expected[x.key_id] = block_key(seed, x.block_id).hex()
+            expected[x.key_id] = stored_key(seed, x.block_id).hex()
     held = ("committed", "delivered")
     for r, other in (("alice", "bob"), ("bob", "alice")):
         for kid, x in recs[r].items():
@@ -206,6 +238,27 @@ def run_trial(tmp: Path, trial: int, rng: random.Random) -> dict[str, int]:
     assert final["alice"] == final["bob"], f"trial {trial}: delivered sets differ"
     for r in stores:
         assert {k for k, _ in delivered[r]} <= final[r]
+    # the pads are still in step: one more tagged commit goes through on both sides
+    done: dict[str, str] = {}
+
+    def more(role: str) -> None:
+        try:
+            b = N_BLOCKS
+            chan = tagged(links[role].scope(b, "store"), stores[role], role, b)
+            fn = commit_coordinator if role == "alice" else commit_participant
+            out = fn(stores[role], chan, SESSION, b, block_key(seed, b), N_BITS)
+            done[role] = out if isinstance(out, str) else out[0]
+        except BaseException as exc:
+            errors.append(exc)
+
+    ts = [threading.Thread(target=more, args=(r,)) for r in ("alice", "bob")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    assert not errors, errors
+    assert done["alice"] == done["bob"]
+    assert stores["alice"].peek_key(done["alice"]) == stores["bob"].peek_key(done["bob"])
     for s in stores.values():
         s.close()
     return {"delivered": len(delivered["alice"])}
