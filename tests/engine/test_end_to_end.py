@@ -53,6 +53,8 @@ def test_identical_keys_bound_and_ledger(link_data, workdir: Path) -> None:
         q = row["qber_corrected"]
         assert row["f"] == pytest.approx(leak / (t["pa_input_bits"] * h2(q)))
         assert 1.0 < row["f"] < 1.3
+        # authentication key consumption per block (transcript + commit tags): ≤ 1 % of the key
+        assert 6 * 64 <= row["auth_pad_bits"] <= 0.01 * row["final_key_bits"]
         assert fa.meta.leaked_bits == leak + t["verify_tag_bits"]
         assert math.isclose(fa.meta.eps_total(), fb.meta.eps_total())
 

@@ -59,6 +59,8 @@ def block_row(f: Frame, peer: Frame | None = None) -> dict[str, Any]:
         "key_length": tags.get("key_length"),
         "final_key_bits": m.n_bits if f.ok else 0,
         "auth_refill_bits": tags.get("auth_refill_bits"),
+        # one-time-pad bits this block cost: its share of the transcript tags + its commit tags
+        "auth_pad_bits": (tags.get("auth_pad_bits") or 0) + (tags.get("auth_commit_pad_bits") or 0),
         "eps": m.eps_total(),
         "key_id": tags.get("key_id"),
         "stage_seconds": times,

@@ -21,7 +21,7 @@ An authentication failure raises :class:`~qkdpp.errors.ChannelDesync`: the batch
 parties resynchronise (then recover). After a block is stored, the key bits in the frame are wiped
 (zeroed in place); the frame keeps ``meta.tags["key_id"]`` and ``n_bits`` becomes the stored
 length. Leakage: none (ids and lengths only). ε: ``eps_auth_commit`` = the forgery bound of the
-block's four tagged messages.
+block's four tagged messages; their pads (both directions) are tagged ``auth_commit_pad_bits``.
 """
 
 from __future__ import annotations
@@ -134,13 +134,15 @@ class CommitStage(Stage):
             out = []
             pending = 0
             for f in frames:
-                eps0 = chan.eps
+                eps0, used0 = chan.eps, self.auth.pad_bytes_used
                 out.append(self._commit(store, chan, f, pending))
                 pending += out[-1].meta.tags.get("auth_refill_bits", 0) // 16
                 if out[-1].ok:
-                    out[-1] = out[-1].evolve(
-                        meta=out[-1].meta.with_eps(self.name, "eps_auth_commit", chan.eps - eps0)
+                    meta = out[-1].meta.with_eps(self.name, "eps_auth_commit", chan.eps - eps0)
+                    meta = meta.with_tags(
+                        auth_commit_pad_bits=8 * (self.auth.pad_bytes_used - used0)
                     )
+                    out[-1] = out[-1].evolve(meta=meta)
         except AuthenticationFailed as exc:
             raise ChannelDesync(f"{self.name}: {exc}") from None
         return out
