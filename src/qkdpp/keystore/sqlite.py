@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS auth_segments (
     data     BLOB NOT NULL,
     used_ab  INTEGER NOT NULL DEFAULT 0,
     used_ba  INTEGER NOT NULL DEFAULT 0,
+    seen_ab  BLOB,
+    seen_ba  BLOB,
     created  REAL NOT NULL
 );
 CREATE VIEW IF NOT EXISTS key_stats AS SELECT
@@ -430,8 +432,10 @@ class KeyStore:
 
     # -- authentication pads -------------------------------------------------------------------
     # A segment is split in two halves: bytes [0, h) pay for Alice→Bob tags ("ab"), [h, 2h) for
-    # Bob→Alice tags ("ba"). Pads of a half are used in increasing offset; ``used_*`` is the
-    # first unused offset, and a pad is never handed out (sender) or accepted (receiver) below it.
+    # Bob→Alice tags ("ba"). The sender hands out pads of its half in increasing offset
+    # (``used_*``: the first unused offset); the receiver accepts every byte of the peer's half at
+    # most once (``seen_*``: one bit per byte), in any order, so that concurrent links (lanes)
+    # sharing the store may deliver their tags in any order while a replay still fails.
     def add_pad_segment(self, seg_id: str, data: bytes | bytearray) -> bool:
         """Insert a segment that needs no commit (the bootstrap pool), once: returns False (and
         changes nothing) if ``seg_id`` was ever inserted, so a restart never reuses its pads."""
@@ -497,43 +501,60 @@ class KeyStore:
 
     def use_pad(self, seg_id: str, direction: str, offset: int, nbytes: int) -> bytes | None:
         """The peer's pad at ``offset`` of segment ``seg_id`` (direction ``"ab"``/``"ba"``), or
-        None when it is not acceptable: unknown or not-yet-committed segment, out of range, or at
-        or below a pad already used (a replay). Durable; the pad and every skipped pad before it
-        are zeroed and can never be accepted again."""
-        col = _pad_col(direction)
+        None when it is not acceptable: unknown or not-yet-committed segment, out of range, or
+        any of its bytes accepted before (a replay). Durable; the pad bytes are zeroed and
+        marked, and can never be accepted again."""
+        _pad_col(direction)
         if offset < 0 or nbytes <= 0:
             return None
 
         def run(db: sqlite3.Connection) -> bytes | None:
             row = db.execute(
-                self._usable_sql(False) + " AND s.seg_id = ?", (str(seg_id),)
+                self._usable_sql(False).replace("SELECT s.seg_id,", f"SELECT s.seen_{direction},")
+                + " AND s.seg_id = ?",
+                (str(seg_id),),
             ).fetchone()
             if row is None:
                 return None
-            _, data, used_ab, used_ba = row
+            seen_blob, data = row[0], row[1]
             half = len(data) // 2
-            used = used_ab if col == "used_ab" else used_ba
-            if offset < used or offset + nbytes > half:
+            if offset + nbytes > half:
                 return None
-            base = 0 if col == "used_ab" else half
+            seen = bytearray(seen_blob or bytes((half + 7) // 8))
+            for i in range(offset, offset + nbytes):
+                if seen[i >> 3] >> (i & 7) & 1:
+                    return None
+                seen[i >> 3] |= 1 << (i & 7)
+            base = 0 if direction == "ab" else half
             buf = bytearray(data)
             pad = bytes(buf[base + offset : base + offset + nbytes])
-            buf[base + used : base + offset + nbytes] = bytes(offset + nbytes - used)
+            buf[base + offset : base + offset + nbytes] = bytes(nbytes)
             db.execute(
-                f"UPDATE auth_segments SET data=?, {col}=? WHERE seg_id=?",
-                (bytes(buf), offset + nbytes, str(seg_id)),
+                f"UPDATE auth_segments SET data=?, seen_{direction}=? WHERE seg_id=?",
+                (bytes(buf), bytes(seen), str(seg_id)),
             )
             return pad
 
         out: bytes | None = self._tx(run)
         return out
 
-    def pad_bytes_left(self, direction: str, *, need_ack: bool) -> int:
-        """Unused pad bytes of ``direction`` in usable segments."""
+    def pad_bytes_left(self, direction: str, *, need_ack: bool, as_receiver: bool = False) -> int:
+        """Unused pad bytes of ``direction`` in usable segments: as the sender (its high-water
+        mark) or, with ``as_receiver``, as seen by the receiver (bytes not yet accepted)."""
         col = _pad_col(direction)
+        sql = self._usable_sql(need_ack).replace(
+            "SELECT s.seg_id,", f"SELECT s.seen_{direction} AS seen, s.seg_id,"
+        )
         with self._lock:
-            rows = self._db.execute(self._usable_sql(need_ack)).fetchall()
-        return sum(len(d) // 2 - (a if col == "used_ab" else b) for _, d, a, b in rows)
+            rows = self._db.execute(sql).fetchall()
+        left = 0
+        for seen, _, data, used_ab, used_ba in rows:
+            half = len(data) // 2
+            if as_receiver:
+                left += half - (sum(bin(b).count("1") for b in seen) if seen else 0)
+            else:
+                left += half - (used_ab if col == "used_ab" else used_ba)
+        return left
 
     def stats(self) -> dict[str, int]:
         """Counts from the ``key_stats`` view: stored (deliverable), stored_bits, reserved

@@ -112,7 +112,8 @@ class CommitStage(Stage):
     def _reserve(self, store: KeyStore, n_bits: int, pending: int) -> int:
         """Alice: bytes to reserve from a block of ``n_bits`` for a new pad segment."""
         left = min(
-            store.pad_bytes_left("ab", need_ack=True), store.pad_bytes_left("ba", need_ack=False)
+            store.pad_bytes_left("ab", need_ack=True),
+            store.pad_bytes_left("ba", need_ack=False, as_receiver=True),
         )
         if left + pending >= self.params["low_water_bytes"]:
             return 0
