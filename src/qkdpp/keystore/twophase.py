@@ -164,9 +164,7 @@ def commit_participant(
     return kid, auth_bytes
 
 
-def split_block(
-    key: bytes | bytearray, n_bits: int, auth_bytes: int
-) -> tuple[bytes, bytes, int]:
+def split_block(key: bytes | bytearray, n_bits: int, auth_bytes: int) -> tuple[bytes, bytes, int]:
     """``(auth segment, stored key, its bits)``: the first ``auth_bytes`` bytes of a packed
     ``n_bits``-bit key, and the rest. ``auth_bytes`` must be even and leave at least one bit."""
     if auth_bytes < 0 or auth_bytes % 2 or 8 * auth_bytes >= n_bits:
