@@ -114,3 +114,19 @@ def test_ldpc_reconciliation_end_to_end(link_data, workdir: Path) -> None:
     assert check["identical"], check
     for fa in a.blocks:
         assert fa.ok or fa.meta.failure, "a failed block must carry its reason"
+
+
+def test_lanes_share_one_key_store(link_data, workdir: Path) -> None:
+    """Two lanes (independent links over interleaved chunks, running at the same time) put
+    identical keys into the one key store of each party, with one shared pad pool."""
+    alice, bob = link_data
+    cfg = e2e_config(block_size=250_000, batch_size=1, lanes=2)
+    a, b = run_local(cfg, alice, bob, workdir=workdir)
+    assert a.error is None and b.error is None
+    ok = [f for f in a.blocks if f.ok]
+    chunks = {f.meta.frame_id // 1024 for f in ok}
+    assert {(c - 1) % 2 for c in chunks} == {0, 1}, "both lanes must produce keys"
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"] and check["keys"] == len(ok) >= 2
+    assert len({f.meta.session_id for f in ok}) == 2
+    assert [f.meta.frame_id for f in a.blocks] == sorted(f.meta.frame_id for f in a.blocks)

@@ -5,7 +5,10 @@ Sections (all optional; ``qkdpp config --defaults`` prints the full default file
 ``[session]``  ``block_size`` key-basis bits per block (default 1 000 000: finite-key rates of
    Lim et al. 2014 Fig. 2 are already within ~20 % of asymptotic at n_X = 1e6 near 25 km),
    ``batch_size`` blocks in lock-step (default 4), ``chunk_slots`` slots sifted per step
-   (default 50 000 000, a multiple of 8), ``timeout_s`` per message (default 60).
+   (default 50 000 000, a multiple of 8), ``timeout_s`` per message (default 60), ``lanes``
+   (default 1): independent links that process interleaved chunks at the same time in one
+   process, so that both roles' kernels keep several cores busy (``qkdpp process`` without
+   ``--role``, ``qkdpp demo``; the two-process mode and ``qkdpp node`` use one lane).
 ``[simulate]`` :class:`qkdpp.io.simulator.LinkParams` fields (defaults after Lim et al. 2014 §IV,
    25 km) plus ``n_slots`` (default 200 000 000) and ``seed``.
 ``[timing]``, ``[sifting]``, ``[estimation]``, ``[reconcile]`` (with ``[reconcile.cascade]`` and
@@ -42,6 +45,7 @@ SESSION_DEFAULTS: dict[str, Any] = {
     "batch_size": 4,
     "chunk_slots": 50_000_000,
     "timeout_s": 60.0,
+    "lanes": 1,
 }
 SECTIONS = ("session", "simulate", "timing", "keystore", *SIFT_STAGES, *BLOCK_STAGES)
 
@@ -75,11 +79,13 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
         raise ConfigError(
             f"{source}: unknown key(s) {bad} in [session]; allowed: {sorted(SESSION_DEFAULTS)}"
         )
-    for key in ("block_size", "batch_size", "chunk_slots"):
+    for key in ("block_size", "batch_size", "chunk_slots", "lanes"):
         if not isinstance(session[key], int) or session[key] < 1:
             raise ConfigError(
                 f"{source}: [session] {key} must be a positive integer, got {session[key]!r}"
             )
+    if session["lanes"] > 16:
+        raise ConfigError(f"{source}: [session] lanes must be at most 16, got {session['lanes']}")
     if session["chunk_slots"] % 8:
         raise ConfigError(
             f"{source}: [session] chunk_slots must be a multiple of 8, got {session['chunk_slots']}"

@@ -174,6 +174,8 @@ class LinkNode:
             )
         sim = self.config["simulate"]
         sess = self.config["session"]
+        if sess.get("lanes", 1) != 1:
+            raise ConfigError("qkdpp node runs one lane: set [session] lanes = 1")
         while not self.stop_event.is_set():
             if self.max_chunks is not None and self._next_chunk > self.max_chunks:
                 break

@@ -12,6 +12,13 @@ Steps
 2. the slots are cut into chunks of ``chunk_slots``; each chunk is sifted (batch ``c · 1024``,
    c = 1, 2, …) and accumulated into key blocks, which run through the block pipeline in batches
    (:class:`~qkdpp.engine.party.PartyEngine`).
+
+Lanes (``[session] lanes = L``, in-process runs only): L independent links (own session id,
+handshake, configuration check, transcript and authentication) run at the same time, lane ``k``
+taking chunks ``c`` with ``(c − 1) mod L = k``. Lane 0 runs the timing step; the other lanes of
+the same party take its result (same process) after their own configuration check. All lanes
+share the party's key store and pads (SQLite transactions; pads are withdrawn and accepted
+atomically). While one lane waits for its peer, another computes: the kernels release the GIL.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +118,14 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 
 @dataclass
+class LaneShare:
+    """What lane 0 of a party hands to the party's other lanes (same process)."""
+
+    ready: threading.Event = field(default_factory=threading.Event)
+    timing: Frame | None = None
+
+
+@dataclass
 class PartyResult:
     """What one party's run produced."""
 
@@ -187,11 +202,15 @@ def run_party(
     *,
     workdir: str | Path,
     on_block: Callable[[Frame], None] | None = None,
+    lane: int = 0,
+    share: LaneShare | None = None,
 ) -> PartyResult:
     """One party's whole run over a handshaken ``link``.
 
-    Per-party files (key store, bootstrap key, authentication pool) default to
-    :func:`~qkdpp.engine.inputs.party_files` under ``workdir``.
+    Per-party files (key store, bootstrap key) default to
+    :func:`~qkdpp.engine.inputs.party_files` under ``workdir``. ``lane`` / ``share``: this run is
+    lane ``lane`` of ``config["session"]["lanes"]`` (see the module docstring); lane 0 publishes
+    its timing result in ``share``, the others wait for it there.
     """
     role = Role(role)
     t0 = time.perf_counter()
@@ -214,16 +233,30 @@ def run_party(
     def make_acc() -> Accumulator:
         return Accumulator(role, sid, sess["block_size"], n_intensities=max(3, n_int))
 
+    lanes = int(sess.get("lanes", 1))
+    if not 0 <= lane < lanes or (lanes > 1 and share is None):
+        raise ConfigError(
+            f"[session] lanes = {lanes} needs both parties in one process (`qkdpp process` "
+            "without --role, or run_local); set lanes = 1 for two processes"
+        )
+
     def prelude() -> Frame:
         agree_config(
             link,
             {
                 "session": sess,
+                "lane": lane,
                 "timing": timing.get_config(),
                 "sift": sift.get_config(),
                 "blocks": blocks.get_config(),
             },
         )
+        if lane > 0:
+            assert share is not None
+            share.ready.wait()
+            if share.timing is None:
+                return _timing_frame(role, data, n_slots, sid).fail("timing failed in lane 0")
+            return share.timing
         (frame,) = timing.run_batch(
             [_timing_frame(role, data, n_slots, sid)], link, batch_id=TIMING_BATCH
         )
@@ -234,7 +267,13 @@ def run_party(
     )
     engine.setup()
     result = PartyResult(role, [], engine.stats)
-    tf = _retry(link, prelude)
+    try:
+        tf = _retry(link, prelude)
+        if lane == 0 and share is not None:
+            share.timing = tf
+    finally:
+        if lane == 0 and share is not None:
+            share.ready.set()
     # if the preliminary steps needed a resync, start where the two parties agreed
     engine.skip_below(-(-link.agreed_next_batch // STEP))
     if not tf.ok:
@@ -255,6 +294,8 @@ def run_party(
             tf.aux["det_double"],
         )
         chunks = bob_chunks(det, sess["chunk_slots"], sid)
+    if lanes > 1:
+        chunks = (c for c in chunks if (c.meta.frame_id - 1) % lanes == lane)
     for block in engine.run(chunks):
         result.blocks.append(block)
         if on_block is not None:
@@ -281,48 +322,107 @@ def run_local(
     transports: tuple[Transport, Transport] | None = None,
     on_block: Callable[[Role, Frame], None] | None = None,
 ) -> tuple[PartyResult, PartyResult]:
-    """Both parties in one process (two threads) over an in-memory link."""
-    ta, tb = transports or loopback_pair()
-    sid = str(uuid.uuid4())
+    """Both parties in one process (two threads per lane) over in-memory links.
+
+    ``transports`` (optional) carry lane 0; other lanes use loopback pairs. ``on_block`` is
+    called under a lock (lanes run concurrently).
+    """
+    lanes = int(config["session"].get("lanes", 1))
+    pairs = [transports or loopback_pair()] + [loopback_pair() for _ in range(lanes - 1)]
     timeout = float(config["session"]["timeout_s"])
-    links = {
-        Role.ALICE: PeerLink(ta, Role.ALICE, sid, timeout=timeout),
-        Role.BOB: PeerLink(tb, Role.BOB, sid, timeout=timeout),
-    }
-    out: dict[Role, PartyResult | BaseException] = {}
+    out: dict[tuple[int, Role], PartyResult | BaseException] = {}
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
+    shares = {Role.ALICE: LaneShare(), Role.BOB: LaneShare()}
+    lock = threading.Lock()
 
-    def party(role: Role, data: AliceRecord | EventChunk) -> None:
+    def report(role: Role) -> Callable[[Frame], None] | None:
+        if on_block is None:
+            return None
+
+        def call(f: Frame) -> None:
+            with lock:
+                on_block(role, f)
+
+        return call
+
+    def party(lane: int, role: Role, link: PeerLink, data: AliceRecord | EventChunk) -> None:
         try:
-            links[role].handshake()
-            out[role] = run_party(
+            try:
+                link.handshake()
+            except BaseException:
+                if lane == 0:
+                    shares[role].ready.set()  # the other lanes must not wait for ever
+                raise
+            out[lane, role] = run_party(
                 role,
                 config,
-                links[role],
+                link,
                 data,
                 alice.n_slots,
                 workdir=folder,
-                on_block=(lambda f: on_block(role, f)) if on_block else None,
+                on_block=report(role),
+                lane=lane,
+                share=shares[role],
             )
         except BaseException as exc:
-            out[role] = exc
-            links[role].transport.close()
+            out[lane, role] = exc
+            link.transport.close()
 
-    threads = [
-        threading.Thread(target=party, args=(Role.ALICE, alice), name="alice"),
-        threading.Thread(target=party, args=(Role.BOB, bob), name="bob"),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    threads = []
+    for lane, (ta, tb) in enumerate(pairs):
+        sid = str(uuid.uuid4())
+        for role, tr, data in ((Role.ALICE, ta, alice), (Role.BOB, tb, bob)):
+            link = PeerLink(tr, role, sid, timeout=timeout)
+            threads.append(
+                threading.Thread(
+                    target=party, args=(lane, role, link, data), name=f"{role.value}-{lane}"
+                )
+            )
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    merged = []
     for role in (Role.ALICE, Role.BOB):
-        r = out.get(role)
-        if isinstance(r, BaseException):
-            if isinstance(r, QkdppError):
-                raise r
-            raise RuntimeError(f"{role.value} failed: {type(r).__name__}: {r}") from r
-    a, b = out[Role.ALICE], out[Role.BOB]
-    assert isinstance(a, PartyResult) and isinstance(b, PartyResult)
-    return a, b
+        results = []
+        for lane in range(lanes):
+            r = out.get((lane, role))
+            if isinstance(r, BaseException):
+                if isinstance(r, QkdppError):
+                    raise r
+                raise RuntimeError(f"{role.value} failed: {type(r).__name__}: {r}") from r
+            assert isinstance(r, PartyResult)
+            results.append(r)
+        merged.append(_merge(results))
+    return merged[0], merged[1]
+
+
+def _merge(results: list[PartyResult]) -> PartyResult:
+    """One party's lanes as one result (blocks in block-id order, counters summed)."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    stats = PartyStats()
+    for r in results:
+        for f in fields(PartyStats):
+            v = getattr(r.stats, f.name)
+            if isinstance(v, dict):
+                total = getattr(stats, f.name)
+                for k, n in v.items():
+                    total[k] = total.get(k, 0) + n
+            else:
+                setattr(stats, f.name, getattr(stats, f.name) + v)
+    link_bytes: dict[str, int] = {}
+    for r in results:
+        for k, n in r.link_bytes.items():
+            link_bytes[k] = link_bytes.get(k, 0) + n
+    return PartyResult(
+        first.role,
+        sorted((b for r in results for b in r.blocks), key=lambda f: f.meta.frame_id),
+        stats,
+        timing=first.timing,
+        seconds=max(r.seconds for r in results),
+        link_bytes=link_bytes,
+        error=next((r.error for r in results if r.error), None),
+    )
