@@ -187,3 +187,32 @@ def test_xcorr_fast_matches_reference(slot0, k_lo, k_hi, true_K):
         want += pad[kj : kj + want.size]
     got = _xcorr_scores_fast(b, pilot, slot0, k_lo, k_hi, window)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    m=st.integers(2, 12),
+    seed=st.integers(0, 2**32 - 1),
+    shuffled=st.booleans(),
+)
+def test_tracking_shift_kernel_equals_numpy(n: int, m: int, seed: int, shuffled: bool) -> None:
+    """One-pass tracking correction == searchsorted/clip/rint oracle, also for events before
+    the first tracking block, on block starts exactly, and for times that go back."""
+    from qkdpp.timing.recover import ClockFit, _prepared_reference
+
+    rng = np.random.default_rng(seed)
+    tref = int(rng.integers(0, 2**40))
+    rel = np.sort(rng.integers(0, 10**6, n)).astype(np.int64)
+    if shuffled:
+        rng.shuffle(rel)
+    track_t = np.sort(rng.choice(np.arange(-1000, 10**6), m, replace=False)).astype(np.float64)
+    if n:
+        rel[: n // 4] = track_t[rng.integers(0, m, n // 4)].astype(np.int64)  # on block starts
+    corr = rng.normal(0, 300, m)
+    corr[0] = 0.5  # rint(0.5) = 0: ties to even, as NumPy
+    fit = ClockFit(0.0, 1000.0, 1000.0, 0.0, {}, track_t=track_t + tref, track_corr=corr)
+    tp = (rel + tref).astype(np.uint64)
+    want = _prepared_reference(rel, tref, fit)
+    got = kc.rel_shifted(tp, np.uint64(tref), track_t, corr)
+    assert np.array_equal(got, want)

@@ -544,28 +544,50 @@ def _fit_clock_fast(
     )
 
 
-def _prepared(t: np.ndarray, tref: int, fit: ClockFit) -> tuple[np.ndarray, np.ndarray]:
-    """Tracking-corrected relative times and the per-channel slot-0 start table."""
+def _start_table(tref: int, fit: ClockFit) -> np.ndarray:
+    """Per-channel time of slot 0 relative to ``tref`` (ps, float64[256])."""
     start = np.full(256, fit.t0_ps - tref)
     for ch, d in fit.delays_ps.items():
         start[ch] += d
+    return start
+
+
+def _prepared_reference(t: np.ndarray, tref: int, fit: ClockFit) -> np.ndarray:
+    """Tracking-corrected relative times (NumPy oracle of :func:`_times`)."""
     if fit.track_corr.size > 1:
         # block-wise tracking correction, applied as a shift of the event times
         blk = np.searchsorted(fit.track_t - tref, t, side="right") - 1
         t = t - np.rint(fit.track_corr[np.clip(blk, 0, None)]).astype(np.int64)
-    return t, start
+    return t
+
+
+def _relative(tp: np.ndarray, tref: int) -> np.ndarray:
+    """``int64`` times relative to ``tref`` (no tracking correction)."""
+    return (tp - np.uint64(tref)).astype(np.int64) if tp.size else np.empty(0, np.int64)
+
+
+def _times(ev: EventChunk, fit: ClockFit) -> tuple[np.ndarray, np.ndarray]:
+    """Tracking-corrected relative event times (int64, one pass) and the start table."""
+    tref = int(ev.t_ps[0]) if len(ev) else 0
+    if fit.track_corr.size > 1 and len(ev):
+        t = _kclock.rel_shifted(
+            ev.t_ps,
+            np.uint64(tref),
+            np.ascontiguousarray(fit.track_t - tref, dtype=np.float64),
+            np.ascontiguousarray(fit.track_corr, dtype=np.float64),
+        )
+    else:
+        t = _relative(ev.t_ps, tref)
+    return t, _start_table(tref, fit)
 
 
 def event_slots(
     events: EventChunk, fit: ClockFit, *, gate_ps: float = 400.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Slot (``int64``) and in-gate mask of every event of ``events`` (no merging, any flags)."""
-    ev = events
-    tref = int(ev.t_ps[0]) if len(ev) else 0
-    t = (ev.t_ps - np.uint64(tref)).astype(np.int64) if len(ev) else np.empty(0, np.int64)
-    t, start = _prepared(t, tref, fit)
+    t, start = _times(events, fit)
     slot, keep, _ = _ks.assign(
-        t, ev.channel, start, 1.0 / fit.period_ps, fit.period_ps, gate_ps / 2
+        t, events.channel, start, 1.0 / fit.period_ps, fit.period_ps, gate_ps / 2
     )
     return slot, keep
 
@@ -592,9 +614,7 @@ def assign_slots(
     if unm.size:
         i = int(unm[0])
         raise ConfigError(f"event {i}: channel {int(ev.channel[i])} is not in the channel map")
-    tref = int(ev.t_ps[0]) if len(ev) else 0
-    t = (ev.t_ps - np.uint64(tref)).astype(np.int64) if len(ev) else np.empty(0, np.int64)
-    t, start = _prepared(t, tref, fit)
+    t, start = _times(ev, fit)
     hi = slot0 + n_slots if n_slots is not None else np.iinfo(np.int64).max
     ss, b, v, d, n_gated, n_outside, _bad = _ks.assign_merge(
         t,

@@ -350,3 +350,24 @@ def track(tp, tref, ch, lut, slot, icpt, P2, edges):
             bs += d * d
         ss += bs
     return corr, ss
+
+
+@njit
+def rel_shifted(tp, tref, track_t, corr):
+    """``int64(tp − tref) − rint(corr[b])`` per event, ``b`` the last tracking block whose start
+    ``track_t`` (ps relative to ``tref``, float64, increasing) is ≤ the event's relative time,
+    block 0 before the first start — in one pass. Oracle: the NumPy expression in
+    :func:`qkdpp.timing.recover._prepared_reference` (searchsorted right − 1, clipped at 0)."""
+    n = tp.size
+    m = track_t.size
+    out = np.empty(n, np.int64)
+    j = 0
+    for i in range(n):
+        t = np.int64(tp[i] - tref)
+        tf = np.float64(t)
+        if j > 0 and tf < track_t[j]:  # times went back: find the block again
+            j = max(np.searchsorted(track_t, tf, side="right") - 1, 0)
+        while j + 1 < m and track_t[j + 1] <= tf:
+            j += 1
+        out[i] = t - np.int64(np.rint(corr[j])) if m else t
+    return out
