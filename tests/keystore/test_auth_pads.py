@@ -59,6 +59,16 @@ def test_pads_accepted_once_in_any_order(stores) -> None:  # type: ignore[no-unt
     assert b.use_pad(s1, "ab", o1, 8) is None
     assert b.use_pad(s1, "ab", o1 + 4, 8) is None  # overlaps used bytes
     assert b.pad_bytes_left("ab", need_ack=False, as_receiver=True) == 32 - 16
+    # sender's and receiver's stores report the same use of the half
+    assert (
+        a.pad_stats()
+        == b.pad_stats()
+        == {
+            "auth_pad_ab_bytes": 16,
+            "auth_pad_ba_bytes": 32,
+            "auth_segments": 1,
+        }
+    )
     assert b.use_pad("bootstrap", "ab", 100, 8) is None  # beyond the half
     assert b.use_pad("nope", "ab", 16, 8) is None
 

@@ -556,6 +556,23 @@ class KeyStore:
                 left += half - (used_ab if col == "used_ab" else used_ba)
         return left
 
+    def pad_stats(self) -> dict[str, int]:
+        """Authentication pads left in committed segments, per direction (bytes; a half's use is
+        the sender's high-water mark or the receiver's accepted bytes, whichever this store
+        keeps), and the number of usable segments. No key material."""
+        sql = self._usable_sql(False).replace(
+            "SELECT s.seg_id,", "SELECT s.seen_ab, s.seen_ba, s.seg_id,"
+        )
+        with self._lock:
+            rows = self._db.execute(sql).fetchall()
+        out = {"auth_pad_ab_bytes": 0, "auth_pad_ba_bytes": 0, "auth_segments": len(rows)}
+        for seen_ab, seen_ba, _, data, used_ab, used_ba in rows:
+            half = len(data) // 2
+            for d, used, seen in (("ab", used_ab, seen_ab), ("ba", used_ba, seen_ba)):
+                taken = max(used, sum(bin(b).count("1") for b in seen) if seen else 0)
+                out[f"auth_pad_{d}_bytes"] += half - taken
+        return out
+
     def stats(self) -> dict[str, int]:
         """Counts from the ``key_stats`` view: stored (deliverable), stored_bits, reserved
         (pending or unacknowledged), delivered, erased, voided."""

@@ -157,8 +157,8 @@ class Metrics:
             self.set("qkdpp_secret_key_rate_bps", (total - last[1]) / (t - last[0]))
 
     def observe_auth_pool(self, available_bytes: int) -> None:
-        """Set ``qkdpp_auth_reserve_bits`` from the authentication pool's fill level
-        (``AuthKeyPool.available``, in bytes)."""
+        """Set ``qkdpp_auth_reserve_bits`` from the authentication pads left (bytes, the
+        smaller direction of :meth:`~qkdpp.keystore.sqlite.KeyStore.pad_stats`)."""
         self.set("qkdpp_auth_reserve_bits", 8 * int(available_bytes))
 
     def update_kme(self, kme: KeyManager) -> None:
@@ -167,6 +167,8 @@ class Metrics:
         for state in ("stored", "reserved", "delivered", "erased", "voided"):
             self.set("qkdpp_keystore_keys", stats.get(state, 0), state=state)
         self.set("qkdpp_keystore_stored_bits", stats.get("stored_bits", 0))
+        pads = kme.store.pad_stats()
+        self.observe_auth_pool(min(pads["auth_pad_ab_bytes"], pads["auth_pad_ba_bytes"]))
         pool = kme.pool_stats()
         self.set("qkdpp_kme_pool_bits", pool.pop("pool_bits", 0))
         for name, n in pool.items():

@@ -63,7 +63,7 @@ def _kme_stats(path: Path) -> dict[str, Any]:
 
 def _stats(args: argparse.Namespace) -> int:
     with _open_store(args.store) as store:
-        out: dict[str, Any] = {"key_store": store.stats()}
+        out: dict[str, Any] = {"key_store": {**store.stats(), **store.pad_stats()}}
     kme = _kme_path(args.store, args.kme_db)
     if kme.is_file():
         out["kme"] = _kme_stats(kme)
