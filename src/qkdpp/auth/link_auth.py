@@ -173,9 +173,7 @@ class AuthenticatedChannel:
         return {k: v for k, v in msg.items() if k not in AUTH_FIELDS}
 
 
-def open_link_auth(
-    role: Role | str, bootstrap: str, keystore: str, tag_bits: int = 64
-) -> LinkAuth:
+def open_link_auth(role: Role | str, bootstrap: str, keystore: str, tag_bits: int = 64) -> LinkAuth:
     """A :class:`LinkAuth` over this party's key store (opened here), after the start-up
     self-test. The bootstrap pool goes into the key store the first time only."""
     self_test()
