@@ -23,17 +23,18 @@ pytestmark = pytest.mark.two_party
 class Once:
     """Drop (or tamper with) the first envelope ``stage/kind`` of a block batch."""
 
-    def __init__(self, inner, stage: str, kind: str, tamper: bool) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, inner, stage: str, kind: str, tamper: bool, first: int = 1025) -> None:  # type: ignore[no-untyped-def]
         self.inner = inner
         self.max_message = inner.max_message
         self.target = (stage, kind)
         self.tamper = tamper
+        self.first = first
         self.hit = False
 
     def send_bytes(self, data: bytes) -> None:
         if not self.hit:
             env = Envelope.decode(data)
-            if (env.stage, env.kind) == self.target and env.batch_id > 1024:
+            if (env.stage, env.kind) == self.target and env.batch_id >= self.first:
                 self.hit = True
                 if not self.tamper:
                     return
@@ -75,3 +76,18 @@ def test_one_bad_message_voids_one_batch(
     later_ok = [f for f in a.blocks if f.ok and f.meta.frame_id > first_bad]
     assert later_ok, f"no key after the fault: {[f.meta.failure for f in a.blocks]}"
     assert check["keys"] >= len(later_ok)
+
+
+@pytest.mark.parametrize("tamper", [False, True])
+def test_bad_prelude_tag_reruns_the_prelude(tamper: bool, link_data, workdir: Path) -> None:
+    """The configuration check and timing pilot are tagged before use; a lost or tampered tag
+    there reruns them after a resync, and the run still delivers identical keys."""
+    alice, bob = link_data
+    cfg = e2e_config(timeout_s=2.0, block_size=250_000, batch_size=1)
+    ta, tb = loopback_pair()
+    fa = Once(ta, "authenticate", "tag", tamper, first=0)
+    a, b = run_local(cfg, alice, bob, workdir=workdir, transports=(fa, tb))
+    assert fa.hit
+    assert a.stats.resyncs + b.stats.resyncs == 0  # the preliminary steps retried on their own
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"] and check["keys"] >= 2, check

@@ -34,7 +34,7 @@ from qkdpp.engine.config import block_stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine
 from qkdpp.engine.report import block_row
-from qkdpp.engine.run import agree_config
+from qkdpp.engine.run import agree_config, authenticate_now
 from qkdpp.errors import ChannelClosed, ConfigError, ProtocolError, TransportError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.simulator import LinkParams, simulate_link
@@ -204,6 +204,7 @@ class LinkNode:
                         "blocks": blocks.get_config(),
                     },
                 )
+                authenticate_now(blocks, link, 0)
             except ConfigError as exc:
                 log.error(
                     "configuration differs from the peer's: %s",

@@ -178,6 +178,13 @@ def bob_chunks(det: BobDetections, chunk_slots: int, session_id: str) -> Iterato
         yield bob_frame(part, frame_id=c, session_id=session_id)
 
 
+def authenticate_now(blocks: Pipeline, link: PeerLink, batch_id: int) -> None:
+    """One transcript tag exchange now, with the block pipeline's ``authenticate`` stage (raises
+    :class:`~qkdpp.errors.ChannelDesync` on failure)."""
+    stage = next(s for s in blocks.stages if s.name == "authenticate")
+    stage.authenticate_transcript(link.scope(batch_id, stage.name))  # type: ignore[attr-defined]
+
+
 def _timing_frame(
     role: Role, data: AliceRecord | EventChunk, n_slots: int, session_id: str
 ) -> Frame:
@@ -253,6 +260,7 @@ def run_party(
         )
         if lane > 0:
             assert share is not None
+            authenticate_now(blocks, link, TIMING_BATCH)
             share.ready.wait()
             if share.timing is None:
                 return _timing_frame(role, data, n_slots, sid).fail("timing failed in lane 0")
@@ -260,6 +268,8 @@ def run_party(
         (frame,) = timing.run_batch(
             [_timing_frame(role, data, n_slots, sid)], link, batch_id=TIMING_BATCH
         )
+        # tag the configuration check and the pilot before anything is derived from them
+        authenticate_now(blocks, link, TIMING_BATCH)
         return frame
 
     engine = PartyEngine(

@@ -89,6 +89,7 @@ class AuthenticationStage(Stage):
         if not 32 <= tag_bits <= 128:
             raise ConfigError(f"tag_bits must be in [32, 128], got {tag_bits}")
         self.auth: LinkAuth | None = None
+        self.last_message_bytes = 0
         self._last = {SENT: 0, RECEIVED: 0}  # last tagged sequence number per direction
 
     def setup(self) -> None:
@@ -135,7 +136,14 @@ class AuthenticationStage(Stage):
             return None
         return out, first, pos
 
-    def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+    def authenticate_transcript(self, peer: PeerScope) -> tuple[int, float]:
+        """Run one tag exchange over everything untagged so far (see the module docstring).
+
+        Returns the pad bits it used (both directions) and the ε of its two tags; raises
+        :class:`~qkdpp.errors.ChannelDesync` on any failure. The engine also calls this right
+        after its preliminary steps (configuration check, timing pilot), so that nothing is
+        derived from them before a tag covered them.
+        """
         self.setup()
         auth = self.auth
         if auth is None:  # pragma: no cover (setup() always sets it or raises)
@@ -152,14 +160,18 @@ class AuthenticationStage(Stage):
             raise ChannelDesync(f"{self.name}: {exc}") from None
         if not ok:
             raise ChannelDesync(f"{self.name}: transcript tag mismatch")
-        pad_bits = 8 * (auth.pad_bytes_used - used0)
-        eps = min(1.0, 2 * auth.eps(len(message)))
+        self.last_message_bytes = len(message)
+        return 8 * (auth.pad_bytes_used - used0), min(1.0, 2 * auth.eps(len(message)))
+
+    def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        pad_bits, eps = self.authenticate_transcript(peer)
+        message_bytes = self.last_message_bytes
         out = []
         for f in frames:
             meta = f.meta.with_eps(self.name, "eps_auth", eps).with_tags(
                 auth_pad_bits=pad_bits / len(frames),
                 auth_batch_frames=len(frames),
-                auth_message_bytes=len(message),
+                auth_message_bytes=message_bytes,
             )
             out.append(f.evolve(meta=meta.advance(KeyState.AUTHENTICATED, n_bits=f.meta.n_bits)))
         return out
