@@ -1,8 +1,8 @@
 """End to end, both parties in one process (two threads, loopback link): sifted key bits per
 second through the whole chain — timing, sifting, estimation, reconciliation, verification, key
 length, privacy amplification, authentication, two-phase commit — and the per-stage breakdown in
-``extra_info``. Per-stage baselines live in the stage benchmarks; the end-to-end figure has none
-(the reference kernels would take hours at this size).
+``extra_info``. Per-stage baselines live in the stage benchmarks; the end-to-end baseline is the
+same chain on one lane (the reference kernels would take hours at this size).
 
 Run: ``pytest benchmarks/test_bench_e2e.py --benchmark-enable``.
 """
@@ -31,8 +31,13 @@ def link():  # type: ignore[no-untyped-def]
     return cfg, alice, bob
 
 
-def test_end_to_end_25km_8e8_slots(benchmark, link) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("lanes", [1, 2], ids=["one_lane_baseline", "two_lanes"])
+def test_end_to_end_25km_8e8_slots(benchmark, link, lanes: int) -> None:  # type: ignore[no-untyped-def]
+    """Both roles, the whole chain; ``lanes = 2`` (two links over interleaved chunks at the same
+    time) against one lane, same capture, same run. Each lane loses its last partial block, so
+    two lanes process slightly fewer sifted bits: compare bits_per_s."""
     cfg, alice, bob = link
+    cfg = {**cfg, "session": {**cfg["session"], "lanes": lanes}}
     results = []
 
     def run() -> None:
