@@ -18,7 +18,7 @@ from qkdpp.keystore.sqlite import KeyStore
 def stores(tmp_path: Path):  # type: ignore[no-untyped-def]
     a, b = KeyStore(tmp_path / "a.sqlite"), KeyStore(tmp_path / "b.sqlite")
     boot = bytes(range(64))
-    assert a.add_pad_segment("bootstrap", boot) and b.add_pad_segment("bootstrap", boot)
+    assert a.add_pad_segment(boot) and b.add_pad_segment(boot)
     yield a, b
     a.close()
     b.close()
@@ -26,9 +26,11 @@ def stores(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_bootstrap_segment_only_once(stores) -> None:  # type: ignore[no-untyped-def]
     a, _ = stores
-    assert not a.add_pad_segment("bootstrap", bytes(64))
+    assert not a.add_pad_segment(bytes(64))
     with pytest.raises(ConfigError):
-        a.add_pad_segment("odd", bytes(3))
+        a.add_pad_segment(bytes(3))
+    with pytest.raises(ConfigError):
+        a.add_pad_segment(bytes(8), seg_id="other")
 
 
 def test_pads_are_never_reused_or_accepted_twice(stores) -> None:  # type: ignore[no-untyped-def]
@@ -99,6 +101,15 @@ def test_segment_follows_its_block(stores) -> None:  # type: ignore[no-untyped-d
     b.put_pending(kid2, "s", 8, b"\x01", 8, auth=bytes(16))
     b.void(kid2)
     assert b.use_pad(kid2, "ab", 0, 8) is None
+    # a pending block voided by its TTL loses its segment too
+    kid3 = str(uuid.uuid4())
+    b.put_pending(kid3, "s", 10, b"\x01", 8, ttl=1e-9, auth=bytes(16))
+    b.expire()
+    assert b.record(kid3).state == "void"
+    assert b.use_pad(kid3, "ab", 0, 8) is None
+    for kid_void in (kid2, kid3):  # gone from the table, not just unusable
+        row = b._db.execute("SELECT count(*) FROM auth_segments WHERE seg_id=?", (kid_void,))
+        assert row.fetchone()[0] == 0
     with pytest.raises(ConfigError, match="even"):
         b.put_pending(str(uuid.uuid4()), "s", 9, b"\x01", 8, auth=bytes(3))
 

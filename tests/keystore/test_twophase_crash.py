@@ -154,7 +154,7 @@ def run_trial(tmp: Path, trial: int, rng: random.Random) -> dict[str, int]:
     pool = hashlib.sha256(f"pool{seed}".encode()).digest() * 8  # 16 pads per direction
     for db in dbs.values():
         with KeyStore(db) as s:
-            s.add_pad_segment("bootstrap", pool)
+            s.add_pad_segment(pool)
     logs = {r: tmp / f"{trial}-{r}.log" for r in ("alice", "bob")}
     listener = TcpListener("127.0.0.1", 0)
     port = listener.address[1]

@@ -180,7 +180,7 @@ def open_link_auth(role: Role | str, bootstrap: str, keystore: str, tag_bits: in
     boot = load_bootstrap(bootstrap)
     try:
         store = KeyStore(keystore)
-        store.add_pad_segment("bootstrap", boot.pool)
+        store.add_pad_segment(boot.pool)
         return LinkAuth(store, boot.hash_key, role, tag_bits=tag_bits)
     finally:
         boot.wipe()

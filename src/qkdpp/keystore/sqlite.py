@@ -373,6 +373,11 @@ class KeyStore:
                 )
                 n += cur.rowcount
             db.execute("UPDATE keys SET key=NULL WHERE state IN ('void','erased')")
+            void = "SELECT key_id FROM keys WHERE state='void'"
+            db.execute(
+                f"UPDATE auth_segments SET data=zeroblob(length(data)) WHERE seg_id IN ({void})"
+            )
+            db.execute(f"DELETE FROM auth_segments WHERE seg_id IN ({void})")
             return n
 
         n = int(self._tx(run))
@@ -436,9 +441,13 @@ class KeyStore:
     # (``used_*``: the first unused offset); the receiver accepts every byte of the peer's half at
     # most once (``seen_*``: one bit per byte), in any order, so that concurrent links (lanes)
     # sharing the store may deliver their tags in any order while a replay still fails.
-    def add_pad_segment(self, seg_id: str, data: bytes | bytearray) -> bool:
-        """Insert a segment that needs no commit (the bootstrap pool), once: returns False (and
-        changes nothing) if ``seg_id`` was ever inserted, so a restart never reuses its pads."""
+    def add_pad_segment(self, data: bytes | bytearray, seg_id: str = "bootstrap") -> bool:
+        """Insert the segment that needs no commit (the bootstrap pool), once: returns False (and
+        changes nothing) if it was ever inserted, so a restart never reuses its pads. Every other
+        segment belongs to a key (:meth:`put_pending`) and is usable only while that key's row
+        says committed / delivered / erased."""
+        if seg_id != "bootstrap":
+            raise ConfigError("only the bootstrap segment is added directly")
         if len(data) % 2 or not data:
             raise ConfigError(f"a pad segment needs a positive even length, got {len(data)}")
 
@@ -458,7 +467,7 @@ class KeyStore:
         ack = " AND k.peer_ack = 1" if need_ack else ""
         return (
             "SELECT s.seg_id, s.data, s.used_ab, s.used_ba FROM auth_segments s "
-            "LEFT JOIN keys k ON k.key_id = s.seg_id WHERE (k.key_id IS NULL OR "
+            "LEFT JOIN keys k ON k.key_id = s.seg_id WHERE (s.seg_id = 'bootstrap' OR "
             f"(k.state IN ('committed','delivered','erased'){ack}))"
         )
 
