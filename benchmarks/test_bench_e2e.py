@@ -90,8 +90,7 @@ def _blocks(cfg, alice, bob, workdir: Path):  # type: ignore[no-untyped-def]
 def test_block_pipeline_25km_1e6_blocks(benchmark, link) -> None:  # type: ignore[no-untyped-def]
     """Sifted key bits/s through estimation → reconciliation → verification → key length → PA →
     authentication → commit, 4 blocks of 1e6 bits per lock-step batch, both roles."""
-    from qkdpp.engine.config import BLOCK_STAGES, stage_configs
-    from qkdpp.engine.inputs import party_files
+    from qkdpp.engine.config import block_stage_configs
     from qkdpp.testing import run_pair
 
     cfg, alice, bob = link
@@ -102,14 +101,7 @@ def test_block_pipeline_25km_1e6_blocks(benchmark, link) -> None:  # type: ignor
     results = []
 
     def configs(role: str, tmp: str) -> list[dict]:
-        files = party_files(tmp, role)
-        out = stage_configs(cfg, BLOCK_STAGES)
-        for c in out:
-            if c["stage"] == "commit":
-                c["path"] = str(files["keystore"])
-            if c["stage"] == "authenticate":
-                c["bootstrap"] = str(files["bootstrap"])
-        return out
+        return block_stage_configs(cfg, tmp, role)
 
     def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -37,8 +37,8 @@ def test_verify_poly_hash(benchmark, backend: str, n: int) -> None:  # type: ign
 
 def test_auth_key_consumption_1e6(benchmark, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from qkdpp.auth import write_bootstrap
-    from qkdpp.frame import KeyState
     from qkdpp.stages.authentication import AuthenticationStage
+    from qkdpp.stages.commit import CommitStage
     from qkdpp.stages.privacy_amplification import PrivacyAmplificationStage
     from qkdpp.stages.verification import VerificationStage
     from qkdpp.testing import correlated_pair, run_pair
@@ -47,23 +47,29 @@ def test_auth_key_consumption_1e6(benchmark, tmp_path) -> None:  # type: ignore[
     boot = tmp_path / "boot.key"
     write_bootstrap(boot, os.urandom(16 + 8192))
 
-    def pipeline(role: str) -> list:
+    rounds = iter(range(100))
+
+    def pipeline(role: str, r: int) -> list:
+        store = str(tmp_path / f"keys-{role}-{r}.sqlite")
         return [
             VerificationStage(role),
             PrivacyAmplificationStage(role),
-            AuthenticationStage(role, bootstrap=str(boot), low_water_bytes=1024),
+            AuthenticationStage(role, bootstrap=str(boot), keystore=store),
+            CommitStage(role, path=store, bootstrap=str(boot)),
         ]
 
     def run():  # type: ignore[no-untyped-def]
         fa, fb = correlated_pair(n, 0.0, seed=1)
         fa = fa.evolve(meta=fa.meta.with_tags(key_length=n // 2))
         fb = fb.evolve(meta=fb.meta.with_tags(key_length=n // 2))
-        return run_pair(pipeline("alice"), pipeline("bob"), [fa], [fb])
+        r = next(rounds)
+        return run_pair(pipeline("alice", r), pipeline("bob", r), [fa], [fb])
 
     res = benchmark.pedantic(run, rounds=3, iterations=1)
     f = res.alice[0]
-    assert f.meta.state is KeyState.AUTHENTICATED
-    pad_bits = f.meta.tags["auth_pad_bits"]
+    assert f.ok and "key_id" in f.meta.tags
+    # transcript tag (one pad each way) + the block's four tagged commit messages
+    pad_bits = f.meta.tags["auth_pad_bits"] + f.meta.tags["auth_commit_pad_bits"]
     benchmark.extra_info["auth_pad_bits_per_block"] = pad_bits
     benchmark.extra_info["produced_key_bits"] = f.meta.n_bits
     benchmark.extra_info["auth_fraction"] = pad_bits / f.meta.n_bits
