@@ -89,3 +89,12 @@ class CaptureError(QkdppError):
 
 class KeyStoreError(QkdppError):
     """The key store refused an operation (unknown key, already taken, wrong state, disk full)."""
+
+
+class UnknownKey(KeyStoreError):
+    """No key with that id in the key store."""
+
+
+class CommitRefused(KeyStoreError):
+    """One side refused to store a block in the two-phase commit and told the other: the block
+    is void at both ends and the exchange is still in step."""

@@ -91,3 +91,44 @@ def test_bad_prelude_tag_reruns_the_prelude(tamper: bool, link_data, workdir: Pa
     assert a.stats.resyncs + b.stats.resyncs == 0  # the preliminary steps retried on their own
     check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
     assert check["identical"] and check["keys"] >= 2, check
+
+
+@pytest.mark.parametrize(
+    ("role", "step"),
+    [("alice", "put_pending"), ("alice", "commit"), ("bob", "put_pending"), ("bob", "commit")],
+)
+def test_full_disk_mid_commit_voids_one_batch(
+    role: str, step: str, link_data, workdir: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A key store that fails once (as SQLite does on a full disk) at one party's commit step:
+    a clear error, nothing half-stored, the parties resynchronise and recover, later batches
+    deliver identical keys and nothing stays pending."""
+    import sqlite3
+
+    from qkdpp.keystore.sqlite import KeyStore
+
+    alice, bob = link_data
+    cfg = e2e_config(timeout_s=2.0, block_size=250_000, batch_size=1)
+    original = getattr(KeyStore, step)
+    state = {"hit": 0}
+
+    def failing(self, *a, **k):  # type: ignore[no-untyped-def]
+        if self.path.name == f"keys-{role}.sqlite" and not state["hit"]:
+            state["hit"] += 1
+
+            def full(db):  # type: ignore[no-untyped-def]
+                raise sqlite3.OperationalError("database or disk is full")
+
+            return self._tx(full)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(KeyStore, step, failing)
+    a, b = run_local(cfg, alice, bob, workdir=workdir)
+    assert state["hit"] == 1
+    reasons = [f.meta.failure or "" for f in a.blocks + b.blocks if not f.ok]
+    assert any("disk is full" in r for r in reasons), reasons
+    check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
+    assert check["identical"] and check["keys"] >= 2, check
+    for who in ("alice", "bob"):
+        with KeyStore(workdir / f"keys-{who}.sqlite") as ks:
+            assert ks.records("pending") == []

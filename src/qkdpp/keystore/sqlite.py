@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qkdpp.errors import ConfigError, KeyStoreError
+from qkdpp.errors import ConfigError, KeyStoreError, UnknownKey
 
 STATES = ("pending", "committed", "delivered", "erased", "void")
 
@@ -133,14 +133,28 @@ class KeyStore:
 
     # -- plumbing ------------------------------------------------------------------------------
     def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run ``fn`` in one durable transaction; SQLite failures (disk full, I/O error, a locked
+        or corrupt file) become :class:`KeyStoreError` naming the file, and nothing is kept."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                out = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    out = fn(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    try:
+                        self._db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                raise KeyStoreError(
+                    f"key store {self.path}: {exc}; nothing of this step was stored "
+                    "(free disk space or check the file, then restart: recovery resolves "
+                    "undecided blocks with the peer)"
+                ) from exc
             return out
 
     def close(self) -> None:
@@ -229,7 +243,7 @@ class KeyStore:
         def run(db: sqlite3.Connection) -> str:
             row = db.execute("SELECT state FROM keys WHERE key_id=?", (kid,)).fetchone()
             if row is None:
-                raise KeyStoreError(f"{what}: unknown key {kid}")
+                raise UnknownKey(f"{what}: unknown key {kid}")
             if row[0] == new:
                 if extra:
                     db.execute(f"UPDATE keys SET {extra}, updated=? WHERE key_id=?", (now, kid))
@@ -396,7 +410,7 @@ class KeyStore:
                 (kid,),
             ).fetchone()
         if row is None:
-            raise KeyStoreError(f"unknown key {kid}")
+            raise UnknownKey(f"unknown key {kid}")
         return KeyRecord(
             row[0],
             row[1],

@@ -39,7 +39,7 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
-from qkdpp.errors import KeyStoreError, ProtocolError
+from qkdpp.errors import CommitRefused, KeyStoreError, ProtocolError, UnknownKey
 from qkdpp.frame import Role
 from qkdpp.keystore.sqlite import KeyStore
 
@@ -86,9 +86,10 @@ def commit_coordinator(
     """Alice's side of the two-phase commit; returns the key id (deliverable when this returns).
 
     ``key`` holds ``n_bits`` bits (MSB-first); its first ``auth_bytes`` bytes (even) become an
-    authentication-pad segment, the rest the stored key. Raises :class:`KeyStoreError` if Bob
-    refused (the key is then void on both sides) and lets transport errors propagate (recovery
-    resolves the block later).
+    authentication-pad segment, the rest the stored key. Raises :class:`CommitRefused` if Bob
+    refused (the key is then void on both sides), :class:`KeyStoreError` if this side's store
+    failed (the exchange is then out of step: resynchronise and recover), and lets transport
+    errors propagate (recovery resolves the block later).
     """
     kid = key_id or str(uuid.uuid4())
     auth, app, n_app = split_block(key, n_bits, auth_bytes)
@@ -107,7 +108,7 @@ def commit_coordinator(
         raise ProtocolError(f"2pc.prepared for key {msg['key_id']}, expected {kid}")
     if not _field(msg, "ok", bool, "2pc.prepared"):
         store.void(kid)
-        raise KeyStoreError(f"peer refused to store block {block_id}: {msg.get('reason', '')}")
+        raise CommitRefused(f"peer refused to store block {block_id}: {msg.get('reason', '')}")
     store.commit(kid)
     chan.send("2pc.commit", {"key_id": kid})
     msg = chan.recv("2pc.ack")
@@ -126,7 +127,10 @@ def commit_participant(
     n_bits: int,
 ) -> tuple[str, int]:
     """Bob's side of the two-phase commit; returns the key id Alice chose and the number of
-    bytes she reserved for authentication pads (split off the front of ``key`` as she did)."""
+    bytes she reserved for authentication pads (split off the front of ``key`` as she did).
+
+    Raises :class:`CommitRefused` when this side could not store the block and told Alice so,
+    :class:`KeyStoreError` when the store failed after the prepare (out of step: resync)."""
     msg = chan.recv("2pc.prepare")
     kid = _field(msg, "key_id", str, "2pc.prepare")
     try:
@@ -154,7 +158,7 @@ def commit_participant(
         store.put_pending(kid, session_id, block_id, app, n_app, auth=auth)
     except KeyStoreError as exc:
         chan.send("2pc.prepared", {"key_id": kid, "ok": False, "reason": str(exc)[:200]})
-        raise
+        raise CommitRefused(f"could not store block {block_id}: {exc}") from exc
     chan.send("2pc.prepared", {"key_id": kid, "ok": True})
     msg = chan.recv("2pc.commit")
     if _field(msg, "key_id", str, "2pc.commit") != kid:
@@ -208,7 +212,7 @@ def recover(store: KeyStore, chan: Channel, role: Role) -> dict[str, int]:
     for kid in decided:
         try:
             rec = store.record(kid)
-        except KeyStoreError:
+        except UnknownKey:
             continue  # never prepared here: Alice will void it
         if rec.state == "pending":
             store.commit(kid, peer_ack=True)

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from qkdpp.errors import ConfigError, KeyStoreError, QkdppError
+from qkdpp.errors import ConfigError, KeyStoreError, QkdppError, UnknownKey
 from qkdpp.keystore.sqlite import KeyStore
 
 __all__ = [
@@ -957,7 +957,7 @@ class KeyManager:
                 if row is None:
                     try:
                         rec = self.store.record(bid)
-                    except KeyStoreError:
+                    except UnknownKey:
                         raise ApiError(400, "unknown block", [{"block_ID": bid}]) from None
                     if rec.state != "committed" or rec.expires <= now:
                         raise ApiError(400, "block not available here", [{"block_ID": bid}])

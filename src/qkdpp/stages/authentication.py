@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from qkdpp.auth import encode_transcript
 from qkdpp.auth.link_auth import AUTH_FIELDS, LinkAuth, open_link_auth
-from qkdpp.errors import AuthenticationFailed, ChannelDesync, ConfigError
+from qkdpp.errors import AuthenticationFailed, ChannelDesync, ConfigError, KeyStoreError
 from qkdpp.frame import Frame, KeyState, Role
 from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.envelope import MsgType
@@ -156,7 +156,7 @@ class AuthenticationStage(Stage):
                 ok, message = self._alice(peer, auth, tr, link.send_epoch, link.recv_epoch)
             else:
                 ok, message = self._bob(peer, auth, tr, link.send_epoch, link.recv_epoch)
-        except AuthenticationFailed as exc:
+        except (AuthenticationFailed, KeyStoreError) as exc:
             raise ChannelDesync(f"{self.name}: {exc}") from None
         if not ok:
             raise ChannelDesync(f"{self.name}: transcript tag mismatch")

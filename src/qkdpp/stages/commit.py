@@ -17,9 +17,11 @@ the front of the block for a new pad segment (half per direction) and announces 
 prepare message; the segment is stored with the key in one transaction and becomes usable once
 the block is committed. The reserve is never given to applications.
 
-An authentication failure raises :class:`~qkdpp.errors.ChannelDesync`: the batch is void and the
-parties resynchronise (then recover). After a block is stored, the key bits in the frame are wiped
-(zeroed in place); the frame keeps ``meta.tags["key_id"]`` and ``n_bits`` becomes the stored
+An authentication failure, or a failure of this side's key store mid-exchange (disk full, I/O
+error), raises :class:`~qkdpp.errors.ChannelDesync`: the batch is void and the parties
+resynchronise, then recover. A block one side could not store and said so (``CommitRefused``) is
+void at both ends and the batch goes on. After a block is stored, the key bits in the frame are
+wiped (zeroed in place); the frame keeps ``meta.tags["key_id"]`` and ``n_bits`` becomes the stored
 length. Leakage: none (ids and lengths only). ε: ``eps_auth_commit`` = the forgery bound of the
 block's four tagged messages; their pads (both directions) are tagged ``auth_commit_pad_bits``.
 """
@@ -29,7 +31,13 @@ from __future__ import annotations
 import logging
 
 from qkdpp.auth.link_auth import AuthenticatedChannel, LinkAuth, open_link_auth
-from qkdpp.errors import AuthenticationFailed, ChannelDesync, ConfigError, KeyStoreError
+from qkdpp.errors import (
+    AuthenticationFailed,
+    ChannelDesync,
+    CommitRefused,
+    ConfigError,
+    KeyStoreError,
+)
 from qkdpp.frame import Frame, Role
 from qkdpp.keystore.sqlite import KeyStore
 from qkdpp.keystore.twophase import commit_coordinator, commit_participant, recover
@@ -144,7 +152,9 @@ class CommitStage(Stage):
                         auth_commit_pad_bits=8 * (self.auth.pad_bytes_used - used0)
                     )
                     out[-1] = out[-1].evolve(meta=meta)
-        except AuthenticationFailed as exc:
+        except (AuthenticationFailed, KeyStoreError) as exc:
+            # a bad tag, or this side's store failed mid-exchange: void the batch, resync, and
+            # let the recovery of the next generation decide every undecided block with the peer
             raise ChannelDesync(f"{self.name}: {exc}") from None
         return out
 
@@ -160,7 +170,7 @@ class CommitStage(Stage):
                 )
             else:
                 kid, auth_bytes = commit_participant(store, chan, sid, bid, key.tobytes(), n)
-        except KeyStoreError as exc:
+        except CommitRefused as exc:
             return f.fail(f"commit: {exc}")
         rest = key[auth_bytes:].copy()
         if self.params["wipe"]:
