@@ -184,15 +184,18 @@ def test_authenticate_bootstrap_pool_enters_the_store_once(tmp_path: Path) -> No
     run_pair(sa, sb, *frames([(20000, 0.0)], key_length=10000))
     st = sa[-1]
     assert st.auth is not None
-    # 2048 bytes per direction; one 8-byte pad used in each
-    assert st.auth.store.pad_bytes_left("ab", need_ack=True) == 2048 - 8
+    # 2048 bytes per direction; one 8-byte pad used in each, a lease of pads withdrawn
+    assert st.auth.pad_bytes_used == 16
+    left = 2048 - 8 * st.auth.lease
+    assert st.auth.store.pad_bytes_left("ab", need_ack=True) == left
     st.close()
     sb[-1].close()
-    # a restarted node continues from the key store, never from the bootstrap pool again
+    # a restarted node continues from the key store, never from the bootstrap pool again (the
+    # unused rest of the lease is wasted, never reused)
     again = AuthenticationStage("alice", bootstrap=ka, keystore=str(tmp_path / "keys-alice.sqlite"))
     again.setup()
     assert again.auth is not None
-    assert again.auth.store.pad_bytes_left("ab", need_ack=True) == 2048 - 8
+    assert again.auth.store.pad_bytes_left("ab", need_ack=True) == left
     assert (Path(tmp_path / "keys-alice.sqlite").exists())
     again.close()
 
@@ -219,7 +222,7 @@ def test_authenticate_many_batches_marks_advance(tmp_path: Path) -> None:
     wa, wb = sa[-1].auth, sb[-1].auth
     assert wa is not None and wb is not None
     assert wa.pad_bytes_used == wb.pad_bytes_used == 4 * 16
-    assert wa.store.pad_bytes_left("ab", need_ack=False) == 2048 - 4 * 8  # Alice's own tags
+    assert wa.store.pad_bytes_left("ab", need_ack=False) == 2048 - 8 * wa.lease  # withdrawn
     assert wa.store.pad_bytes_left("ba", need_ack=False, as_receiver=True) == 2048 - 4 * 8
     # every record was covered: the transcripts were trimmed up to the last tag
     assert res.alice_link.transcript.position("sent") > 20

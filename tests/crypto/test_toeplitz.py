@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import galois
 import numpy as np
 import pytest
@@ -15,19 +17,26 @@ from qkdpp.kernels.toeplitz import _ref
 
 BACKENDS = toeplitz.available_backends()
 COMPILED = "compiled" in BACKENDS
-# compiled base cases to cover: portable PCLMULQDQ, and AVX-512 VPCLMULQDQ where the CPU has it
-SIMD = [False, True] if COMPILED and toeplitz.impl("compiled").HAVE_AVX512 else [False]
+HAVE_AVX512 = COMPILED and bool(toeplitz.impl("compiled").HAVE_AVX512)
+# compiled base cases to cover: portable PCLMULQDQ, and where the CPU has AVX-512 VPCLMULQDQ the
+# word schoolbook and the digit-Karatsuba kernel (used for base sizes B % 4 == 0)
+SIMD = ["pclmul", "avx512", "avx512k"] if HAVE_AVX512 else ["pclmul"]
 
 
-@pytest.fixture(params=SIMD, ids=lambda v: "avx512" if v else "pclmul")
-def simd(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def _set_mode(mode: str) -> None:
+    cy = toeplitz.impl("compiled")
+    assert cy.set_simd(mode != "pclmul") == (mode != "pclmul")
+    assert cy.set_kara(mode == "avx512k") == (mode == "avx512k")
+
+
+@pytest.fixture(params=SIMD)
+def simd(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if not COMPILED:
         yield None
         return
-    cy = toeplitz.impl("compiled")
-    cy.set_simd(request.param)
+    _set_mode(request.param)
     yield request.param
-    cy.set_simd(True)
+    _set_mode("avx512k" if HAVE_AVX512 else "pclmul")
 
 
 def rand_packed(rng: np.random.Generator, nbits: int) -> np.ndarray:
@@ -63,7 +72,7 @@ def test_rss_vectors(backend: str, data: str, want: int) -> None:
     base=st.integers(1, 32),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_compiled_equals_naive_product(simd: bool, n: int, m: int, base: int, seed: int) -> None:
+def test_compiled_equals_naive_product(simd: str, n: int, m: int, base: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     # garbage in the pad bits must be ignored
     s = rng.integers(0, 256, (n + m - 1 + 7) // 8, dtype=np.uint8)
@@ -73,10 +82,86 @@ def test_compiled_equals_naive_product(simd: bool, n: int, m: int, base: int, se
 
 
 @pytest.mark.skipif(not COMPILED, reason="compiled Toeplitz kernel not built")
-@pytest.mark.parametrize(
-    ("n", "m", "base"), [(0, 1, 16), (1, 0, 16), (9000, 4101, 1), (6001, 6001, 3), (12345, 999, 16)]
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-def test_compiled_deep_recursion_against_convolution(simd: bool, n: int, m: int, base: int) -> None:
+@given(
+    n=st.integers(1, 9000),
+    m=st.integers(1, 9000),
+    digits=st.integers(1, 16),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_base_multiple_of_4(simd: str, n: int, m: int, digits: int, seed: int) -> None:
+    """Base sizes 4, 8, ..., 128 words (the digit-Karatsuba kernel on AVX-512), odd bit sizes."""
+    W, B = toeplitz.impl("compiled").plan(min(n, m), 4 * digits)
+    assert B % 4 == 0 and W % B == 0 and min(n, m) <= 64 * W
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 256, (n + m - 1 + 7) // 8, dtype=np.uint8)
+    x = rng.integers(0, 256, (n + 7) // 8, dtype=np.uint8)
+    got = toeplitz.impl("compiled").toeplitz_hash(s, x, n, m, 4 * digits)
+    assert np.array_equal(got, _ref.toeplitz_hash(s, x, n, m))
+
+
+@pytest.mark.skipif(not HAVE_AVX512, reason="CPU without AVX-512 VPCLMULQDQ")
+@pytest.mark.parametrize("base", range(4, 129, 4))
+def test_kernels_agree_on_every_base_size(base: int) -> None:
+    """One block of every base size the planner may pick: the three kernels agree word for word,
+    and a single base block (no recursion) equals the integer convolution mod 2."""
+    cy = toeplitz.impl("compiled")
+    rng = np.random.default_rng(base)
+    for w in (base, 2 * base):
+        s = rng.integers(0, 2**64, 2 * w, dtype=np.uint64)
+        x = rng.integers(0, 2**64, w, dtype=np.uint64)
+        outs = []
+        for mode in SIMD:
+            _set_mode(mode)
+            y = np.zeros(w, dtype=np.uint64)
+            cy.middle_product(s, x, y, base)
+            outs.append(y)
+        _set_mode("avx512k")
+        for y in outs[1:]:
+            assert np.array_equal(y, outs[0])
+    # direct check of one base block: y = coefficients [N - 1, 2N - 1) of s(z) x(z), N = 64 B
+    nb = 64 * base
+    sb = np.unpackbits(s[: 2 * base].view(np.uint8), bitorder="little")[: 2 * nb]
+    xb = np.unpackbits(x[:base].view(np.uint8), bitorder="little")
+    want = (np.convolve(sb.astype(np.int64), xb.astype(np.int64)) & 1)[nb - 1 : 2 * nb - 1]
+    y = np.zeros(base, dtype=np.uint64)
+    cy.middle_product(s[: 2 * base], x[:base], y, base)
+    assert np.array_equal(np.unpackbits(y.view(np.uint8), bitorder="little"), want)
+
+
+@pytest.mark.skipif(not COMPILED, reason="compiled Toeplitz kernel not built")
+@settings(max_examples=200, deadline=None)
+@given(
+    nbits=st.integers(1, 1000),
+    shift=st.integers(0, 300),
+    extra=st.integers(0, 3),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_word_conversion(nbits: int, shift: int, extra: int, seed: int) -> None:
+    """MSB-first bytes <-> LE-bit words (the compiled conversion) against unpackbits."""
+    cy = toeplitz.impl("compiled")
+    rng = np.random.default_rng(seed)
+    packed = rng.integers(0, 256, (nbits + 7) // 8 + extra, dtype=np.uint8)
+    nwords = (nbits + shift + 63) // 64 + extra
+    words = cy._to_words(packed, nbits, nwords, shift)
+    got = np.unpackbits(words.view(np.uint8), bitorder="little")
+    want = np.zeros(64 * nwords, dtype=np.uint8)
+    want[shift : shift + nbits] = np.unpackbits(packed, count=nbits)
+    assert np.array_equal(got, want)
+    back = cy._from_words(words[shift // 64 :], nbits + shift % 64)
+    bits = np.unpackbits(back, count=nbits + shift % 64)
+    assert np.array_equal(bits[shift % 64 :], np.unpackbits(packed, count=nbits))
+    assert not np.unpackbits(back)[nbits + shift % 64 :].any()  # pad bits zero
+
+
+@pytest.mark.skipif(not COMPILED, reason="compiled Toeplitz kernel not built")
+@pytest.mark.parametrize(
+    ("n", "m", "base"),
+    [(0, 1, 16), (1, 0, 16), (9000, 4101, 1), (6001, 6001, 3), (12345, 999, 16), (20000, 7777, 4)],
+)
+def test_compiled_deep_recursion_against_convolution(simd: str, n: int, m: int, base: int) -> None:
     if n == 0 or m == 0:
         with pytest.raises(ConfigError):
             toeplitz.toeplitz_hash(np.zeros(4, np.uint8), np.zeros(4, np.uint8), n, m)

@@ -51,6 +51,24 @@ def test_pads_are_never_reused_or_accepted_twice(stores) -> None:  # type: ignor
     assert pad == bytes(range(32, 40))
 
 
+def test_a_lease_of_pads_is_one_withdrawal(stores) -> None:  # type: ignore[no-untyped-def]
+    a, b = stores
+    got = a.next_pads("ab", 8, 3, need_ack=True)
+    assert [(s, o) for s, o, _ in got] == [("bootstrap", 0), ("bootstrap", 8), ("bootstrap", 16)]
+    assert a.pad_bytes_left("ab", need_ack=True) == 8
+    assert len(a.next_pads("ab", 8, 3, need_ack=True)) == 1  # what is left
+    lb = LinkAuth(b, bytes(16), "bob", lease=3)
+    first = lb.tag(b"m0")
+    assert b.pad_bytes_left("ba", need_ack=False) == 32 - 24  # one withdrawal of three pads
+    tags = [first] + [lb.tag(b"m%d" % i) for i in (1, 2, 3)]
+    assert [t["pad_off"] for t in tags] == [0, 8, 16, 24]
+    with pytest.raises(AuthenticationFailed, match="exhausted"):
+        lb.tag(b"m4")
+    # the receiver accepts them in any order, each once
+    la = LinkAuth(a, bytes(16), "alice")
+    assert la.verify(b"m2", tags[2]) and la.verify(b"m0", tags[0]) and not la.verify(b"m0", tags[0])
+
+
 def test_pads_accepted_once_in_any_order(stores) -> None:  # type: ignore[no-untyped-def]
     """Concurrent links may deliver tags out of order: each pad is accepted once, whenever."""
     a, b = stores

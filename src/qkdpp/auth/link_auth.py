@@ -49,10 +49,19 @@ class LinkAuth:
         Alice tags with the ``ab`` halves, Bob with the ``ba`` halves.
     tag_bits : int
         Tag length ``t`` (32..128); each tag costs ``ceil(t / 8)`` pad bytes.
+    lease : int
+        Pads withdrawn from the store per durable transaction (held in memory until used; a
+        crash wastes the unused ones, never reuses them). One fsync per pad costs ≈ 5 ms here.
     """
 
     def __init__(
-        self, store: KeyStore, hash_key: bytes | bytearray, role: Role | str, *, tag_bits: int = 64
+        self,
+        store: KeyStore,
+        hash_key: bytes | bytearray,
+        role: Role | str,
+        *,
+        tag_bits: int = 64,
+        lease: int = 1,
     ) -> None:
         if len(hash_key) != 16:
             raise ConfigError(f"Wegman–Carter hash key must be 16 bytes, got {len(hash_key)}")
@@ -64,6 +73,8 @@ class LinkAuth:
         self._key = bytearray(hash_key)
         self.send_dir, self.recv_dir = ("ab", "ba") if self.role is Role.ALICE else ("ba", "ab")
         self.pad_bytes_used = 0  # both directions, since construction
+        self.lease = lease
+        self._lease: list[tuple[str, int, bytearray]] = []  # withdrawn, not yet used (secret)
 
     @property
     def pad_bytes(self) -> int:
@@ -83,14 +94,19 @@ class LinkAuth:
 
         Raises :class:`AuthenticationFailed` when no pad is left.
         """
-        try:
-            seg, off, pad = self.store.next_pad(
-                self.send_dir, self.pad_bytes, need_ack=self.role is Role.ALICE
-            )
-        except KeyStoreError as exc:
-            raise AuthenticationFailed(str(exc)) from None
+        if not self._lease:
+            try:
+                got = self.store.next_pads(
+                    self.send_dir, self.pad_bytes, self.lease, need_ack=self.role is Role.ALICE
+                )
+            except KeyStoreError as exc:
+                raise AuthenticationFailed(str(exc)) from None
+            self._lease = [(seg, off, bytearray(pad)) for seg, off, pad in reversed(got)]
+        seg, off, pad = self._lease.pop()
         self.pad_bytes_used += len(pad)
-        return {"pad_seg": seg, "pad_off": off, "tag": self._mac(message, pad)}
+        tag = self._mac(message, bytes(pad))
+        pad[:] = bytes(len(pad))
+        return {"pad_seg": seg, "pad_off": off, "tag": tag}
 
     def verify(self, message: bytes, fields: dict[str, Any]) -> bool:
         """Check the peer's tag fields over ``message`` (constant-time comparison).
@@ -114,8 +130,11 @@ class LinkAuth:
         return hmac.compare_digest(self._mac(message, pad), tag)
 
     def wipe(self) -> None:
-        """Overwrite the hash key with zeros."""
+        """Overwrite the hash key with zeros and drop the withdrawn pads."""
         self._key[:] = bytes(len(self._key))
+        for _, _, pad in self._lease:
+            pad[:] = bytes(len(pad))
+        self._lease.clear()
 
     def __repr__(self) -> str:  # never show key material
         return f"LinkAuth(role={self.role.value}, tag_bits={self.tag_bits})"
@@ -173,7 +192,9 @@ class AuthenticatedChannel:
         return {k: v for k, v in msg.items() if k not in AUTH_FIELDS}
 
 
-def open_link_auth(role: Role | str, bootstrap: str, keystore: str, tag_bits: int = 64) -> LinkAuth:
+def open_link_auth(
+    role: Role | str, bootstrap: str, keystore: str, tag_bits: int = 64, lease: int = 16
+) -> LinkAuth:
     """A :class:`LinkAuth` over this party's key store (opened here), after the start-up
     self-test. The bootstrap pool goes into the key store the first time only."""
     self_test()
@@ -181,6 +202,6 @@ def open_link_auth(role: Role | str, bootstrap: str, keystore: str, tag_bits: in
     try:
         store = KeyStore(keystore)
         store.add_pad_segment(boot.pool)
-        return LinkAuth(store, boot.hash_key, role, tag_bits=tag_bits)
+        return LinkAuth(store, boot.hash_key, role, tag_bits=tag_bits, lease=lease)
     finally:
         boot.wipe()

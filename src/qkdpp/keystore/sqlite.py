@@ -486,40 +486,55 @@ class KeyStore:
         )
 
     def next_pad(self, direction: str, nbytes: int, *, need_ack: bool) -> tuple[str, int, bytes]:
-        """Withdraw the next unused ``nbytes`` pad of ``direction`` (``"ab"`` or ``"ba"``) from
-        the oldest usable segment; durable before it returns (write-ahead: a crash after this can
-        waste the pad, never reuse it). The pad bytes are zeroed in the store.
+        """Withdraw the next unused ``nbytes`` pad of ``direction`` (``"ab"`` or ``"ba"``): the
+        first of :meth:`next_pads` with ``count = 1``."""
+        return self.next_pads(direction, nbytes, 1, need_ack=need_ack)[0]
+
+    def next_pads(
+        self, direction: str, nbytes: int, count: int, *, need_ack: bool
+    ) -> list[tuple[str, int, bytes]]:
+        """Withdraw up to ``count`` unused ``nbytes`` pads of ``direction`` (``"ab"`` or
+        ``"ba"``), oldest usable segment first, in one transaction that is durable before it
+        returns (write-ahead: a crash after this can waste the pads, never reuse them). Returns
+        ``(segment, offset, pad)`` triples (at least one); the pad bytes are zeroed in the store.
 
         ``need_ack``: only segments of keys the peer acknowledged (the coordinator's rule: the
         peer then certainly holds the segment committed). Raises :class:`KeyStoreError` when no
         usable segment has room (the link needs fresh key or a new bootstrap key).
         """
         col = _pad_col(direction)
+        if nbytes <= 0 or count <= 0:
+            raise ConfigError(f"next_pads: nbytes and count must be > 0, got {nbytes}, {count}")
 
-        def run(db: sqlite3.Connection) -> tuple[str, int, bytes]:
+        def run(db: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
             rows = db.execute(
                 self._usable_sql(need_ack) + " ORDER BY s.created, s.rowid"
             ).fetchall()
+            out: list[tuple[str, int, bytes]] = []
             for seg_id, data, used_ab, used_ba in rows:
                 half = len(data) // 2
-                off = used_ab if col == "used_ab" else used_ba
-                if off + nbytes > half:
-                    continue
+                off0 = off = used_ab if col == "used_ab" else used_ba
                 base = 0 if col == "used_ab" else half
                 buf = bytearray(data)
-                pad = bytes(buf[base + off : base + off + nbytes])
-                buf[base + off : base + off + nbytes] = bytes(nbytes)
-                db.execute(
-                    f"UPDATE auth_segments SET data=?, {col}=? WHERE seg_id=?",
-                    (bytes(buf), off + nbytes, seg_id),
+                while len(out) < count and off + nbytes <= half:
+                    out.append((str(seg_id), off, bytes(buf[base + off : base + off + nbytes])))
+                    off += nbytes
+                if off > off0:
+                    buf[base + off0 : base + off] = bytes(off - off0)
+                    db.execute(
+                        f"UPDATE auth_segments SET data=?, {col}=? WHERE seg_id=?",
+                        (bytes(buf), off, seg_id),
+                    )
+                if len(out) == count:
+                    break
+            if not out:
+                raise KeyStoreError(
+                    f"authentication pads exhausted ({direction}): no usable segment has "
+                    f"{nbytes} bytes left; the link needs a new bootstrap key"
                 )
-                return str(seg_id), int(off), pad
-            raise KeyStoreError(
-                f"authentication pads exhausted ({direction}): no usable segment has "
-                f"{nbytes} bytes left; the link needs a new bootstrap key"
-            )
+            return out
 
-        out: tuple[str, int, bytes] = self._tx(run)
+        out: list[tuple[str, int, bytes]] = self._tx(run)
         return out
 
     def use_pad(self, seg_id: str, direction: str, offset: int, nbytes: int) -> bytes | None:

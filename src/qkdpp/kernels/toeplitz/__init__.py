@@ -10,8 +10,8 @@ Functions (dispatch through :mod:`qkdpp.backend`):
 ``toeplitz_hash(seed, x, n, m)``, ``modified_toeplitz_hash(seed, x, n, m)``.
 
 The compiled backend uses carry-less multiplication (PCLMULQDQ, or AVX-512 VPCLMULQDQ when the
-CPU has it, chosen at run time) with a Karatsuba-style middle product: integer arithmetic, so no
-size limit on exactness.
+CPU has it, chosen at run time) with a Karatsuba-style middle product whose AVX-512 base case is
+itself a digit-level Karatsuba: integer arithmetic, so no size limit on exactness.
 """
 
 from __future__ import annotations
