@@ -76,7 +76,10 @@ class EventChunk:
         return cls(t, c, f)
 
     def photons(self) -> EventChunk:
-        """Only the detections (``flags == 0``)."""
+        """Only the detections (``flags == 0``); this chunk itself when it has no flagged event
+        (no copy)."""
+        if not self.flags.any():
+            return self
         m = self.flags == 0
         return EventChunk(self.t_ps[m], self.channel[m], self.flags[m])
 

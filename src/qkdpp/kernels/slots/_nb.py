@@ -180,4 +180,7 @@ def assign_merge(
     cc = ch[m]
     o = np.argsort(ss, kind="stable")
     out = merge(ss[o], cc[o], basis_map, value_map)
-    return (*out[:4], int((~keep).sum()), int((keep & ~inside).sum()), int(bad))
+    # the fused pass stopped early: look for unmapped channels over all events
+    badi = np.flatnonzero(basis_map[ch] == UNMAPPED)
+    bad = int(badi[0]) if badi.size else -1
+    return (*out[:4], int((~keep).sum()), int((keep & ~inside).sum()), bad)
