@@ -11,6 +11,8 @@ Examples::
     python scripts/study_cascade.py --published          # n = 1e4, q = 1, 2, 5 %, 50 runs
     python scripts/study_cascade.py --qbers 0.005 0.01 0.02 0.05 0.1 --sizes 10000 100000 \\
         1000000 --runs 20 --out study_cascade
+    python scripts/study_cascade.py --ratio 64 --variants option7 --sizes 10000 1000000 \\
+        --qbers 0.02 0.05 --seed 1      # round trips: 64-frame batch vs the frames alone
 
 f = (parities disclosed by Alice) / (n h(q)).
 """
@@ -141,6 +143,48 @@ def stage_mbps(variant: str, n: int, q: float, frames: int, reps: int, seed: int
     }
 
 
+def round_trip_ratio(variant: str, n: int, q: float, frames: int, seed: int) -> dict:
+    """Round trips of one ``frames``-frame lock-step batch against the same frames run alone.
+
+    Each of the ``frames`` frames is reconciled alone (in-process oracle) and then all of them
+    together in one batch; returns the batch's round trips, the mean / max single-frame round
+    trips and the ratios batch / mean single and max single / mean single (the batch costs its
+    slowest frame, so the two ratios coincide up to one round trip).
+    """
+    v = get_variant(variant)
+    rng = np.random.default_rng(seed)
+    sa = PassShuffles("ratio", n, v.passes)
+    sb = PassShuffles("ratio", n, v.passes)
+    keys = []
+    for _ in range(frames):
+        a = rng.integers(0, 2, n, dtype=np.uint8)
+        b = a.copy()
+        b[rng.choice(n, round(q * n), replace=False)] ^= 1
+        keys.append((a, b))
+    singles = []
+    for a, b in keys:
+        alice = AliceFrame(a, v.passes, sa)
+        singles.append(bob_reconcile([BobFrame(b.copy(), q, v, sb)], AliceOracle([alice])))
+        alice.release()
+    alices = [AliceFrame(a, v.passes, sa) for a, _ in keys]
+    batch = bob_reconcile([BobFrame(b.copy(), q, v, sb) for _, b in keys], AliceOracle(alices))
+    for alice in alices:
+        alice.release()
+    mean = float(np.mean(singles))
+    return {
+        "variant": variant,
+        "n": n,
+        "qber": q,
+        "frames": frames,
+        "batch_rt": batch,
+        "single_rt_mean": mean,
+        "single_rt_min": int(np.min(singles)),
+        "single_rt_max": int(np.max(singles)),
+        "batch_over_mean_single": batch / mean,
+        "max_over_mean_single": float(np.max(singles)) / mean,
+    }
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -194,8 +238,28 @@ def main(argv: list[str] | None = None) -> int:
         help="also time REPS batches of --frames frames through the cascade stage over the "
         "loopback PeerLink (Mbit/s best / median / per CPU second, round trips)",
     )
+    ap.add_argument(
+        "--ratio",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="instead: round trips of a FRAMES-frame batch against the same frames alone",
+    )
     ap.add_argument("--out", default="study_cascade", help="output prefix (.csv, .png)")
     args = ap.parse_args(argv)
+    if args.ratio:
+        for variant in args.variants:
+            for n in args.sizes:
+                for q in args.qbers:
+                    r = round_trip_ratio(variant, n, q, args.ratio, args.seed)
+                    print(
+                        f"{variant:9s} n={n:>8d} q={q:.3f} batch of {args.ratio}: "
+                        f"rt={r['batch_rt']} single rt mean={r['single_rt_mean']:.1f} "
+                        f"min={r['single_rt_min']} max={r['single_rt_max']} "
+                        f"batch/mean single={r['batch_over_mean_single']:.2f}",
+                        flush=True,
+                    )
+        return 0
     if args.published:
         args.sizes, args.qbers, args.runs = [10_000], [0.01, 0.02, 0.05], max(args.runs, 50)
     rows = []

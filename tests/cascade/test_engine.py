@@ -150,24 +150,32 @@ def test_corrects_and_books_every_parity(variant: str) -> None:
         assert 1.0 < f < 1.35, f
 
 
-def test_round_trips_do_not_grow_with_frames() -> None:
-    """A 64-frame batch costs the round trips of its slowest frame, not the sum.
+def test_batch_costs_exactly_its_slowest_frame() -> None:
+    """A 64-frame lock-step batch needs exactly the round trips of its slowest frame run alone:
+    frames never hold each other back, so round trips do not grow with the number of frames.
 
-    (Measured ratio against the mean single frame is about 2 for option7 at n = 1e4 -- the
-    slowest of 64 frames; the issue's 1.5x target is not met, see docs/cascade.md.)
+    (The issue's "64 frames need at most 1.5x the round trips of a single frame" does not hold:
+    the slowest of 64 frames takes 1.4-2.1x the mean single frame -- option7 at QBER 2 and 5 %:
+    n = 1e4 1.48-1.96 over 4 seeds, n = 1e6 1.43-2.09 over 5 seeds; see docs/cascade.md,
+    "Round trips of a batch".)
     """
-    n, q, v = 10_000, 0.02, "option7"
-    singles = []
-    for i in range(8):
-        a1, b1, _ = make_batch(n, q, v, frames=1, seed=100 + i)
-        singles.append(bob_reconcile(b1, AliceOracle(a1)))
-    alices, many, truth = make_batch(n, q, v, frames=64, seed=2)
+    n, q, variant = 10_000, 0.02, "option7"
+    v = get_variant(variant)
+    alices, many, truth = make_batch(n, q, variant, frames=64, seed=2)
+    keys = [(a.bits.copy(), b.bits.copy()) for a, b in zip(alices, many, strict=False)]
     oracle = AliceOracle(alices)
     rt64 = bob_reconcile(many, oracle)
     assert oracle.round_trips == rt64
-    assert rt64 <= max(b.rounds for b in many) + 1
-    assert rt64 <= 2.5 * np.mean(singles), (singles, rt64)
     assert all(np.array_equal(b.bits, t) for b, t in zip(many, truth, strict=False))
+    sa = PassShuffles("test", n, v.passes)
+    sb = PassShuffles("test", n, v.passes)
+    singles = []
+    for a, b in keys:
+        alone = BobFrame(b, q, v, sb)
+        singles.append(bob_reconcile([alone], AliceOracle([AliceFrame(a, v.passes, sa)])))
+        assert alone.rounds == singles[-1]
+    assert rt64 == max(singles), (rt64, singles)
+    assert 1.0 < rt64 / np.mean(singles) < 2.5
 
 
 def test_frame_scope_shuffles_differ_but_both_peers_agree() -> None:

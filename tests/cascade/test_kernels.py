@@ -117,3 +117,16 @@ def test_shuffle_seed_follows_its_specification() -> None:
     ).digest()
     want = (int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little"))
     assert shuffle_seed("session-A", 1000, 3, None) == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=0, max_size=70), st.integers(0, 5))
+def test_task_sort_is_stable_like_numpy(keys: list[int], spare: int) -> None:
+    """The step's merge sort of parked tasks orders them as a stable sort (ties by position)."""
+    m = len(keys)
+    srt = np.full((3, m + spare), -7, dtype=np.int64)
+    srt[0, :m] = keys
+    row = _nb._sort_index(srt, m)
+    assert row in (1, 2)
+    want = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
+    assert srt[row, :m].tolist() == want.tolist()

@@ -16,7 +16,13 @@ All kernels are ``nogil`` and allocate only their small outputs.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from qkdpp._numba import njit
 
@@ -191,16 +197,6 @@ def copy_parity(words: np.ndarray, s: int, e: int) -> np.uint8:
 
 
 @njit
-def bits_parity(bits: np.ndarray, s: int, e: int) -> np.uint8:
-    """Parity of ``bits[s:e]`` (unpacked 0/1 bytes): pass 0 is not shuffled, so its ranges are
-    read straight from the key."""
-    acc = np.uint8(0)
-    for x in range(s, e):
-        acc ^= bits[x]
-    return acc & np.uint8(1)
-
-
-@njit
 def _build_copy_row(bits, perms, bperm, r, words, wr):
     """Packed copy of row ``r`` of ``perms`` (``bperm`` for ``r == perms.shape[0]``) into
     ``words[wr]``."""
@@ -276,9 +272,9 @@ def answer_passes(bits, perms, words, has_copy, work, pids, starts, ends, out) -
 
     ``pids`` index rows of ``perms`` (pass permutations; row 0 is the identity), ``words``,
     ``has_copy`` and ``work`` (packed copy per pass, built lazily as in :func:`answer_ranges`,
-    once the gathered work exceeds ``n >> ALICE_COPY_SHIFT``). Returns the index of the first
-    invalid question (pass id outside ``perms``, or not ``0 <= start < end <= n``), or ``-1``
-    when all are valid; nothing is answered then.
+    once the gathered work exceeds ``n >> ALICE_COPY_SHIFT``; for pass 0 at its first
+    question). Returns the index of the first invalid question (pass id outside ``perms``, or
+    not ``0 <= start < end <= n``), or ``-1`` when all are valid; nothing is answered then.
     """
     n = bits.size
     npass = perms.shape[0]
@@ -288,10 +284,9 @@ def answer_passes(bits, perms, words, has_copy, work, pids, starts, ends, out) -
     for j in range(pids.size):
         p = pids[j]
         s, e = starts[j], ends[j]
-        if p == 0:  # pass 0 is the identity permutation
-            out[j] = bits_parity(bits, s, e)
-            continue
-        if has_copy[p] == 0 and work[p] + (e - s) > (n >> ALICE_COPY_SHIFT):
+        # pass 0 (the identity) packs the key at its first question: the packed copy is 8x
+        # smaller than the unpacked key, so it stays in cache
+        if has_copy[p] == 0 and (p == 0 or work[p] + (e - s) > (n >> ALICE_COPY_SHIFT)):
             _build_copy_row(bits, perms, bits, p, words, p)
             has_copy[p] = 1
         if has_copy[p] != 0:
@@ -309,6 +304,32 @@ def _apply_log(words, r, poss, bpos, flog, lo, hi):
     for t in range(lo, hi):
         x = np.int64(bpos[flog[t]]) if big else np.int64(poss[r, flog[t]])
         words[r, x >> 6] ^= np.uint64(1) << np.uint64(x & 63)
+
+
+@intrinsic
+def _prefetch_intrinsic(typingctx, arr, i):
+    """Hint the CPU to fetch the cache line of ``arr[i]`` (1-D array): ``llvm.prefetch``, read,
+    high locality. No effect on results; ``i`` may be out of range (a prefetch never faults)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], signature.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen
+
+
+# called as _prefetch(arr, i) from compiled code (numba supplies the typing context)
+_prefetch: Any = _prefetch_intrinsic
+PREFETCH = 8  # questions / tasks ahead whose node bytes are prefetched
 
 
 KNOWN = np.uint8(1)
@@ -410,6 +431,54 @@ def _hpop(hp, hn):
 
 
 @njit
+def _sort_index(srt, m):
+    """Stable sort of the task keys ``srt[0, :m]``: returns the row of ``srt`` (1 or 2) whose
+    first ``m`` entries are the indices ``0 .. m-1`` in key order. Bottom-up merge sort between
+    rows 1 and 2, and no pass at all when the keys are in order already (the usual case).
+    (One 2-D array, indexed directly: row views cost atomic reference counts in numba.)"""
+    for i in range(m):
+        srt[1, i] = i
+    for i in range(1, m):
+        if srt[0, i] < srt[0, i - 1]:
+            break
+    else:
+        return 1
+    src = 1
+    width = 1
+    while width < m:
+        dst = 3 - src
+        lo = 0
+        while lo < m:
+            mid = min(lo + width, m)
+            hi = min(lo + 2 * width, m)
+            if mid >= hi or srt[0, srt[src, mid - 1]] <= srt[0, srt[src, mid]]:
+                for t in range(lo, hi):
+                    srt[dst, t] = srt[src, t]
+            else:
+                a, b, t = lo, mid, lo
+                while a < mid and b < hi:
+                    if srt[0, srt[src, b]] < srt[0, srt[src, a]]:
+                        srt[dst, t] = srt[src, b]
+                        b += 1
+                    else:
+                        srt[dst, t] = srt[src, a]
+                        a += 1
+                    t += 1
+                while a < mid:
+                    srt[dst, t] = srt[src, a]
+                    a += 1
+                    t += 1
+                while b < hi:
+                    srt[dst, t] = srt[src, b]
+                    b += 1
+                    t += 1
+            lo = hi
+        src = dst
+        width *= 2
+    return src
+
+
+@njit
 def bob_step(
     bits,
     perms,
@@ -439,6 +508,11 @@ def bob_step(
     nlog,
     applied,
     slot_pid,
+    out_asks,
+    out_wait,
+    out_qs,
+    hp,
+    srt,
 ):
     """One round of Bob's engine (rules of :meth:`._ref.BobEngine.step`).
 
@@ -469,15 +543,29 @@ def bob_step(
 
     slot_pid : int64[S]
         Pass id held by each slot (for the questions as they go on the wire).
+    out_asks, out_wait, out_qs, hp : int64[c, 6], int64[c, 6], int64[c, 3], int64[h, 4]
+        Work buffers kept by the caller across rounds (not allocated every round): this round's
+        questions, waiting tasks, questions as they go on the wire, and the task heap. They
+        must not alias ``asked`` or ``parked``; one that is too small is replaced by a larger
+        one (returned).
+    srt : int64[3, >= p]
+        Scratch for sorting the parked tasks (keys, and two index rows).
 
     Returns
     -------
-    (asks int64[q, 6], parked int64[r, 6], flips int, questions int64[q, 3])
-        ``questions`` are the rows ``(pass id, start, end)`` of ``asks``.
+    (asks int64[c, 6], wait int64[c', 6], questions int64[c, 3], hp, na int, nw int, flips int)
+        The (possibly grown) buffers; rows ``asks[:na]`` are the new questions, ``wait[:nw]``
+        the parked tasks, ``questions[:na]`` the rows ``(pass id, start, end)`` of ``asks``.
     """
     nperm = perms.shape[0]
     n = bits.size
-    for r in range(asked.shape[0]):
+    na_in = asked.shape[0]
+    for r in range(na_in):
+        if r + PREFETCH < na_in:  # the node of a later answer (the loads overlap)
+            rr = r + PREFETCH
+            _prefetch(
+                node, slot_off[asked[rr, 0]] + asked[rr, 4] * slot_t[asked[rr, 0]] + asked[rr, 5]
+            )
         slot, s, e, pe, blk, h = (
             asked[r, 0],
             asked[r, 1],
@@ -488,29 +576,25 @@ def bob_step(
         )
         base = slot_off[slot] + blk * slot_t[slot]
         a = answers[r]
-        # Bob's current parity of [s, e): pass 0 is the identity (read the key); others gather
-        # through the permutation until the gathered work passes n >> COPY_SHIFT, then use the
-        # packed copy. Copies of slots of few blocks (``slot_few``: flips need no position
-        # there) catch up with the flip log only here. (Written out here: helpers taking
-        # arrays cost atomic reference-count updates per call in numba.)
-        if slot == 0:
-            b = np.uint8(0)
-            for y in range(s, e):
-                b ^= bits[y]
-            b &= np.uint8(1)
-        else:
-            if has_copy[slot] == 0 and work[slot] + (e - s) > (n >> COPY_SHIFT):
-                _build_copy_row(bits, perms, bperm, slot, words, slot)
-                has_copy[slot] = 1
+        # Bob's current parity of [s, e) from the packed copy of the slot: pass 0 (the
+        # identity) packs the key at its first question (a packed copy is 8x smaller than the
+        # key, so it stays in cache); others gather through the permutation until the
+        # gathered work passes n >> COPY_SHIFT, then build the copy. Copies of slots of few
+        # blocks (``slot_few``: flips need no position there) catch up with the flip log only
+        # here. (Written out here: helpers taking arrays cost atomic reference-count updates
+        # per call in numba.)
+        if has_copy[slot] == 0 and (slot == 0 or work[slot] + (e - s) > (n >> COPY_SHIFT)):
+            _build_copy_row(bits, perms, bperm, slot, words, slot)
+            has_copy[slot] = 1
+            applied[slot] = nlog[0]
+        if has_copy[slot] != 0:
+            if slot_few[slot] != 0 and applied[slot] < nlog[0]:
+                _apply_log(words, slot, poss, bpos, flog, applied[slot], nlog[0])
                 applied[slot] = nlog[0]
-            if has_copy[slot] != 0:
-                if slot_few[slot] != 0 and applied[slot] < nlog[0]:
-                    _apply_log(words, slot, poss, bpos, flog, applied[slot], nlog[0])
-                    applied[slot] = nlog[0]
-                b = _copy_parity_row(words, slot, s, e)
-            else:
-                work[slot] += e - s
-                b = _parity_perm_row(bits, perms, bperm, slot, s, e)
+            b = _copy_parity_row(words, slot, s, e)
+        else:
+            work[slot] += e - s
+            b = _parity_perm_row(bits, perms, bperm, slot, s, e)
         node[base + h] = KNOWN | (ABIT * a) | (BBIT * b)
         dirty[(base + h) >> PAGE_SHIFT] = 1
         if pe >= 0:  # block-parity inference: the right sibling costs nothing
@@ -519,29 +603,35 @@ def bob_step(
             pb = (par >> 3) & 1
             node[base + h + 1] = KNOWN | (ABIT * (pa ^ a)) | (BBIT * (pb ^ b))
             dirty[(base + h + 1) >> PAGE_SHIFT] = 1
-    # Parked tasks come sorted (one argsort); tasks created during the step (right siblings,
+    # Parked tasks are sorted once (stable); tasks created during the step (right siblings,
     # cascade) go to a small heap; the next task is the smaller head of the two, which is
     # exactly the shortest-first order of one heap holding everything.
     npk = parked.shape[0]
-    pkeys = np.empty(npk, dtype=np.int64)
     for r in range(npk):
-        pkeys[r] = _hkey(parked[r, 2] - parked[r, 1], parked[r, 0], parked[r, 1], parked[r, 3] >= 0)
-    order = np.argsort(pkeys, kind="mergesort")  # nearly sorted already: stable merge runs
+        srt[0, r] = _hkey(
+            parked[r, 2] - parked[r, 1], parked[r, 0], parked[r, 1], parked[r, 3] >= 0
+        )
+    orow = _sort_index(srt, npk)  # stable; nearly sorted already
     ptr = 0
     # min-heap of (key, parent_end, block, h) rows; questions and waiting tasks: 6-int rows
-    hp = np.empty((64, 4), dtype=np.int64)
     hn = 0
-    asks = np.empty((npk + 64, 6), dtype=np.int64)
+    asks = out_asks
     na = 0
-    wait = np.empty((npk + 64, 6), dtype=np.int64)
+    wait = out_wait
     nw = 0
     flips = 0
     xs = np.empty(max(nslots, 1), dtype=np.int64)
     while ptr < npk or hn > 0:
-        if ptr < npk and (hn == 0 or pkeys[order[ptr]] <= hp[0, 0]):
-            r = order[ptr]
+        if ptr < npk and (hn == 0 or srt[0, srt[orow, ptr]] <= hp[0, 0]):
+            if ptr + PREFETCH < npk:  # the node of a later parked task
+                rr = srt[orow, ptr + PREFETCH]
+                _prefetch(
+                    node,
+                    slot_off[parked[rr, 0]] + parked[rr, 4] * slot_t[parked[rr, 0]] + parked[rr, 5],
+                )
+            r = srt[orow, ptr]
             ptr += 1
-            hk, pe, blk, h = pkeys[r], parked[r, 3], parked[r, 4], parked[r, 5]
+            hk, pe, blk, h = srt[0, r], parked[r, 3], parked[r, 4], parked[r, 5]
         else:
             hk, pe, blk, h, hn = _hpop(hp, hn)
         s = (hk >> 1) & S_MASK
@@ -684,9 +774,11 @@ def bob_step(
                 if hn == hp.shape[0]:
                     hp = _grow_rows(hp)
                 hn = _hpush(hp, hn, _hkey(de - ds, q, ds, False), -1, qb, dh)
-    qs = np.empty((na, 3), dtype=np.int64)
+    qs = out_qs
+    if qs.shape[0] < na:
+        qs = np.empty((asks.shape[0], 3), dtype=np.int64)
     for r in range(na):
         qs[r, 0] = slot_pid[asks[r, 0]]
         qs[r, 1] = asks[r, 1]
         qs[r, 2] = asks[r, 2]
-    return asks[:na].copy(), wait[:nw].copy(), flips, qs
+    return asks, wait, qs, hp, na, nw, flips

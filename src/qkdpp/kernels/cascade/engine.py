@@ -240,6 +240,14 @@ class _CompiledBob:
         self.parked = np.empty((0, 6), dtype=np.int64)
         self.flips = 0
         self.cascade_on = True
+        # work buffers of bob_step, kept across rounds (two sets: a round reads the other's)
+        cap = 1024
+        self._asks = [np.empty((cap, 6), dtype=np.int64) for _ in range(2)]
+        self._wait = [np.empty((cap, 6), dtype=np.int64) for _ in range(2)]
+        self._qs = [np.empty((cap, 3), dtype=np.int64) for _ in range(2)]
+        self._hp = np.empty((64, 4), dtype=np.int64)
+        self._sort = np.empty((3, cap), dtype=np.int64)
+        self._buf = 0
 
     def start_pass(
         self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
@@ -305,7 +313,12 @@ class _CompiledBob:
         self.has_copy[s] = 0
 
     def step(self, answers: np.ndarray) -> np.ndarray:
-        asks, parked, flips, out = _nb.bob_step(
+        """One round (see :func:`._nb.bob_step`): the new questions, ``int64[q, 3]`` rows
+        ``(pass id, start, end)`` — a view of a work buffer, valid until the step after next."""
+        b = self._buf = 1 - self._buf
+        if self._sort.shape[1] < self.parked.shape[0]:
+            self._sort = np.empty((3, 2 * self.parked.shape[0]), dtype=np.int64)
+        asks, wait, qs, self._hp, na, nw, flips = _nb.bob_step(
             self.bits,
             self.sh.perms,
             self.sh.poss,
@@ -334,10 +347,16 @@ class _CompiledBob:
             self.nlog,
             self.applied,
             self.slot_pid,
+            self._asks[b],
+            self._wait[b],
+            self._qs[b],
+            self._hp,
+            self._sort,
         )
+        self._asks[b], self._wait[b], self._qs[b] = asks, wait, qs
         self.flips += flips
-        self.asked, self.parked = asks, parked
-        return out
+        self.asked, self.parked = asks[:na], wait[:nw]
+        return qs[:na]
 
 
 class _ReferenceBob:
