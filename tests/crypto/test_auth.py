@@ -5,41 +5,49 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from qkdpp.auth import (
-    AuthKeyPool,
-    WegmanCarter,
+    LinkAuth,
     encode_transcript,
     load_bootstrap,
     self_test,
+    wc_tag,
     write_bootstrap,
 )
 from qkdpp.auth import selftest as selftest_mod
 from qkdpp.errors import AuthenticationFailed, ConfigError
+from qkdpp.kernels import gfpoly
+from qkdpp.keystore.sqlite import KeyStore
 
 
-def pair(tag_bits: int = 64, pool_bytes: int = 256) -> tuple[WegmanCarter, WegmanCarter]:
+def pair(tmp_path: Path, tag_bits: int = 64, pool_bytes: int = 256) -> tuple[LinkAuth, LinkAuth]:
     key, pad = os.urandom(16), os.urandom(pool_bytes)
-    return (
-        WegmanCarter(key, AuthKeyPool(pad), tag_bits=tag_bits),
-        WegmanCarter(key, AuthKeyPool(pad), tag_bits=tag_bits),
-    )
+    out = []
+    for role in ("alice", "bob"):
+        store = KeyStore(tmp_path / f"{role}.sqlite")
+        store.add_pad_segment(pad)
+        out.append(LinkAuth(store, key, role, tag_bits=tag_bits))
+    return out[0], out[1]
 
 
-def test_tag_verifies_and_detects_tampering() -> None:
-    a, b = pair()
+def test_tag_verifies_and_detects_tampering(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
     msg = encode_transcript([b"hello", b"x" * 100], [b"world"])
     t = a.tag(msg)
-    assert len(t) == 8
+    assert len(t["tag"]) == 8
     assert b.verify(msg, t)
     t2 = a.tag(msg)
-    assert t2 != t  # fresh pad every tag
-    assert not b.verify(msg + b"\0", t2)  # pads stay in step even after a failure
+    assert t2["tag"] != t["tag"]  # fresh pad every tag
+    assert not b.verify(msg + b"\0", t2)
     t3 = a.tag(msg)
-    assert not b.verify(msg, bytes([t3[0] ^ 1]) + t3[1:])
-    assert a.pool.consumed_bytes == b.pool.consumed_bytes == 24
+    assert not b.verify(msg, {**t3, "tag": bytes([t3["tag"][0] ^ 1]) + t3["tag"][1:]})
+    assert not b.verify(msg, {**t3, "pad_off": "0"})  # malformed fields
+    assert a.pad_bytes_used == b.pad_bytes_used == 24
+    # a tag is the truncated POLYVAL hash xor the pad (the hash's vectors: the self-test)
+    key, pad = os.urandom(16), os.urandom(8)
+    h = gfpoly.truncate(gfpoly.poly_hash(key, msg), 64)
+    assert wc_tag(key, msg, pad, 64) == bytes(x ^ y for x, y in zip(h, pad, strict=True))
 
 
 def test_transcript_encoding_is_unambiguous() -> None:
@@ -47,26 +55,14 @@ def test_transcript_encoding_is_unambiguous() -> None:
     assert encode_transcript([b"ab"], []) != encode_transcript([], [b"ab"])
 
 
-def test_pool_exhaustion_and_wipe() -> None:
-    pool = AuthKeyPool(b"\x11" * 10, low_water_bytes=4)
-    assert pool.take(8) == b"\x11" * 8
+def test_pads_run_out(tmp_path: Path) -> None:
+    a, _ = pair(tmp_path, pool_bytes=32)  # 16 bytes per direction: two 8-byte pads
+    a.tag(b"1")
+    a.tag(b"2")
     with pytest.raises(AuthenticationFailed, match="exhausted"):
-        pool.take(3)
-    pool.wipe()
-    assert pool.available == 0
-    assert "11" not in repr(pool)
-
-
-def test_pool_reserve_is_refilled_before_release() -> None:
-    pool = AuthKeyPool(b"\x00" * 10, low_water_bytes=100, target_bytes=150)
-    key = np.arange(1000, dtype=np.uint8)
-    rest, rest_bits = pool.split_fresh_key(key, 8000)
-    assert pool.available == 150
-    assert rest_bits == 8000 - 8 * 140 and rest.size == 1000 - 140
-    assert np.array_equal(rest, key[140:])
-    # above the low-water mark nothing is taken
-    _rest2, bits2 = pool.split_fresh_key(key, 8000)
-    assert bits2 == 8000 and pool.available == 150
+        a.tag(b"3")
+    a.wipe()
+    assert "key" not in repr(a).replace("LinkAuth", "")
 
 
 def test_bootstrap_permissions(tmp_path: Path) -> None:
@@ -103,11 +99,14 @@ def test_self_test_passes_and_catches_a_broken_kernel(monkeypatch: pytest.Monkey
         self_test()
 
 
-def test_bad_parameters() -> None:
+def test_bad_parameters(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "k.sqlite")
     with pytest.raises(ConfigError):
-        WegmanCarter(b"short", AuthKeyPool())
+        LinkAuth(store, b"short", "alice")
     with pytest.raises(ConfigError):
-        WegmanCarter(bytes(16), AuthKeyPool(), tag_bits=16)
-    wc = WegmanCarter(bytes(16), AuthKeyPool(), tag_bits=40)
-    assert wc.pad_bytes == 5
-    assert wc.eps(1000) == pytest.approx((63 + 1) / 2**40)
+        LinkAuth(store, bytes(16), "alice", tag_bits=16)
+    la = LinkAuth(store, bytes(16), "alice", tag_bits=40)
+    assert la.pad_bytes == 5
+    assert la.eps(1000) == pytest.approx((63 + 1) / 2**40)
+    with pytest.raises(ConfigError):
+        wc_tag(bytes(16), b"m", bytes(4), 40)  # pad too short

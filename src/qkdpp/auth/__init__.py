@@ -1,22 +1,25 @@
-"""Wegman–Carter authentication: ε-AXU hash + one-time pad, key pool, bootstrap key, self-test.
+"""Wegman–Carter authentication: ε-AXU hash + one-time pads, bootstrap key, self-test.
 
-See :mod:`qkdpp.auth.wegman_carter` (tags), :mod:`qkdpp.auth.pool` (pool with reserve),
-:mod:`qkdpp.auth.bootstrap` (pre-shared key file, strict permissions) and
-:mod:`qkdpp.auth.selftest` (known-answer tests run before first use).
+See :mod:`qkdpp.auth.wegman_carter` (the tag, transcript encoding), :mod:`qkdpp.auth.link_auth`
+(addressed one-time pads in the key store, tagged channels), :mod:`qkdpp.auth.bootstrap`
+(pre-shared key file, strict permissions) and :mod:`qkdpp.auth.selftest` (known-answer tests run
+before first use).
 """
 
 from qkdpp.auth.bootstrap import BootstrapKey, check_permissions, load_bootstrap, write_bootstrap
-from qkdpp.auth.pool import AuthKeyPool
+from qkdpp.auth.link_auth import AuthenticatedChannel, LinkAuth, open_link_auth
 from qkdpp.auth.selftest import self_test
-from qkdpp.auth.wegman_carter import WegmanCarter, encode_transcript
+from qkdpp.auth.wegman_carter import encode_transcript, wc_tag
 
 __all__ = [
-    "AuthKeyPool",
+    "AuthenticatedChannel",
     "BootstrapKey",
-    "WegmanCarter",
+    "LinkAuth",
     "check_permissions",
     "encode_transcript",
     "load_bootstrap",
+    "open_link_auth",
     "self_test",
+    "wc_tag",
     "write_bootstrap",
 ]

@@ -14,9 +14,9 @@ in the two-phase commit of a block (:mod:`qkdpp.stages.commit`): a slice becomes
 when its block is committed — for Alice's own tags, only once Bob acknowledged his commit — so
 a pad the sender picks is always held by the receiver.
 
-Tag: ``trunc_t(POLYVAL_k(M)) ⊕ pad`` (:class:`~qkdpp.auth.wegman_carter.WegmanCarter`'s hash and
-bound, Wegman & Carter 1981, Krawczyk 1994). Messages of the two-phase commit are tagged one by
-one over :func:`message_bytes` (:class:`AuthenticatedChannel`).
+Tag: ``trunc_t(POLYVAL_k(M)) ⊕ pad`` (:func:`~qkdpp.auth.wegman_carter.wc_tag`; Wegman & Carter
+1981, Krawczyk 1994). Messages of the two-phase commit are tagged one by one over
+:func:`message_bytes` (:class:`AuthenticatedChannel`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 
 from qkdpp.auth.bootstrap import load_bootstrap
 from qkdpp.auth.selftest import self_test
+from qkdpp.auth.wegman_carter import wc_tag
 from qkdpp.errors import AuthenticationFailed, ConfigError, KeyStoreError
 from qkdpp.frame import Role
 from qkdpp.kernels import gfpoly
@@ -86,8 +87,7 @@ class LinkAuth:
         return gfpoly.eps_poly_hash(8 * message_bytes, self.tag_bits)
 
     def _mac(self, message: bytes, pad: bytes) -> bytes:
-        h = gfpoly.truncate(gfpoly.poly_hash(bytes(self._key), message), self.tag_bits)
-        return bytes(a ^ b for a, b in zip(h, gfpoly.truncate(pad, self.tag_bits), strict=True))
+        return wc_tag(bytes(self._key), message, pad, self.tag_bits)
 
     def tag(self, message: bytes) -> dict[str, Any]:
         """``{"pad_seg", "pad_off", "tag"}`` for ``message`` with this party's next pad.

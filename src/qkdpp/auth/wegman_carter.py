@@ -1,12 +1,11 @@
-"""Wegman–Carter authentication of the classical transcript.
+"""Wegman–Carter authentication: the tag function and the transcript message encoding.
 
 ``tag = trunc_t(poly_hash(k, M)) ⊕ r``: ``poly_hash`` is the ε-almost-XOR-universal POLYVAL hash of
 :mod:`qkdpp.kernels.gfpoly` with a reusable secret key ``k`` (16 bytes) and ``r`` a fresh ``t``-bit
-one-time pad from the :class:`~qkdpp.auth.pool.AuthKeyPool` (Wegman & Carter, JCSS 22 (1981);
-ε-AXU + OTP: Krawczyk, CRYPTO 1994, §2). A forgery succeeds with probability at most
-``ε = (L + 1) / 2^t`` per tag for messages of at most ``L`` 16-byte blocks
-(:func:`qkdpp.kernels.gfpoly.eps_poly_hash`). Tags are compared with
-:func:`hmac.compare_digest` (constant time).
+one-time pad (Wegman & Carter, JCSS 22 (1981); ε-AXU + OTP: Krawczyk, CRYPTO 1994, §2). A forgery
+succeeds with probability at most ``ε = (L + 1) / 2^t`` per tag for messages of at most ``L``
+16-byte blocks (:func:`qkdpp.kernels.gfpoly.eps_poly_hash`). Where the pads come from and how
+tags are compared: :mod:`qkdpp.auth.link_auth`.
 
 Transcript message encoding (version 1), identical on both sides because Alice's ``sent`` records
 are Bob's ``received`` records byte for byte::
@@ -17,11 +16,9 @@ are Bob's ``received`` records byte for byte::
 
 from __future__ import annotations
 
-import hmac
 import struct
 from collections.abc import Sequence
 
-from qkdpp.auth.pool import AuthKeyPool
 from qkdpp.errors import ConfigError
 from qkdpp.kernels import gfpoly
 
@@ -39,58 +36,12 @@ def encode_transcript(a_to_b: Sequence[bytes], b_to_a: Sequence[bytes]) -> bytes
     return b"".join(parts)
 
 
-class WegmanCarter:
-    """Tagger/verifier with a reusable hash key and one-time pads from a pool.
-
-    Parameters
-    ----------
-    hash_key : bytes-like
-        16-byte secret hash key (copied into a private ``bytearray``; :meth:`wipe` clears it).
-    pool : AuthKeyPool
-        Source of one-time pads; each tag or verification consumes ``ceil(tag_bits / 8)`` bytes.
-    tag_bits : int
-        Tag length ``t`` in bits, 32..128.
-    """
-
-    def __init__(
-        self, hash_key: bytes | bytearray, pool: AuthKeyPool, *, tag_bits: int = 64
-    ) -> None:
-        if len(hash_key) != 16:
-            raise ConfigError(f"Wegman–Carter hash key must be 16 bytes, got {len(hash_key)}")
-        if not 32 <= tag_bits <= 128:
-            raise ConfigError(f"tag_bits must be in [32, 128], got {tag_bits}")
-        self._key = bytearray(hash_key)
-        self.pool = pool
-        self.tag_bits = tag_bits
-
-    @property
-    def pad_bytes(self) -> int:
-        """Pool bytes consumed per tag."""
-        return (self.tag_bits + 7) // 8
-
-    def eps(self, message_bytes: int) -> float:
-        """Forgery probability bound of one tag over a message of ``message_bytes`` bytes."""
-        return gfpoly.eps_poly_hash(8 * message_bytes, self.tag_bits)
-
-    def _mac(self, message: bytes, pad: bytes) -> bytes:
-        h = gfpoly.truncate(gfpoly.poly_hash(bytes(self._key), message), self.tag_bits)
-        return bytes(a ^ b for a, b in zip(h, gfpoly.truncate(pad, self.tag_bits), strict=True))
-
-    def tag(self, message: bytes) -> bytes:
-        """Tag ``message`` with the next pad of the pool (``ceil(t/8)`` bytes)."""
-        return self._mac(message, self.pool.take(self.pad_bytes))
-
-    def verify(self, message: bytes, tag: bytes) -> bool:
-        """Check ``tag`` against the next pad of the pool, in constant time.
-
-        The pad is consumed whether or not the tag verifies (both sides stay in step).
-        """
-        expected = self._mac(message, self.pool.take(self.pad_bytes))
-        return hmac.compare_digest(expected, bytes(tag))
-
-    def wipe(self) -> None:
-        """Overwrite the hash key with zeros."""
-        self._key[:] = bytes(len(self._key))
-
-    def __repr__(self) -> str:
-        return f"WegmanCarter(tag_bits={self.tag_bits}, pool={self.pool!r})"
+def wc_tag(hash_key: bytes, message: bytes, pad: bytes, tag_bits: int) -> bytes:
+    """``trunc_t(POLYVAL_k(message)) ⊕ trunc_t(pad)``: ``ceil(t / 8)`` bytes (``t = tag_bits``,
+    32..128; ``hash_key`` 16 bytes; ``pad`` at least ``ceil(t / 8)`` bytes, used once)."""
+    if len(hash_key) != 16 or not 32 <= tag_bits <= 128 or len(pad) < (tag_bits + 7) // 8:
+        raise ConfigError(
+            f"wc_tag: key of {len(hash_key)} bytes, tag_bits={tag_bits}, pad of {len(pad)} bytes"
+        )
+    h = gfpoly.truncate(gfpoly.poly_hash(bytes(hash_key), message), tag_bits)
+    return bytes(a ^ b for a, b in zip(h, gfpoly.truncate(pad, tag_bits), strict=True))
