@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workdir",
         type=Path,
         default=Path("."),
-        help="key store, bootstrap key, authentication pool",
+        help="key store (with the authentication pads) and bootstrap key",
     )
     p.add_argument(
         "--speed", type=float, default=1.0, help="source pace, × real time (0: as fast as possible)"
