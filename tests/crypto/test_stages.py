@@ -18,7 +18,7 @@ from qkdpp.stages import privacy_amplification as pa_mod
 from qkdpp.stages.authentication import AuthenticationStage
 from qkdpp.stages.privacy_amplification import PrivacyAmplificationStage
 from qkdpp.stages.verification import VerificationStage
-from qkdpp.testing import correlated_pair, run_pair
+from qkdpp.testing import InterceptTransport, correlated_pair, run_pair
 
 pytestmark = pytest.mark.two_party
 
@@ -133,26 +133,17 @@ def test_authenticate_pair(tmp_path: Path) -> None:
         assert fa.meta.tags["auth_pad_bits"] == fb.meta.tags["auth_pad_bits"] == 2 * 64 / 2
 
 
-class Tamper:
-    """Flip the last byte of the first message whose bytes contain ``marker``."""
+def flip_first(marker: bytes):  # type: ignore[no-untyped-def]
+    """Flip the last byte of the first message that contains ``marker``."""
+    hits = []
 
-    def __init__(self, inner, marker: bytes) -> None:  # type: ignore[no-untyped-def]
-        self.inner = inner
-        self.marker = marker
-        self.max_message = inner.max_message
-        self.hits = 0
+    def on_send(data: bytes) -> bytes:
+        if not hits and marker in data:
+            hits.append(1)
+            return data[:-1] + bytes([data[-1] ^ 0x01])
+        return data
 
-    def send_bytes(self, data: bytes) -> None:
-        if not self.hits and self.marker in data:
-            self.hits += 1
-            data = data[:-1] + bytes([data[-1] ^ 0x01])
-        self.inner.send_bytes(data)
-
-    def recv_bytes(self, timeout):  # type: ignore[no-untyped-def]
-        return self.inner.recv_bytes(timeout)
-
-    def close(self) -> None:
-        self.inner.close()
+    return on_send
 
 
 def test_authenticate_detects_tampering(tmp_path: Path) -> None:
@@ -167,7 +158,7 @@ def test_authenticate_detects_tampering(tmp_path: Path) -> None:
             auth_pipeline("bob", kb),
             a,
             b,
-            transports=(Tamper(ta, b"seeds"), tb),
+            transports=(InterceptTransport(ta, flip_first(b"seeds")), tb),
         )
 
 
@@ -196,7 +187,7 @@ def test_authenticate_bootstrap_pool_enters_the_store_once(tmp_path: Path) -> No
     again.setup()
     assert again.auth is not None
     assert again.auth.store.pad_bytes_left("ab", need_ack=True) == left
-    assert (Path(tmp_path / "keys-alice.sqlite").exists())
+    assert Path(tmp_path / "keys-alice.sqlite").exists()
     again.close()
 
 

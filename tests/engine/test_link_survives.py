@@ -14,6 +14,7 @@ from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.run import run_local
 from qkdpp.protocol import loopback_pair
 from qkdpp.protocol.envelope import Envelope
+from qkdpp.testing import InterceptTransport
 
 from .conftest import e2e_config
 
@@ -21,31 +22,25 @@ pytestmark = pytest.mark.two_party
 
 
 class Once:
-    """Drop (or tamper with) the first envelope ``stage/kind`` of a block batch."""
+    """Drop (or tamper with) the first envelope ``stage/kind`` from batch ``first`` on."""
 
-    def __init__(self, inner, stage: str, kind: str, tamper: bool, first: int = 1025) -> None:  # type: ignore[no-untyped-def]
-        self.inner = inner
-        self.max_message = inner.max_message
+    def __init__(self, stage: str, kind: str, tamper: bool, first: int = 1025) -> None:
         self.target = (stage, kind)
         self.tamper = tamper
         self.first = first
         self.hit = False
 
-    def send_bytes(self, data: bytes) -> None:
+    def __call__(self, data: bytes) -> bytes | None:
         if not self.hit:
             env = Envelope.decode(data)
             if (env.stage, env.kind) == self.target and env.batch_id >= self.first:
                 self.hit = True
-                if not self.tamper:
-                    return
-                data = data[:-1] + bytes([data[-1] ^ 0x01])
-        self.inner.send_bytes(data)
+                return data[:-1] + bytes([data[-1] ^ 0x01]) if self.tamper else None
+        return data
 
-    def recv_bytes(self, timeout):  # type: ignore[no-untyped-def]
-        return self.inner.recv_bytes(timeout)
 
-    def close(self) -> None:
-        self.inner.close()
+def wrap(transports, *faults: Once):  # type: ignore[no-untyped-def]
+    return tuple(InterceptTransport(t, f) for t, f in zip(transports, faults, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -64,9 +59,8 @@ def test_one_bad_message_voids_one_batch(
 ) -> None:
     alice, bob = link_data
     cfg = e2e_config(timeout_s=2.0, block_size=250_000, batch_size=1)
-    ta, tb = loopback_pair()
-    fa, fb = Once(ta, stage, kind, tamper), Once(tb, stage, kind, tamper)
-    a, _ = run_local(cfg, alice, bob, workdir=workdir, transports=(fa, fb))
+    fa, fb = Once(stage, kind, tamper), Once(stage, kind, tamper)
+    a, _ = run_local(cfg, alice, bob, workdir=workdir, transports=wrap(loopback_pair(), fa, fb))
     assert fa.hit or fb.hit
     check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
     assert check["identical"], check
@@ -84,9 +78,8 @@ def test_bad_prelude_tag_reruns_the_prelude(tamper: bool, link_data, workdir: Pa
     there reruns them after a resync, and the run still delivers identical keys."""
     alice, bob = link_data
     cfg = e2e_config(timeout_s=2.0, block_size=250_000, batch_size=1)
-    ta, tb = loopback_pair()
-    fa = Once(ta, "authenticate", "tag", tamper, first=0)
-    a, b = run_local(cfg, alice, bob, workdir=workdir, transports=(fa, tb))
+    fa, fb = Once("authenticate", "tag", tamper, first=0), Once("none", "none", False)
+    a, b = run_local(cfg, alice, bob, workdir=workdir, transports=wrap(loopback_pair(), fa, fb))
     assert fa.hit
     assert a.stats.resyncs + b.stats.resyncs == 0  # the preliminary steps retried on their own
     check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,28 @@ from qkdpp.kernels import bits
 from qkdpp.pipeline.runner import Pipeline
 from qkdpp.pipeline.stage import Stage
 from qkdpp.protocol.link import PeerLink
-from qkdpp.protocol.transports import loopback_pair
+from qkdpp.protocol.transports import Transport, loopback_pair
+
+
+class InterceptTransport:
+    """Wrap a transport; ``on_send(data)`` sees every message this end sends and returns the bytes
+    to send instead, or None to drop it (fault tests aimed at one message)."""
+
+    def __init__(self, inner: Transport, on_send: Callable[[bytes], bytes | None]) -> None:
+        self.inner = inner
+        self.on_send = on_send
+        self.max_message = inner.max_message
+
+    def send_bytes(self, data: bytes) -> None:
+        out = self.on_send(data)
+        if out is not None:
+            self.inner.send_bytes(out)
+
+    def recv_bytes(self, timeout: float | None) -> bytes:
+        return self.inner.recv_bytes(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @dataclass
