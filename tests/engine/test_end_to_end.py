@@ -130,3 +130,16 @@ def test_lanes_share_one_key_store(link_data, workdir: Path) -> None:
     assert check["identical"] and check["keys"] == len(ok) >= 2
     assert len({f.meta.session_id for f in ok}) == 2
     assert [f.meta.frame_id for f in a.blocks] == sorted(f.meta.frame_id for f in a.blocks)
+
+
+def test_lanes_need_run_local(link_data, workdir: Path) -> None:
+    """A party run on its own (two processes, `qkdpp process --role`) refuses lanes > 1 instead
+    of silently processing only its lane's chunks."""
+    from qkdpp.engine.run import run_party
+    from qkdpp.protocol import PeerLink
+
+    alice, _ = link_data
+    cfg = e2e_config(lanes=2)
+    link = PeerLink(loopback_pair()[0], "alice", "5b0c3d0e-3f0a-4b7e-9d2a-7d8c1e2f3a4b")
+    with pytest.raises(ConfigError, match="lanes = 2 needs both parties in one process"):
+        run_party("alice", cfg, link, alice, alice.n_slots, workdir=workdir)

@@ -204,13 +204,14 @@ def run_party(
     *,
     workdir: str | Path,
     on_block: Callable[[Frame], None] | None = None,
-    lane: int = 0,
+    lane: int | None = None,
 ) -> PartyResult:
     """One party's whole run over a handshaken ``link``.
 
     Per-party files (key store, bootstrap key) default to
     :func:`~qkdpp.engine.inputs.party_files` under ``workdir``. ``lane``: this run is lane
-    ``lane`` of ``config["session"]["lanes"]`` (see the module docstring).
+    ``lane`` of ``config["session"]["lanes"]`` (see the module docstring; only
+    :func:`run_local` runs lanes, so without ``lane`` the configuration must have one lane).
     """
     role = Role(role)
     t0 = time.perf_counter()
@@ -234,6 +235,13 @@ def run_party(
         return Accumulator(role, sid, sess["block_size"], n_intensities=max(3, n_int))
 
     lanes = int(sess.get("lanes", 1))
+    if lane is None:
+        if lanes > 1:
+            raise ConfigError(
+                f"[session] lanes = {lanes} needs both parties in one process (`qkdpp process` "
+                "without --role, or run_local); set lanes = 1 for two processes"
+            )
+        lane = 0
     if not 0 <= lane < lanes:
         raise ConfigError(f"lane {lane} outside [0, {lanes})")
 
