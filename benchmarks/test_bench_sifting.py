@@ -7,18 +7,38 @@ class codes; Bob compacts his bits with the mask and decodes the classes. The Nu
 does the same job the naive way: unpack Alice's planes over the whole chunk, index, compare,
 compact (slot list sent as raw int64 gaps, classes as uint8).
 
+Stage benchmark (``test_sifting_stage_25km``): the whole chunk step of the engine for both roles
+— :class:`SiftingStage` over ``run_pair`` (two threads, loopback, one chunk per batch as in
+:mod:`qkdpp.engine.party`) on chunks of 5e7 slots of the 25 km demo link, then the two
+:class:`Accumulator` s cutting 1e6-bit blocks — with the fused one-pass kernels, against the
+same step as it was before them (``baseline``: the per-step kernels and NumPy glue, kept below
+under another name). Reports sifted key bits per second of wall time (``bits_per_s``) and of
+CPU time of both roles together (``bits_per_cpu_s``, the figure that matters on 2 cores).
+
+``test_sifting_steady_25km`` measures the same step as the engine runs it: one link kept open
+(handshake once, as :class:`~qkdpp.engine.party.PartyEngine` does), long-lived accumulators,
+one chunk per batch; each round sifts the 4 chunks again under new batch ids.
+
 Run: ``pytest benchmarks/test_bench_sifting.py --benchmark-enable -q``.
 """
 
 from __future__ import annotations
 
+import secrets
+import time
+from typing import Any
+
 import numpy as np
 import pytest
 
 from benchmarks.conftest import record_rate
+from qkdpp.errors import ConfigError, ProtocolError
+from qkdpp.frame import Frame, FrameMeta, KeyState
 from qkdpp.kernels import bits as kbits
 from qkdpp.kernels import sifting
-from qkdpp.stages.sifting import pack_classes, unpack_classes
+from qkdpp.protocol.link import PeerScope
+from qkdpp.stages.accumulate import Accumulator
+from qkdpp.stages.sifting import SiftingStage, pack_classes, unpack_classes
 
 N_SLOTS = 20_000_000
 
@@ -78,3 +98,292 @@ def test_sifting_2e7_slots(benchmark, impl: str, p_det: float) -> None:  # type:
         assert np.array_equal(g, e)
     benchmark.extra_info["n_detections"] = int(c["rel"].size)
     record_rate(benchmark, n_events=N_SLOTS)
+
+
+# -- the whole chunk step (sifting stage + accumulators, both roles) -------------------------
+
+CHUNK = 50_000_000
+N_CHUNKS = 4
+BLOCK = 1_000_000
+SID = "b5e7c0de-0000-0000-0000-000000000000"
+
+
+@pytest.fixture(scope="module")
+def demo_chunks() -> tuple[list[Frame], list[Frame]]:
+    """Chunk frames of the 25 km demo link, cut like ``engine.run.alice_chunks/bob_chunks``.
+
+    Bob's detections come from the simulator's ground truth (one per clicked slot, basis and
+    bit of the first detector, double flag for several clicks), so timing recovery is not
+    part of what is measured.
+    """
+    from qkdpp.engine.demo import demo_config
+    from qkdpp.engine.run import alice_chunks, bob_chunks
+    from qkdpp.io.records import BobDetections
+    from qkdpp.io.simulator import simulate_link
+
+    n = CHUNK * N_CHUNKS
+    cfg = demo_config(n_slots=n)
+    alice, _events, truth = simulate_link(cfg["simulate"]["params"], n, 1)
+    order = np.lexsort((truth.detector, truth.slot))
+    slot, det = truth.slot[order], truth.detector[order]
+    uniq, start, count = np.unique(slot, return_index=True, return_counts=True)
+    bob = BobDetections(
+        0,
+        n,
+        uniq.astype(np.int64),
+        (det[start] // 2).astype(np.uint8),
+        (det[start] % 2).astype(np.uint8),
+        (count > 1).astype(np.uint8),
+    )
+    return list(alice_chunks(alice, CHUNK, SID)), list(bob_chunks(bob, CHUNK, SID))
+
+
+class _UnfusedSifting(SiftingStage):
+    """The sifting stage as it was before the fused kernels (baseline only; same wire format)."""
+
+    def _bob(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        payload: dict[str, Any] = {"n_frames": len(frames)}
+        prepared = []
+        for i, f in enumerate(frames):
+            slot0, n_slots = int(f.aux["slot0"]), int(f.aux["n_slots"])
+            slots = np.asarray(f.aux["det_slot"], dtype=np.int64)
+            basis = np.asarray(f.aux["det_basis"], dtype=np.uint8)
+            rel = slots - slot0
+            if rel.size and (rel[0] < 0 or rel[-1] >= n_slots or np.any(np.diff(rel) <= 0)):
+                raise ConfigError("detection slots must be strictly increasing")
+            value = np.array(f.aux["det_value"], dtype=np.uint8, copy=True)
+            idx = np.flatnonzero(np.asarray(f.aux["det_double"], dtype=np.uint8))
+            if idx.size:
+                rnd = np.frombuffer(secrets.token_bytes((idx.size + 7) // 8), dtype=np.uint8)
+                value[idx] = np.unpackbits(rnd)[: idx.size]
+            prepared.append((slot0, rel, basis, value))
+            payload[f"count_{i}"] = int(rel.size)
+            payload[f"slots_{i}"] = sifting.encode_slots(rel)
+            payload[f"bases_{i}"] = kbits.pack(basis)
+        reply = peer.request("sift.detections", payload)
+        out = []
+        for i, (f, (slot0, rel, basis, value)) in enumerate(zip(frames, prepared, strict=True)):
+            keep_p = reply[f"keep_{i}"]
+            if keep_p.size != (rel.size + 7) // 8:
+                raise ProtocolError("keep mask malformed")
+            keep = kbits.unpack(keep_p, rel.size)
+            n_keep = int(kbits.popcount(keep_p, rel.size)) if rel.size else 0
+            inten = unpack_classes(reply[f"iwidth_{i}"], reply[f"intensity_{i}"], n_keep, "b")
+            bits = sifting.compact(value, keep)
+            out.append(
+                _old_finish(
+                    f, bits, sifting.compact(basis, keep), inten, sifting.compact(rel, keep) + slot0
+                )
+            )
+        return out
+
+    def _alice(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+        msg = peer.recv("sift.detections")
+        reply: dict[str, Any] = {}
+        results = []
+        for i, f in enumerate(frames):
+            count, enc, bases_p = msg[f"count_{i}"], msg[f"slots_{i}"], msg[f"bases_{i}"]
+            if bases_p.size != (count + 7) // 8:
+                raise ProtocolError("bases malformed")
+            rel = sifting.decode_slots(enc, count, int(f.aux["n_slots"]))
+            bob_basis = kbits.unpack(bases_p, count)
+            keep, a_bit, cls = sifting.sift_alice(
+                f.aux["basis"], f.aux["value"], f.aux["intensity"], rel, bob_basis
+            )
+            reply[f"keep_{i}"] = kbits.pack(keep)
+            reply[f"iwidth_{i}"], reply[f"intensity_{i}"] = pack_classes(cls)
+            slots = sifting.compact(rel, keep) + int(f.aux["slot0"])
+            results.append((f, a_bit, sifting.compact(bob_basis, keep), cls, slots))
+        peer.reply("sift.detections", reply)
+        return [_old_finish(*r) for r in results]
+
+
+def _old_finish(
+    f: Frame, bits: np.ndarray, basis: np.ndarray, cls: np.ndarray, slots: np.ndarray
+) -> Frame:
+    meta = f.meta.advance(KeyState.SIFTED, n_bits=int(bits.size))
+    aux = {"basis": basis, "intensity": cls, "slot": slots}
+    return Frame(meta, kbits.pack(bits), aux)
+
+
+class _ConcatAccumulator:
+    """The accumulator as it was before the routing kernel (baseline only)."""
+
+    def __init__(self, role: Any, block_size: int) -> None:
+        self.role, self.m, self.fid = role, block_size, 0
+        self.key: list[np.ndarray] = []
+        self.kint: list[np.ndarray] = []
+        self.kslot: list[np.ndarray] = []
+        self.test: list[np.ndarray] = []
+        self.tint: list[np.ndarray] = []
+        self.n_key = 0
+
+    def feed_all(self, frames: list[Frame]) -> list[Frame]:
+        out = []
+        for f in frames:
+            n = f.meta.n_bits
+            b = kbits.unpack(f.bits, n)
+            basis = np.asarray(f.aux["basis"], dtype=np.uint8)
+            inten = np.asarray(f.aux["intensity"], dtype=np.uint8)
+            slots = np.asarray(f.aux["slot"], dtype=np.int64)
+            if n and int(inten.max()) >= 3:
+                raise ConfigError("intensity class out of range")
+            is_key = basis == 0
+            self.key.append(b[is_key])
+            self.kint.append(inten[is_key])
+            self.kslot.append(slots[is_key])
+            self.test.append(b[~is_key])
+            self.tint.append(inten[~is_key])
+            self.n_key += int(is_key.sum())
+            while self.n_key >= self.m:
+                out.append(self._emit())
+        return out
+
+    def _emit(self) -> Frame:
+        key, kint = np.concatenate(self.key), np.concatenate(self.kint)
+        kslot, test = np.concatenate(self.kslot), np.concatenate(self.test)
+        tint, m = np.concatenate(self.tint), self.m
+        self.key, self.kint, self.kslot = [key[m:]], [kint[m:]], [kslot[m:]]
+        self.test, self.tint = [], []
+        self.n_key -= m
+        nk, nt = np.bincount(kint[:m], minlength=3), np.bincount(tint, minlength=3)
+        meta = FrameMeta(SID, self.fid, self.role, state=KeyState.SIFTED, n_bits=m).with_tags(
+            n_key_by_intensity=[int(x) for x in nk],
+            n_test_by_intensity=[int(x) for x in nt],
+            first_slot=int(kslot[0]),
+            last_slot=int(kslot[m - 1]),
+        )
+        self.fid += 1
+        aux = {"intensity": kint[:m].copy(), "test_bits": kbits.pack(test), "n_test": test.size}
+        return Frame(meta, kbits.pack(key[:m]), aux)
+
+
+def _chunk_step(
+    impl: str, af: list[Frame], bf: list[Frame]
+) -> tuple[list[Frame], list[Frame], list[Frame], list[Frame]]:
+    from qkdpp.testing import run_pair
+
+    stage = SiftingStage if impl == "fused" else _UnfusedSifting
+    res = run_pair([stage("alice")], [stage("bob")], af, bf, batch_size=1, session_id=SID)
+    if impl == "fused":
+        acc_a: Any = Accumulator("alice", SID, BLOCK)
+        acc_b: Any = Accumulator("bob", SID, BLOCK)
+    else:
+        acc_a, acc_b = _ConcatAccumulator("alice", BLOCK), _ConcatAccumulator("bob", BLOCK)
+    return res.alice, res.bob, acc_a.feed_all(res.alice), acc_b.feed_all(res.bob)
+
+
+@pytest.mark.parametrize("impl", ["fused", "baseline"])
+def test_sifting_stage_25km(benchmark, impl: str, demo_chunks) -> None:  # type: ignore[no-untyped-def]
+    if "compiled" not in sifting.available_backends():
+        pytest.skip("compiled sifting backend not available")
+    af, bf = demo_chunks
+    sifting.warm()
+    cpu: list[float] = []
+
+    def run() -> tuple[list[Frame], list[Frame], list[Frame], list[Frame]]:
+        c0 = time.process_time()
+        out = _chunk_step(impl, af, bf)
+        cpu.append(time.process_time() - c0)
+        return out
+
+    benchmark.group = "sifting-stage-25km-4x5e7-slots"
+    sa, sb, ba, bb = benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    n_sifted = sum(f.meta.n_bits for f in sa)
+    assert n_sifted == sum(f.meta.n_bits for f in sb) > 0
+    assert len(ba) == len(bb) >= 1
+    for x, y in zip(ba, bb, strict=True):
+        assert x.meta.tags["first_slot"] == y.meta.tags["first_slot"]
+        assert x.meta.tags["n_key_by_intensity"] == y.meta.tags["n_key_by_intensity"]
+    # the same sifted bits as the baseline (Alice's side carries no randomness)
+    if impl == "fused":
+        ref_a = _chunk_step("baseline", af, bf)[0]
+        for g, e in zip(sa, ref_a, strict=True):
+            assert np.array_equal(g.bits, e.bits) and np.array_equal(g.aux["slot"], e.aux["slot"])
+    benchmark.extra_info["n_chunks"] = len(af)
+    benchmark.extra_info["n_detections"] = int(sum(f.aux["det_slot"].size for f in bf))
+    benchmark.extra_info["bits_per_cpu_s"] = n_sifted / float(np.median(cpu[1:] or cpu))
+    record_rate(benchmark, n_bits=n_sifted)
+
+
+class _SteadyLink:
+    """Both roles over one open loopback link and long-lived accumulators (engine-like)."""
+
+    def __init__(self, impl: str) -> None:
+        from qkdpp.frame import Role
+        from qkdpp.pipeline.runner import Pipeline
+        from qkdpp.protocol.link import PeerLink
+        from qkdpp.protocol.transports import loopback_pair
+
+        stage = SiftingStage if impl == "fused" else _UnfusedSifting
+        ta, tb = loopback_pair()
+        self.la, self.lb = PeerLink(ta, Role.ALICE, SID), PeerLink(tb, Role.BOB, SID)
+        self.pa, self.pb = Pipeline([stage("alice")]), Pipeline([stage("bob")])
+        self.pa.setup()
+        self.pb.setup()
+        if impl == "fused":
+            self.acc: tuple[Any, Any] = (
+                Accumulator("alice", SID, BLOCK),
+                Accumulator("bob", SID, BLOCK),
+            )
+        else:
+            self.acc = (_ConcatAccumulator("alice", BLOCK), _ConcatAccumulator("bob", BLOCK))
+        self.batch = 0
+        self._both(self.la.handshake, self.lb.handshake)
+
+    @staticmethod
+    def _both(fa: Any, fb: Any) -> None:
+        import threading
+
+        err: list[BaseException] = []
+
+        def wrap() -> None:
+            try:
+                fa()
+            except BaseException as exc:  # pragma: no cover - reported below
+                err.append(exc)
+
+        t = threading.Thread(target=wrap)
+        t.start()
+        fb()
+        t.join()
+        if err:
+            raise err[0]
+
+    def round(self, af: list[Frame], bf: list[Frame]) -> tuple[list[Frame], list[Frame]]:
+        base = self.batch
+        self.batch += len(af)
+        out: tuple[list[Frame], list[Frame]] = ([], [])
+
+        def side(p: Any, link: Any, frames: list[Frame], k: int) -> None:
+            for j, f in enumerate(frames):
+                (sifted,) = p.run_batch([f], link, batch_id=1024 * (base + j + 1))
+                out[k].append(sifted)
+                self.acc[k].feed_all([sifted])
+
+        self._both(lambda: side(self.pa, self.la, af, 0), lambda: side(self.pb, self.lb, bf, 1))
+        return out
+
+
+@pytest.mark.parametrize("impl", ["fused", "baseline"])
+def test_sifting_steady_25km(benchmark, impl: str, demo_chunks) -> None:  # type: ignore[no-untyped-def]
+    if "compiled" not in sifting.available_backends():
+        pytest.skip("compiled sifting backend not available")
+    af, bf = demo_chunks
+    sifting.warm()
+    link = _SteadyLink(impl)
+    cpu: list[float] = []
+
+    def run() -> tuple[list[Frame], list[Frame]]:
+        c0 = time.process_time()
+        out = link.round(af, bf)
+        cpu.append(time.process_time() - c0)
+        return out
+
+    benchmark.group = "sifting-steady-25km-4x5e7-slots"
+    sa, sb = benchmark.pedantic(run, rounds=7, iterations=1, warmup_rounds=1)
+    n_sifted = sum(f.meta.n_bits for f in sa)
+    assert all(f.ok for f in sa + sb) and n_sifted == sum(f.meta.n_bits for f in sb) > 0
+    benchmark.extra_info["n_chunks"] = len(af)
+    benchmark.extra_info["bits_per_cpu_s"] = n_sifted / float(np.median(cpu[1:] or cpu))
+    record_rate(benchmark, n_bits=n_sifted)

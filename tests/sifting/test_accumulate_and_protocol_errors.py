@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from qkdpp.errors import ConfigError, ProtocolError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.kernels import bits
+from qkdpp.kernels import sifting as sifting_kernels
 from qkdpp.stages.accumulate import Accumulator
 from qkdpp.stages.estimation import EstimationStage
 from qkdpp.stages.sifting import SiftingStage, alice_frame
@@ -59,6 +61,82 @@ def test_accumulator_concatenates_key_basis_bits(sizes: list[int], block: int, s
         )
         assert b.aux["n_test"] == b.aux["test_intensity"].size
     assert sum(b.aux["n_test"] for b in blocks) <= int((basis == 1).sum())
+
+
+def _reference_blocks(chunks: list[Frame], m: int, key_basis: int, n_int: int) -> list[dict]:
+    """Readable oracle of the accumulator: concatenate, cut every m key bits; test bits travel
+    with the first block completed after them."""
+    key, kint, kslot, test, tint = [], [], [], [], []
+    out = []
+    for c in chunks:
+        b = bits.unpack(c.bits, c.meta.n_bits)
+        is_key = np.asarray(c.aux["basis"]) == key_basis
+        key += b[is_key].tolist()
+        kint += np.asarray(c.aux["intensity"])[is_key].tolist()
+        kslot += np.asarray(c.aux["slot"])[is_key].tolist()
+        test += b[~is_key].tolist()
+        tint += np.asarray(c.aux["intensity"])[~is_key].tolist()
+        while len(key) >= m:
+            out.append(
+                {
+                    "key": key[:m],
+                    "kint": kint[:m],
+                    "first": kslot[0],
+                    "last": kslot[m - 1],
+                    "test": test,
+                    "tint": tint,
+                    "nk": np.bincount(kint[:m], minlength=n_int).tolist(),
+                    "nt": np.bincount(np.array(tint, int), minlength=n_int).tolist(),
+                }
+            )
+            key, kint, kslot, test, tint = key[m:], kint[m:], kslot[m:], [], []
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 7, 9, 63, 65, 200, 1000]), min_size=1, max_size=10),
+    block=st.sampled_from([1, 8, 13, 64, 100, 999]),
+    key_basis=st.sampled_from([0, 1]),
+    seed=st.integers(0, 1000),
+    backend=st.sampled_from(sifting_kernels.available_backends()),
+)
+def test_accumulator_matches_reference_blocks(
+    sizes: list[int], block: int, key_basis: int, seed: int, backend: str
+) -> None:
+    """Every field of every block (bits, classes, test bits, counts, first/last slot) equals the
+    readable oracle, with the compiled and the reference routing kernels; a rejected frame in
+    the middle changes nothing."""
+    rng = np.random.default_rng(seed)
+    chunks = [_sifted(n, rng, i) for i, n in enumerate(sizes)]
+    impl = sifting_kernels.impl(backend)
+    acc = Accumulator(Role.BOB, "s", block, key_basis=key_basis, first_frame_id=5)
+    acc_mod = sys.modules[Accumulator.__module__]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(acc_mod.ks, "route_sifted", impl.route_sifted)
+        mp.setattr(acc_mod.ks, "class_counts", impl.class_counts)
+        blocks = []
+        for i, c in enumerate(chunks):
+            if i == len(chunks) // 2 and c.meta.n_bits:
+                bad = c.evolve(aux={**c.aux, "intensity": np.full(c.meta.n_bits, 3, np.uint8)})
+                with pytest.raises(ConfigError):
+                    acc.feed(bad)
+            blocks += acc.feed(c)
+    exp = _reference_blocks(chunks, block, key_basis, 3)
+    assert len(blocks) == len(exp)
+    for j, (b, e) in enumerate(zip(blocks, exp, strict=True)):
+        assert b.meta.frame_id == 5 + j and b.meta.n_bits == block
+        assert bits.unpack(b.bits, block).tolist() == e["key"]
+        assert b.aux["intensity"].tolist() == e["kint"]
+        assert b.aux["n_test"] == len(e["test"])
+        assert bits.unpack(b.aux["test_bits"], b.aux["n_test"]).tolist() == e["test"]
+        assert b.aux["test_intensity"].tolist() == e["tint"]
+        assert b.meta.tags["n_key_by_intensity"] == e["nk"]
+        assert b.meta.tags["n_test_by_intensity"] == e["nt"]
+        assert (b.meta.tags["first_slot"], b.meta.tags["last_slot"]) == (e["first"], e["last"])
+    assert acc.pending_key_bits == sum(
+        int((np.asarray(c.aux["basis"]) == key_basis).sum()) for c in chunks
+    ) - block * len(blocks)
 
 
 def test_accumulator_rejects_bad_input() -> None:

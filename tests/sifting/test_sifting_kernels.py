@@ -60,3 +60,105 @@ def test_decode_rejects_bad_input(backend: str) -> None:
         impl.decode_slots(enc, 3, 300)  # slot 400 out of range
     with pytest.raises(ProtocolError):
         impl.decode_slots(np.full(12, 0xFF, dtype=np.uint8), 1, 10**9)  # overlong varint
+
+
+# -- fused stage kernels ---------------------------------------------------------------------
+
+
+def _same(got: object, exp: object) -> None:
+    if exp is None or isinstance(exp, int):
+        assert got == exp
+    else:
+        assert isinstance(got, np.ndarray) and isinstance(exp, np.ndarray)
+        assert got.dtype == exp.dtype and np.array_equal(got, exp)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=80, deadline=None)
+@given(
+    n_slots=st.sampled_from([1, 7, 9, 63, 65, 200, 1001]),
+    seed=st.integers(0, 10**6),
+    gap_scale=st.sampled_from([1, 2, 300, 20000, 3_000_000]),
+    slot0=st.sampled_from([0, 5, 2**40 + 3]),
+    p_double=st.sampled_from([0.0, 0.3, 1.0]),
+    n_classes=st.sampled_from([1, 3, 4, 9]),
+)
+def test_fused_kernels_match_reference(
+    backend: str,
+    n_slots: int,
+    seed: int,
+    gap_scale: int,
+    slot0: int,
+    p_double: float,
+    n_classes: int,
+) -> None:
+    """bob_prepare → alice_sift → bob_finish → route_sifted, compiled vs the NumPy oracle, with
+    gaps of 1 to 4 varint bytes (the compiled fast path handles 1–2) and odd sizes."""
+    impl, ref = sifting.impl(backend), sifting.impl("reference")
+    rng = np.random.default_rng(seed)
+    total = min(n_slots * gap_scale, 4_000_000)  # Alice's planes hold one entry per slot
+    k = int(rng.integers(0, n_slots + 1))
+    rel = np.unique(rng.integers(0, total, k)).astype(np.int64)
+    slots = rel + slot0
+    b_basis = rng.integers(0, 2, rel.size, dtype=np.uint8)
+    b_value = rng.integers(0, 2, rel.size, dtype=np.uint8)
+    double = (rng.random(rel.size) < p_double).astype(np.uint8)
+    got = impl.bob_prepare(slots, b_basis, double.astype(bool), slot0, total)
+    exp = ref.bob_prepare(slots, b_basis, double, slot0, total)
+    for g, e in zip(got, exp, strict=True):
+        _same(g, e)
+    enc, bases_p, n_double = exp
+    assert np.array_equal(enc, ref.encode_slots(rel)) and n_double == int(double.sum())
+
+    a_basis = rng.integers(0, 256, (total + 7) // 8, dtype=np.uint8)
+    a_value = rng.integers(0, 256, (total + 7) // 8, dtype=np.uint8)
+    inten = rng.integers(0, n_classes, total, dtype=np.uint8)
+    got_a = impl.alice_sift(enc, rel.size, total, bases_p, a_basis, a_value, inten, slot0)
+    exp_a = ref.alice_sift(enc, rel.size, total, bases_p, a_basis, a_value, inten, slot0)
+    for g, e in zip(got_a, exp_a, strict=True):
+        _same(g, e)
+    keep_p, bits_p, n_keep, cls, codes, k_basis, k_slot = exp_a
+    # oracle of the oracle: plain unpackbits / fancy indexing
+    keep = np.unpackbits(a_basis)[rel] == b_basis
+    assert np.array_equal(np.unpackbits(keep_p, count=rel.size), keep.astype(np.uint8))
+    assert np.array_equal(np.unpackbits(bits_p, count=n_keep), np.unpackbits(a_value)[rel][keep])
+    assert np.array_equal(cls, inten[rel][keep]) and np.array_equal(k_slot, slots[keep])
+    assert (codes is None) == (n_keep > 0 and int(cls.max()) >= 4)
+    if codes is not None:
+        _same(impl.decode_classes2(codes, n_keep), cls)
+    assert impl.popcount_prefix(keep_p, rel.size) == n_keep
+
+    rnd = rng.integers(0, 256, (n_double + 7) // 8, dtype=np.uint8)
+    got_b = impl.bob_finish(keep_p, n_keep, b_value, double, rnd, b_basis, slots)
+    exp_b = ref.bob_finish(keep_p, n_keep, b_value, double, rnd, b_basis, slots)
+    for g, e in zip(got_b, exp_b, strict=True):
+        _same(g, e)
+    squashed = b_value.copy()
+    squashed[double.astype(bool)] = np.unpackbits(rnd)[:n_double]
+    assert np.array_equal(np.unpackbits(exp_b[0], count=n_keep), squashed[keep])
+    assert np.array_equal(exp_b[1], k_basis) and np.array_equal(exp_b[2], k_slot)
+
+    n_int = max(n_classes, 3)
+    bufs = []
+    for m in (impl, ref):
+        kb, ki, tb, ti = (np.full(2 * n_keep + 3, 7, np.uint8) for _ in range(4))
+        pos = m.route_sifted(bits_p, k_basis, cls, 0, n_int, (kb, ki), 2, (tb, ti), 1)
+        bufs.append((pos, kb[: pos[0]], ki[: pos[0]], tb[: pos[1]], ti[: pos[1]]))
+    assert bufs[0][0] == bufs[1][0]
+    for g, e in zip(bufs[0][1:], bufs[1][1:], strict=True):
+        _same(g, e)
+    _same(impl.class_counts(cls, n_int), ref.class_counts(cls, n_int))
+    n_key = int((k_basis == 0).sum())
+    targets = np.unique(rng.integers(0, max(n_key, 1), 3)) if n_key else np.zeros(0, np.int64)
+    _same(impl.key_slots(k_basis, k_slot, 0, targets), ref.key_slots(k_basis, k_slot, 0, targets))
+    for m in (impl, ref):
+        with pytest.raises(ValueError):
+            m.key_slots(k_basis, k_slot, 0, np.array([n_key], np.int64))
+    if n_keep and int(cls.max()) > 0:  # a class >= n_int: (-1, first such index)
+        top = int(cls.max())
+        first = int(np.flatnonzero(cls >= top)[0])
+        for m in (impl, ref):
+            assert m.route_sifted(bits_p, k_basis, cls, 0, top, (kb, ki), 0, (tb, ti), 0) == (
+                -1,
+                first,
+            )

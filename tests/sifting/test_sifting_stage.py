@@ -68,3 +68,75 @@ def test_squashing_randomises_double_clicks() -> None:
     assert np.all(out[1::2] == 0)
     ones = int(out[::2].sum())
     assert 800 < ones < 1200  # 2000 fair coins: 20 sigma margin on both sides
+
+
+def _run_with(
+    monkeypatch: pytest.MonkeyPatch, backend: str, chunks: list, rnd_seed: int
+) -> tuple[list, list]:
+    """Run the stage pair with one kernel backend and deterministic 'random' squashing bytes."""
+    import secrets
+
+    from qkdpp.kernels import sifting as ks
+    from qkdpp.stages import sifting as stage_mod
+
+    impl = ks.impl(backend)
+    for name in ("bob_prepare", "bob_finish", "alice_sift", "decode_classes2", "popcount_prefix"):
+        monkeypatch.setattr(stage_mod.ks, name, getattr(impl, name))
+    rng = np.random.default_rng(rnd_seed)
+    monkeypatch.setattr(
+        secrets, "token_bytes", lambda n: rng.integers(0, 256, n, np.uint8).tobytes()
+    )
+    af = [alice_frame(r, frame_id=i, session_id=SID) for i, (r, _d) in enumerate(chunks)]
+    bf = [bob_frame(d, frame_id=i, session_id=SID) for i, (_r, d) in enumerate(chunks)]
+    res = run_pair([SiftingStage("alice")], [SiftingStage("bob")], af, bf, batch_size=2)
+    monkeypatch.undo()
+    return res.alice, res.bob
+
+
+@pytest.mark.parametrize("n_slots", [1, 999, 20001])
+def test_stage_backends_bit_identical_with_double_clicks(
+    monkeypatch: pytest.MonkeyPatch, n_slots: int
+) -> None:
+    """Compiled fused kernels vs the NumPy oracle through the whole stage (both roles), double
+    clicks included: with the same random bytes the squashed bits must be identical, and equal
+    to the old rule (k-th double click gets bit k of the secrets draw)."""
+    from qkdpp.kernels import sifting as ks
+
+    if "compiled" not in ks.available_backends():
+        pytest.skip("compiled sifting backend not built")
+    chunks = [
+        make_records(n_slots, slot0=7 + i * n_slots, p_double=0.2, seed=40 + i, p_det=0.3)
+        for i in range(3)
+    ]
+    out = {b: _run_with(monkeypatch, b, chunks, 5) for b in ("compiled", "reference")}
+    for side in (0, 1):
+        for g, e in zip(out["compiled"][side], out["reference"][side], strict=True):
+            tags = {k: v for k, v in g.meta.tags.items() if not k.startswith("time_")}
+            assert g.meta.n_bits == e.meta.n_bits
+            assert tags == {k: v for k, v in e.meta.tags.items() if not k.startswith("time_")}
+            assert np.array_equal(g.bits, e.bits)
+            for k in ("basis", "intensity", "slot"):
+                assert g.aux[k].dtype == e.aux[k].dtype and np.array_equal(g.aux[k], e.aux[k])
+    # Bob's bits against the squashing rule with the same random stream
+    rng = np.random.default_rng(5)
+    for b, (rec, det) in zip(out["compiled"][1], chunks, strict=True):
+        nd = int(det.double.sum())
+        v = det.value.copy()
+        rnd = rng.integers(0, 256, (nd + 7) // 8, np.uint8)
+        v[det.double.astype(bool)] = np.unpackbits(rnd)[:nd]
+        keep = np.unpackbits(rec.basis)[det.slot - det.slot0] == det.basis
+        assert np.array_equal(bits.unpack(b.bits, b.meta.n_bits), v[keep])
+
+
+def test_bob_rejects_bad_local_detections() -> None:
+    from qkdpp.errors import ConfigError
+
+    _, det = make_records(1000, seed=3)
+    det.slot[5] = det.slot[4]  # not strictly increasing
+
+    class NoPeer:
+        def request(self, kind: str, payload: dict) -> dict:  # pragma: no cover - must not run
+            raise AssertionError("Bob sent a message for invalid detections")
+
+    with pytest.raises(ConfigError, match="strictly increasing"):
+        SiftingStage("bob").process_batch([bob_frame(det, frame_id=0, session_id=SID)], NoPeer())  # type: ignore[arg-type]

@@ -14,6 +14,11 @@ Output block frame (state SIFTED): ``bits`` = packed key-basis bits, ``n_bits = 
 ``aux["intensity"]`` (uint8 per key bit), ``aux["test_bits"]`` (packed), ``aux["test_intensity"]``
 (uint8 per test bit), ``aux["n_test"]`` (int); tags ``n_key_by_intensity`` and
 ``n_test_by_intensity`` (lists of ``n_intensities`` ints), ``first_slot``/``last_slot``.
+
+Implementation: pending key bits and test bits live in growable uint8 buffers (one byte per bit
+and one per class) filled by one compiled pass per chunk (:func:`qkdpp.kernels.sifting.
+route_sifted`); of the slots only those of the block boundaries are kept, so memory is about
+2 bytes per pending sifted bit.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from qkdpp.errors import ConfigError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.kernels import bits as kbits
+from qkdpp.kernels import sifting as ks
 
 __all__ = ["Accumulator"]
 
@@ -68,79 +74,148 @@ class Accumulator:
         self.key_basis = key_basis
         self.n_intensities = n_intensities
         self.next_frame_id = first_frame_id
-        self._key: list[np.ndarray] = []
-        self._key_int: list[np.ndarray] = []
-        self._key_slot: list[np.ndarray] = []
-        self._test: list[np.ndarray] = []
-        self._test_int: list[np.ndarray] = []
-        self._n_key = 0
+        # Growable buffers: key bits (uint8 0/1) and their classes in [_k0, _k1); test bits and
+        # classes since the last block in [0, _t1). Filled by one compiled routing pass.
+        self._kbit = np.empty(0, np.uint8)
+        self._kint = np.empty(0, np.uint8)
+        self._tbit = np.empty(0, np.uint8)
+        self._tint = np.empty(0, np.uint8)
+        self._k0 = self._k1 = self._t1 = 0
+        # Slots are only needed for the first and last key bit of each block, i.e. for the key
+        # bits with global index g = b·m and b·m + m - 1: those are looked up when their chunk
+        # is fed and kept here ({g: slot}) until their block is emitted.
+        self._bound_slot: dict[int, int] = {}
+        self._g_emitted = 0  # global index of the first pending key bit
+        self._g_total = 0  # key bits routed so far
 
     @property
     def pending_key_bits(self) -> int:
         """Key-basis bits waiting for the next block."""
-        return self._n_key
+        return self._k1 - self._k0
+
+    def _make_room(self, n: int) -> None:
+        """Ensure ``n + 1`` more entries fit after ``_k1`` and after ``_t1`` (the routing kernel
+        writes one entry past the end)."""
+        n += 1
+        pend = self._k1 - self._k0
+        if self._k1 + n > self._kbit.size:
+            if pend + n <= self._kbit.size // 2:  # room enough: move the pending bits to the front
+                for arr in (self._kbit, self._kint):
+                    arr[:pend] = arr[self._k0 : self._k1]
+            else:
+                cap = max(pend + n, 2 * self._kbit.size)
+                kb, ki = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
+                kb[:pend] = self._kbit[self._k0 : self._k1]
+                ki[:pend] = self._kint[self._k0 : self._k1]
+                self._kbit, self._kint = kb, ki
+            self._k0, self._k1 = 0, pend
+        if self._t1 + n > self._tbit.size:
+            cap = max(self._t1 + n, 2 * self._tbit.size)
+            tb, ti = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
+            tb[: self._t1] = self._tbit[: self._t1]
+            ti[: self._t1] = self._tint[: self._t1]
+            self._tbit, self._tint = tb, ti
 
     def feed(self, frame: Frame) -> list[Frame]:
-        """Add one SIFTED chunk; return the blocks it completes (possibly none)."""
+        """Add one SIFTED chunk; return the blocks it completes (possibly none).
+
+        ``frame.bits`` packed MSB-first, ``aux["basis"]``/``aux["intensity"]`` uint8 and
+        ``aux["slot"]`` int64 (optional), one per sifted bit. :class:`ConfigError` on a frame of
+        another state, mismatched sizes or a class ``>= n_intensities`` (nothing is added).
+        """
         if not frame.ok:
             return []
         if frame.meta.state is not KeyState.SIFTED:
             raise ConfigError(f"Accumulator.feed needs SIFTED frames, got {frame.meta.state.name}")
         n = frame.meta.n_bits
-        b = kbits.unpack(frame.bits, n)
         basis = np.asarray(frame.aux["basis"], dtype=np.uint8)
         inten = np.asarray(frame.aux["intensity"], dtype=np.uint8)
-        slots = np.asarray(frame.aux.get("slot", np.zeros(n, dtype=np.int64)), dtype=np.int64)
-        if basis.shape != (n,) or inten.shape != (n,) or slots.shape != (n,):
+        slots = frame.aux.get("slot")
+        slots = None if slots is None else np.asarray(slots, dtype=np.int64)
+        bits_p = np.asarray(frame.bits)
+        if (
+            basis.shape != (n,)
+            or inten.shape != (n,)
+            or (slots is not None and slots.shape != (n,))
+            or bits_p.dtype != np.uint8
+            or bits_p.ndim != 1
+            or bits_p.size < (n + 7) // 8
+        ):
             raise ConfigError(
-                f"frame {frame.meta.frame_id}: aux basis/intensity/slot must have "
+                f"frame {frame.meta.frame_id}: bits and aux basis/intensity/slot must have "
                 f"n_bits={n} entries"
             )
-        if n and int(inten.max()) >= self.n_intensities:
+        self._make_room(n)
+        k1, t1 = ks.route_sifted(
+            bits_p,
+            basis,
+            inten,
+            self.key_basis,
+            self.n_intensities,
+            (self._kbit, self._kint),
+            self._k1,
+            (self._tbit, self._tint),
+            self._t1,
+        )
+        if k1 < 0:
             raise ConfigError(
-                f"frame {frame.meta.frame_id}: intensity class {int(inten.max())} "
+                f"frame {frame.meta.frame_id}: intensity class {int(inten[t1])} "
                 f">= n_intensities={self.n_intensities}"
             )
-        is_key = basis == self.key_basis
-        self._key.append(b[is_key])
-        self._key_int.append(inten[is_key])
-        self._key_slot.append(slots[is_key])
-        self._test.append(b[~is_key])
-        self._test_int.append(inten[~is_key])
-        self._n_key += int(is_key.sum())
+        nk = k1 - self._k1
+        if nk:
+            self._record_boundaries(basis, slots, nk)
+        self._k1, self._t1 = k1, t1
         out = []
-        while self._n_key >= self.block_size:
+        while self._k1 - self._k0 >= self.block_size:
             out.append(self._emit())
         return out
 
+    def _record_boundaries(self, basis: np.ndarray, slots: np.ndarray | None, nk: int) -> None:
+        """Keep the slots of this chunk's key bits that will start or end a block."""
+        lo, hi, m = self._g_total, self._g_total + nk, self.block_size
+        starts = np.arange(-(-lo // m) * m, hi, m, dtype=np.int64)
+        ends = np.arange(-(-(lo + 1) // m) * m - 1, hi, m, dtype=np.int64)
+        g = np.union1d(starts, ends)
+        self._g_total = hi
+        if not g.size:
+            return
+        if slots is None:
+            found = np.zeros(g.size, np.int64)
+        else:
+            found = ks.key_slots(basis, slots, self.key_basis, g - lo)
+        self._bound_slot.update(zip(g.tolist(), found.tolist(), strict=True))
+
     def _emit(self) -> Frame:
-        key = np.concatenate(self._key)
-        kint = np.concatenate(self._key_int)
-        kslot = np.concatenate(self._key_slot)
-        test = np.concatenate(self._test) if self._test else np.zeros(0, np.uint8)
-        tint = np.concatenate(self._test_int) if self._test_int else np.zeros(0, np.uint8)
         m = self.block_size
-        self._key, self._key_int, self._key_slot = [key[m:]], [kint[m:]], [kslot[m:]]
-        self._test, self._test_int = [], []
-        self._n_key -= m
-        nk = np.bincount(kint[:m], minlength=self.n_intensities)
-        nt = np.bincount(tint, minlength=self.n_intensities)
+        a, b = self._k0, self._k0 + m
+        kint = self._kint[a:b].copy()
+        tint = self._tint[: self._t1].copy()
+        nk = ks.class_counts(kint, self.n_intensities)
+        nt = ks.class_counts(tint, self.n_intensities)
+        g = self._g_emitted
         meta = FrameMeta(
             self.session_id, self.next_frame_id, self.role, state=KeyState.SIFTED, n_bits=m
         ).with_tags(
             n_key_by_intensity=[int(x) for x in nk],
             n_test_by_intensity=[int(x) for x in nt],
-            first_slot=int(kslot[0]),
-            last_slot=int(kslot[m - 1]),
+            first_slot=self._bound_slot[g],
+            last_slot=self._bound_slot[g + m - 1],
         )
         self.next_frame_id += 1
         aux = {
-            "intensity": kint[:m].copy(),
-            "test_bits": kbits.pack(test),
-            "test_intensity": tint.copy(),
-            "n_test": int(test.size),
+            "intensity": kint,
+            "test_bits": kbits.pack(self._tbit[: self._t1]),
+            "test_intensity": tint,
+            "n_test": int(self._t1),
         }
-        return Frame(meta, kbits.pack(key[:m]), aux)
+        bits = kbits.pack(self._kbit[a:b])
+        self._k0 = b
+        self._t1 = 0
+        self._g_emitted = g + m
+        self._bound_slot.pop(g)
+        self._bound_slot.pop(g + m - 1, None)  # the same key bit when m == 1
+        return Frame(meta, bits, aux)
 
     def feed_all(self, frames: list[Frame]) -> list[Frame]:
         """Feed several chunks in order; return every completed block."""

@@ -2,7 +2,10 @@
 
 Functions (dispatch by ``QKDPP_BACKEND``, see :mod:`qkdpp.backend`):
 ``encode_slots(rel)``, ``decode_slots(buf, count, n_slots)``, ``gather_bits(packed, rel)``,
-``sift_alice(basis, value, intensity, rel, bob_basis)``, ``compact(values, keep)``.
+``sift_alice(basis, value, intensity, rel, bob_basis)``, ``compact(values, keep)``; the fused
+one-pass kernels of the stage: ``bob_prepare``, ``bob_finish``, ``alice_sift``,
+``decode_classes2``, ``popcount_prefix``, and ``route_sifted``, ``class_counts``,
+``key_slots`` of the accumulator.
 See :mod:`._ref` for the conventions.
 """
 
@@ -18,6 +21,14 @@ decode_slots = _impl.decode_slots
 gather_bits = _impl.gather_bits
 sift_alice = _impl.sift_alice
 compact = _impl.compact
+bob_prepare = _impl.bob_prepare
+bob_finish = _impl.bob_finish
+alice_sift = _impl.alice_sift
+decode_classes2 = _impl.decode_classes2
+popcount_prefix = _impl.popcount_prefix
+route_sifted = _impl.route_sifted
+class_counts = _impl.class_counts
+key_slots = _impl.key_slots
 
 
 def warm() -> None:
@@ -29,12 +40,20 @@ def warm() -> None:
 
 __all__ = [
     "BACKEND",
+    "alice_sift",
     "available_backends",
+    "bob_finish",
+    "bob_prepare",
+    "class_counts",
     "compact",
+    "decode_classes2",
     "decode_slots",
     "encode_slots",
     "gather_bits",
     "impl",
+    "key_slots",
+    "popcount_prefix",
+    "route_sifted",
     "sift_alice",
     "warm",
 ]

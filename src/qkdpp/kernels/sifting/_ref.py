@@ -7,6 +7,10 @@ Wire encoding of Bob's detected slots (``encode_slots``): for each detection, th
 ``g_i = rel_i - rel_{i-1} - 1`` (with ``rel_{-1} = -1``), which is ``>= 0`` for strictly
 increasing slots, written as an unsigned LEB128 varint (7 bits per byte, low group first,
 high bit = continuation). Bases travel separately as a packed bit-plane.
+
+The fused stage kernels (``bob_prepare``, ``bob_finish``, ``alice_sift``, ``route_sifted``) are
+what the sifting stage and the accumulator call; here they are compositions of the simple
+functions above, which is how the compiled backend is checked.
 """
 
 from __future__ import annotations
@@ -15,7 +19,21 @@ import numpy as np
 
 from qkdpp.errors import ProtocolError
 
-__all__ = ["compact", "decode_slots", "encode_slots", "gather_bits", "sift_alice"]
+__all__ = [
+    "alice_sift",
+    "bob_finish",
+    "bob_prepare",
+    "class_counts",
+    "compact",
+    "decode_classes2",
+    "decode_slots",
+    "encode_slots",
+    "gather_bits",
+    "key_slots",
+    "popcount_prefix",
+    "route_sifted",
+    "sift_alice",
+]
 
 
 def encode_slots(rel: np.ndarray) -> np.ndarray:
@@ -104,3 +122,180 @@ def compact(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
     if values.ndim != 1 or values.shape != np.shape(keep):
         raise ValueError(f"compact: {values.shape} values vs {np.shape(keep)} mask")
     return values[np.asarray(keep).astype(bool)]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return (np.asarray(a) != 0).astype(np.uint8)
+
+
+def bob_prepare(
+    slots: np.ndarray, basis: np.ndarray, double: np.ndarray, slot0: int, n_slots: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Bob's first step: validate his detections and encode them for the wire.
+
+    Parameters
+    ----------
+    slots : int64 array
+        Absolute slot of each detection; must be strictly increasing inside
+        ``[slot0, slot0 + n_slots)`` (else :class:`ValueError`, a local configuration error).
+    basis, double : uint8 (or bool) arrays, one per detection
+        Bob's basis (0/1) and the double-click flag.
+
+    Returns
+    -------
+    enc : uint8
+        :func:`encode_slots` of ``slots - slot0``.
+    bases_p : uint8
+        ``basis`` packed MSB-first (nonzero → 1), ``⌈n/8⌉`` bytes.
+    n_double : int
+        Number of double clicks (random bits :func:`bob_finish` will consume).
+    """
+    rel = np.asarray(slots, dtype=np.int64) - int(slot0)
+    n = rel.size
+    if np.shape(basis) != (n,) or np.shape(double) != (n,):
+        raise ValueError(f"bob_prepare: {n} slots but {np.shape(basis)} bases")
+    if n and (rel[0] < 0 or rel[-1] >= n_slots or np.any(np.diff(rel) <= 0)):
+        raise ValueError("slots must be strictly increasing inside [slot0, slot0 + n_slots)")
+    return encode_slots(rel), np.packbits(_bits(basis)), int(np.count_nonzero(double))
+
+
+def popcount_prefix(packed: np.ndarray, n: int) -> int:
+    """Number of ones among the first ``n`` bits of a packed MSB-first plane."""
+    return int(np.unpackbits(np.asarray(packed, dtype=np.uint8), count=n).sum(dtype=np.int64))
+
+
+def bob_finish(
+    keep_p: np.ndarray,
+    n_keep: int,
+    value: np.ndarray,
+    double: np.ndarray,
+    rnd: np.ndarray,
+    basis: np.ndarray,
+    slots: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bob's second step: squash double clicks, keep the detections Alice's mask marks.
+
+    The ``k``-th double click (in detection order) gets bit ``k`` of ``rnd`` (packed MSB-first,
+    drawn by the caller from :mod:`secrets`) in place of its value.
+
+    Returns ``(bits_p, kept_basis, kept_slot)``: the kept bits packed MSB-first (``⌈n_keep/8⌉``
+    bytes, zero padding), their bases (uint8) and absolute slots (int64).
+    """
+    slots = np.asarray(slots, dtype=np.int64)
+    n = slots.size
+    keep_p = np.asarray(keep_p, dtype=np.uint8)
+    if keep_p.shape != ((n + 7) // 8,) or np.shape(value) != (n,) or np.shape(double) != (n,):
+        raise ValueError("bob_finish: keep mask / values / flags do not match the slots")
+    keep = np.unpackbits(keep_p, count=n).astype(bool)
+    if int(keep.sum()) != n_keep:
+        raise ValueError("bob_finish: n_keep is not the number of ones in the keep mask")
+    v = _bits(value)
+    idx = np.flatnonzero(np.asarray(double))
+    if idx.size:
+        if 8 * np.size(rnd) < idx.size:
+            raise ValueError("bob_finish: too few random bits")
+        v[idx] = np.unpackbits(np.asarray(rnd, dtype=np.uint8))[: idx.size]
+    kb = np.asarray(basis, dtype=np.uint8)[keep]
+    return np.packbits(v[keep]), kb, slots[keep]
+
+
+def decode_classes2(data: np.ndarray, n: int) -> np.ndarray:
+    """``n`` 2-bit codes packed MSB-first → uint8 classes 0..3 (``data`` has ``⌈2n/8⌉`` bytes)."""
+    data = np.asarray(data, dtype=np.uint8)
+    if data.shape != ((2 * n + 7) // 8,):
+        raise ValueError(f"decode_classes2: {data.size} bytes for {n} codes")
+    two = np.unpackbits(data, count=2 * n)
+    return ((two[0::2] << 1) | two[1::2]).astype(np.uint8)
+
+
+def alice_sift(
+    enc: np.ndarray,
+    count: int,
+    n_slots: int,
+    bases_p: np.ndarray,
+    basis: np.ndarray,
+    value: np.ndarray,
+    intensity: np.ndarray,
+    slot0: int,
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """Alice's whole step: decode Bob's list, compare bases, gather her kept bits.
+
+    Returns ``(keep_p, bits_p, n_keep, cls, codes, kept_basis, kept_slot)``: the keep mask packed
+    (``⌈count/8⌉`` bytes), her kept bits packed, their number, their intensity classes (uint8),
+    the classes as 2-bit codes packed MSB-first (``⌈2 n_keep/8⌉`` bytes; ``None`` when a class
+    is ≥ 4), the kept bases (uint8) and absolute slots (int64). Malformed ``enc`` or ``bases_p``
+    raise :class:`~qkdpp.errors.ProtocolError` (see :func:`decode_slots`).
+    """
+    bases_p = np.asarray(bases_p, dtype=np.uint8)
+    if bases_p.shape != ((count + 7) // 8,):
+        raise ProtocolError(f"sifting: {bases_p.size} basis bytes for {count} detections")
+    rel = decode_slots(enc, count, n_slots)
+    bob = np.unpackbits(bases_p, count=count)
+    keep, bit, cls = sift_alice(basis, value, intensity, rel, bob)
+    n_keep = int(keep.sum())
+    codes = None
+    if n_keep == 0 or int(cls.max()) < 4:
+        two = np.empty(2 * n_keep, dtype=np.uint8)
+        two[0::2] = cls >> 1
+        two[1::2] = cls & 1
+        codes = np.packbits(two)
+    kb = keep.astype(bool)
+    return np.packbits(keep), np.packbits(bit), n_keep, cls, codes, bob[kb], rel[kb] + slot0
+
+
+def route_sifted(
+    bits_p: np.ndarray,
+    basis: np.ndarray,
+    inten: np.ndarray,
+    key_basis: int,
+    n_int: int,
+    key: tuple[np.ndarray, np.ndarray],
+    kpos: int,
+    test: tuple[np.ndarray, np.ndarray],
+    tpos: int,
+) -> tuple[int, int]:
+    """Append one sifted chunk to the accumulator's buffers.
+
+    Bits ``i`` (packed MSB-first in ``bits_p``) with ``basis[i] == key_basis`` go to
+    ``key = (bit, intensity)`` at ``kpos, kpos + 1, …``, the others to ``test = (bit,
+    intensity)`` at ``tpos, …`` (bits as uint8 0/1). Every buffer must have ``n + 1`` free
+    entries (the compiled kernel writes one past the end). Returns the new ``(kpos, tpos)``, or
+    ``(-1, i)`` when ``inten[i] >= n_int`` (the first such ``i``): then the positions do not
+    move, though entries past them may have been overwritten.
+    """
+    n = np.size(basis)
+    if min(a.size for a in key) <= kpos + n or min(a.size for a in test) <= tpos + n:
+        raise ValueError("route_sifted: buffers need n + 1 free entries")
+    inten = np.asarray(inten, dtype=np.uint8)
+    bad = np.flatnonzero(inten >= n_int)
+    if bad.size:
+        return -1, int(bad[0])
+    b = np.unpackbits(np.asarray(bits_p, dtype=np.uint8), count=n)
+    is_key = np.asarray(basis, dtype=np.uint8) == key_basis
+    nk = int(is_key.sum())
+    nt = n - nk
+    key[0][kpos : kpos + nk] = b[is_key]
+    key[1][kpos : kpos + nk] = inten[is_key]
+    test[0][tpos : tpos + nt] = b[~is_key]
+    test[1][tpos : tpos + nt] = inten[~is_key]
+    return kpos + nk, tpos + nt
+
+
+def class_counts(cls: np.ndarray, n_int: int) -> np.ndarray:
+    """Number of entries of each class ``0..n_int-1`` in uint8 ``cls`` (all ``< n_int``)."""
+    cls = np.asarray(cls, dtype=np.uint8)
+    if cls.size and int(cls.max()) >= n_int:
+        raise ValueError(f"class_counts: class {int(cls.max())} >= {n_int}")
+    return np.bincount(cls, minlength=n_int).astype(np.int64)
+
+
+def key_slots(
+    basis: np.ndarray, slots: np.ndarray, key_basis: int, targets: np.ndarray
+) -> np.ndarray:
+    """Slots of the key-basis entries number ``targets`` (sorted, int64) among ``basis``:
+    ``slots[flatnonzero(basis == key_basis)[targets]]`` (ValueError when out of range)."""
+    pos = np.flatnonzero(np.asarray(basis, dtype=np.uint8) == key_basis)
+    targets = np.asarray(targets, dtype=np.int64)
+    if targets.size and (targets[-1] >= pos.size or np.any(np.diff(targets) < 0)):
+        raise ValueError("key_slots: targets beyond the key-basis entries (or not sorted)")
+    return np.asarray(slots, dtype=np.int64)[pos[targets]]
