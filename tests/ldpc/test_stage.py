@@ -178,3 +178,26 @@ def test_packed_output_pad_bits_zero():
     r = run_pair([{"stage": "ldpc", "family": "peg4k", "efficiency": 1.8}], None, a, b)
     assert r.bob[0].ok
     assert np.array_equal(kbits.pack(kbits.unpack(r.bob[0].bits, 1001)), r.bob[0].bits)
+
+
+@pytest.mark.parametrize("mode", ["rate_adaptive", "blind"])
+def test_default_family_de32k_at_two_percent(mode):
+    """The default family and tables at 2 % QBER: every frame corrected, leakage exact, f as
+    calibrated (rate-adaptive: the table's 1.14 on rate 0.85; blind: at most 16 rounds of 99)."""
+    from qkdpp.codes.construct import bsc_entropy
+
+    n_bits = 29491  # one de32k chunk
+    a, b = pairs(n_bits, 0.02, 3, seed=40)
+    r = run_pair([{"stage": "ldpc", "mode": mode}], None, a, b)
+    h = bsc_entropy(round(0.02 * n_bits) / n_bits)
+    for fa, fb in zip(r.alice, r.bob, strict=True):
+        assert fa.ok and fb.ok, (fa.meta.failure, fb.meta.failure)
+        assert np.array_equal(fa.bits, fb.bits)
+        assert fa.meta.tags["ldpc_code"] == "de32k-r0.85"
+        assert fa.meta.leakage == fb.meta.leakage
+        f = fb.meta.leaked_by("ldpc") / (n_bits * h)
+        if mode == "rate_adaptive":
+            assert syndrome_leak(fb) == 4915 - fb.meta.tags["ldpc_p"]
+            assert abs(f - ldpc_stage.table_efficiency(0.02)) < 0.005
+        else:
+            assert 1.07 < f < 1.08 + 16 * 99 / (n_bits * h)

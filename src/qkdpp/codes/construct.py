@@ -23,6 +23,7 @@ Construction
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -128,10 +129,117 @@ def design_lambda(rate: float, efficiency: float = DESIGN_EFFICIENCY) -> np.ndar
     return best[1]
 
 
-def degree_distribution(n: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
+# Variable-degree distributions (edge perspective) optimised by density evolution
+# (:func:`qkdpp.codes.density_evolution.ascend`, our own optimisation; reproduce with
+# ``python scripts/make_codes.py --design RATE:DC[:P[:MAXDEG]]``): per mother rate, the design
+# crossover ``p``, the mean check degree ``dc`` used in the optimisation, the DE threshold
+# efficiency
+# ``f* = (1 - R) / h(p)`` at the rate the LP reached, and ``λ``. The Gaussian-approximation
+# designs of :func:`design_lambda` (family peg32k) had DE thresholds near f* = 1.26 at rate 0.85
+# (BSC threshold 0.0162), these reach f* = 1.05-1.09 (Elkouss et al. 2009's best: f* ~ 1.065 at
+# rate 0.85, REFERENCES.md §3).
+DE_LAMBDA: dict[float, dict[str, Any]] = {
+    0.50: {
+        "p": 0.10085,
+        "dc": 9,
+        "f_star": 1.042,
+        "lam": {2: 0.19717, 3: 0.22245, 7: 0.23661, 8: 0.04561, 19: 0.02517, 22: 0.27298},
+    },
+    # degrees up to 60 (``--design 0.60:14:0.07309:60``; the max-30 design, dc 12, f* 1.048,
+    # failed 2-3 % of frames at 8 %, f = 1.10, this one 0/128)
+    0.60: {
+        "p": 0.07309,
+        "dc": 14,
+        "max_degree": 60,
+        "f_star": 1.036,
+        "lam": {
+            2: 0.14038,
+            3: 0.1838,
+            6: 0.00888,
+            7: 0.23001,
+            16: 0.04875,
+            19: 0.17245,
+            40: 0.08434,
+            50: 0.13139,
+        },
+    },
+    0.65: {
+        "p": 0.06069,
+        "dc": 15,
+        "f_star": 1.047,
+        "lam": {2: 0.13099, 3: 0.22888, 7: 0.00355, 8: 0.3011, 25: 0.26939, 30: 0.0661},
+    },
+    # degrees up to 60 (``--design 0.70:22:0.05:60``; the max-30 design, dc 19, f* 1.049, failed
+    # 1.6 % at 5 %, f = 1.10, this one 1/128)
+    0.70: {
+        "p": 0.05,
+        "dc": 22,
+        "max_degree": 60,
+        "f_star": 1.037,
+        "lam": {
+            2: 0.08909,
+            3: 0.19315,
+            7: 0.08698,
+            8: 0.10947,
+            16: 0.132,
+            19: 0.09179,
+            60: 0.29752,
+        },
+    },
+    0.75: {
+        "p": 0.03860,
+        "dc": 24,
+        "f_star": 1.054,
+        "lam": {2: 0.08129, 3: 0.23687, 8: 0.11084, 9: 0.19448, 30: 0.37652},
+    },
+    0.80: {
+        "p": 0.02887,
+        "dc": 30,
+        "f_star": 1.061,
+        "lam": {2: 0.06462, 3: 0.25563, 9: 0.27667, 10: 0.07281, 30: 0.33027},
+    },
+    # degrees up to 60 (``--design 0.85:48:0.02:60``): at 2 %, f = 1.12 (kernel level, 128
+    # frames) FER 0.023, where the max-30 design (dc 42, f* 1.067) failed 0.09 and max-16 0.29
+    0.85: {
+        "p": 0.02,
+        "dc": 48,
+        "max_degree": 60,
+        "f_star": 1.050,
+        "lam": {
+            2: 0.04083,
+            3: 0.22772,
+            9: 0.07918,
+            10: 0.23526,
+            19: 0.03769,
+            20: 0.04929,
+            40: 0.12108,
+            50: 0.20896,
+        },
+    },
+    0.90: {
+        "p": 0.01209,
+        "dc": 60,
+        "f_star": 1.089,
+        "lam": {2: 0.03148, 3: 0.27396, 9: 0.38041, 10: 0.00414, 22: 0.01915, 25: 0.29086},
+    },
+    # f* at the rate the LP reached (0.9466) with dc = 110
+    0.95: {
+        "p": 0.00523,
+        "dc": 110,
+        "f_star": 1.133,
+        "lam": {2: 0.0165, 3: 0.292, 8: 0.1549, 9: 0.26603, 16: 0.13622, 19: 0.13434},
+    },
+}
+
+
+def degree_distribution(
+    n: int, rate: float, lam: dict[int, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Variable- and check-node degrees for a length-``n`` code of design rate ``rate``.
 
-    Variable degrees follow :func:`design_lambda` (node fractions ``Λi ∝ λi / i``, rounded);
+    Variable degrees follow ``lam`` (edge fractions by degree) or, when None,
+    :func:`design_lambda` (node fractions ``Λi ∝ λi / i``, rounded; the remainder goes to the
+    most frequent degree with ``lam``, to degree 3 without);
     the check side is concentrated on two consecutive degrees with ``m = round((1 - rate) n)``.
 
     Returns
@@ -144,12 +252,17 @@ def degree_distribution(n: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
     m = round((1.0 - rate) * n)
     if not 0 < m < n:
         raise ValueError(f"rate {rate} gives {m} checks for n={n}")
-    degs = np.array(VAR_DEGREES)
-    lam = design_lambda(rate)
-    frac = lam / degs
+    if lam is None:
+        degs = np.array(VAR_DEGREES)
+        lam_v = design_lambda(rate)
+    else:
+        degs = np.array(sorted(lam))
+        lam_v = np.array([lam[d] for d in degs])
+    frac = lam_v / degs
     frac /= frac.sum()
     counts = np.floor(frac * n).astype(np.int64)
-    counts[1] += n - counts.sum()  # rounding remainder to degree 3
+    # rounding remainder: to degree 3 (GA designs), to the most frequent degree (DE designs)
+    counts[1 if lam is None else int(np.argmax(frac))] += n - counts.sum()
     var_deg = np.repeat(degs.astype(np.int32), counts)
     total = int(var_deg.sum())
     lo = total // m
@@ -160,7 +273,7 @@ def degree_distribution(n: int, rate: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @njit(cache=True)
-def _peg(var_deg, chk_deg, seed, depth, chain):
+def _peg(var_deg, chk_deg, seed, depth, chain, gap, pair_gap):
     n = var_deg.size
     m = chk_deg.size
     np.random.seed(seed)
@@ -229,6 +342,39 @@ def _peg(var_deg, chk_deg, seed, depth, chain):
                     reached += nn
                     nf = nn
                 _ = prev_stamp_ok
+            if gap > 0 and v0 > 0:
+                # chain-aware: no check within ``gap`` staircase steps of one of v's checks (a
+                # degree-d node on checks a, a + g closes a small trapping set with the g chain
+                # nodes between them; measured at rate 0.85: all 2 % failures were such sets)
+                for k in range(var_cnt[v]):
+                    c0 = var_adj[v, k]
+                    if c0 > v0:
+                        continue
+                    for c in range(max(0, c0 - gap), min(v0 + 1, c0 + gap + 1)):
+                        mark[c] = stamp
+            if pair_gap > 0 and v0 > 0 and var_deg[v] <= 3:
+                # no two low-degree (<= 3) nodes with two pairs of checks that are each within
+                # ``pair_gap`` staircase steps: with the chain nodes between the pairs they form
+                # low-weight codewords / trapping sets (measured at rate 0.85: weight-5 codewords
+                # [2, 2, 2, 3, 3] of shape u = (a, b, c), w = (a+1, b+1, c+1))
+                for k in range(var_cnt[v]):
+                    c0 = var_adj[v, k]
+                    for dd in range(-pair_gap, pair_gap + 1):
+                        c = c0 + dd
+                        if dd == 0 or c < 0 or c > v0:
+                            continue
+                        for t in range(chk_cnt[c]):
+                            u = chk_adj[c, t]
+                            if u < v0 or u == v or var_deg[u] > 3:
+                                continue
+                            for r in range(var_cnt[u]):
+                                c1 = var_adj[u, r]
+                                if c1 == c:
+                                    continue
+                                for d2 in range(-pair_gap, pair_gap + 1):
+                                    cc = c1 + d2
+                                    if 0 <= cc <= v0:
+                                        mark[cc] = stamp
             # choose an unmarked check with minimum current degree (and room left)
             best = -1
             best_deg = 1 << 30
@@ -264,8 +410,22 @@ def _peg(var_deg, chk_deg, seed, depth, chain):
     return chk_adj, chk_cnt
 
 
-def peg_code(n: int, rate: float, seed: int, depth: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Build a PEG parity-check matrix.
+def peg_code(
+    n: int,
+    rate: float,
+    seed: int,
+    depth: int = 3,
+    lam: dict[int, float] | None = None,
+    chain_gap: int = 0,
+    pair_gap: int = 0,
+    chain_min_rate: float = CHAIN_MIN_RATE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build a PEG parity-check matrix (degrees from ``lam`` or :func:`design_lambda`).
+
+    ``chain_gap`` (codes with the degree-2 staircase only): a non-chain node never joins two
+    checks less than ``chain_gap`` staircase steps apart (0: no such rule, families peg*);
+    ``pair_gap``: two nodes of degree <= 3 never have two check pairs each within ``pair_gap``
+    staircase steps (0: no such rule).
 
     Returns
     -------
@@ -273,9 +433,15 @@ def peg_code(n: int, rate: float, seed: int, depth: int = 3) -> tuple[np.ndarray
     col_idx : ndarray of int32, shape (E,)
         CSR structure of ``H`` (checks are rows); column indices sorted within a row.
     """
-    var_deg, chk_deg = degree_distribution(n, rate)
+    var_deg, chk_deg = degree_distribution(n, rate, lam)
     chk_adj, chk_cnt = _peg(
-        var_deg, chk_deg, np.int64(seed), np.int64(depth), rate >= CHAIN_MIN_RATE
+        var_deg,
+        chk_deg,
+        np.int64(seed),
+        np.int64(depth),
+        rate >= chain_min_rate,
+        np.int64(chain_gap),
+        np.int64(pair_gap),
     )
     m = chk_deg.size
     row_ptr = np.zeros(m + 1, dtype=np.int64)
@@ -287,10 +453,10 @@ def peg_code(n: int, rate: float, seed: int, depth: int = 3) -> tuple[np.ndarray
 
 
 @njit(cache=True)
-def _greedy_puncture(row_ptr, col_idx, n, count, perm):
+def _greedy_puncture(row_ptr, col_idx, n, count, perm, low):
     """Greedy low-interference puncturing: ``count`` positions, each chosen to minimise the number
-    of (check, already punctured neighbour) incidences it creates; ties: higher degree first,
-    then the order of ``perm``."""
+    of (check, already punctured neighbour) incidences it creates; ties: higher degree first
+    (``low`` false) or lower degree first (``low`` true), then the order of ``perm``."""
     m = row_ptr.size - 1
     deg = np.zeros(n, np.int64)
     for e in range(col_idx.size):
@@ -315,7 +481,8 @@ def _greedy_puncture(row_ptr, col_idx, n, count, perm):
             v = perm[i]
             if chosen[v]:
                 continue
-            key = score[v] * 256 + (255 - min(deg[v], 255))
+            dk = min(deg[v], 255)
+            key = score[v] * 256 + (dk if low else 255 - dk)
             if key < best_key:
                 best_key = key
                 best = v
@@ -329,7 +496,7 @@ def _greedy_puncture(row_ptr, col_idx, n, count, perm):
 
 
 def greedy_puncture_order(
-    row_ptr: np.ndarray, col_idx: np.ndarray, n: int, count: int, seed: int
+    row_ptr: np.ndarray, col_idx: np.ndarray, n: int, count: int, seed: int, low: bool = False
 ) -> np.ndarray:
     """A puncture/shorten order of the ``n`` positions (``int64[n]``, a permutation).
 
@@ -340,13 +507,18 @@ def greedy_puncture_order(
     bit whose checks carry no other punctured bit is recovered in the first iteration. Random
     puncturing left 2 % QBER frames converging to wrong codewords (a ~1.5 % error floor, measured
     on peg32k-r0.80, p = 716: 10 of 768 frames vs 1 of 768 with this order). The remaining
-    positions follow in a seeded random order (shortening takes them from the front).
+    positions follow in a seeded random order (shortening takes them from the front, or from
+    the end for families with ``shorten = "tail"``).
+
+    ``low``: ties go to lower-degree bits (family de32k: puncturing the degree-25/30 bits of the
+    density-evolution codes cost more, measured at 2 %, f = 1.12, shortening from the end: FER
+    0.30 with high-degree ties (64 frames) vs 0.07 with low-degree ties (128 frames)).
     """
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n).astype(np.int64)
     count = int(min(max(count, 0), n))
     first = _greedy_puncture(
-        np.asarray(row_ptr, np.int64), np.asarray(col_idx, np.int64), n, count, perm
+        np.asarray(row_ptr, np.int64), np.asarray(col_idx, np.int64), n, count, perm, bool(low)
     )
     mask = np.ones(n, dtype=bool)
     mask[first] = False

