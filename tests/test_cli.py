@@ -43,3 +43,21 @@ def test_unknown_command_fails() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])
     assert exc.value.code == 2
+
+
+def test_config_check(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    good = tmp_path / "good.toml"
+    good.write_text('[session]\nlanes = 2\n[reconcile]\nmethod = "ldpc"\n')
+    assert main(["config", "check", str(good)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "reconcile → verify" in out and "lanes 2" in out
+    for text, why in (
+        ("[verify]\neps_cor = -1\n", "eps_cor must be in"),
+        ('[privacy_amplification]\ncolour = "blue"\n', "colour"),
+        ("[sesion]\n", "unknown section"),
+        ("[session]\nlanes = 0\n", "lanes must be a positive integer"),
+    ):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        assert main(["config", "check", str(bad)]) == 1
+        assert why in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Link configuration: one TOML file, validated, every default documented with its source.
 
-Sections (all optional; ``qkdpp config --defaults`` prints the full default file):
+Sections (all optional; ``docs/config.md`` lists every default; ``qkdpp config check FILE``
+validates a file and every stage parameter of both roles):
 
 ``[session]``  ``block_size`` key-basis bits per block (default 1 000 000: finite-key rates of
    Lim et al. 2014 Fig. 2 are already within ~20 % of asymptotic at n_X = 1e6 near 25 km),
