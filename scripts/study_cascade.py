@@ -143,13 +143,23 @@ def stage_mbps(variant: str, n: int, q: float, frames: int, reps: int, seed: int
     }
 
 
-def round_trip_ratio(variant: str, n: int, q: float, frames: int, seed: int) -> dict:
+def round_trip_ratio(
+    variant: str,
+    n: int,
+    q: float,
+    frames: int,
+    seed: int,
+    tail_depth: int = 1,
+    tail_fraction: float = 0.125,
+) -> dict:
     """Round trips of one ``frames``-frame lock-step batch against the same frames run alone.
 
     Each of the ``frames`` frames is reconciled alone (in-process oracle) and then all of them
-    together in one batch; returns the batch's round trips, the mean / max single-frame round
-    trips and the ratios batch / mean single and max single / mean single (the batch costs its
-    slowest frame, so the two ratios coincide up to one round trip).
+    together in one batch (with tail acceleration ``tail_depth`` / ``tail_fraction``; a frame
+    alone is never accelerated); returns the batch's round trips, the mean / max single-frame
+    round trips, the ratios batch / mean single and max single / mean single (without tail
+    acceleration the batch costs its slowest frame, so the two coincide), and the mean f of the
+    frames alone and in the batch.
     """
     v = get_variant(variant)
     rng = np.random.default_rng(seed)
@@ -161,16 +171,23 @@ def round_trip_ratio(variant: str, n: int, q: float, frames: int, seed: int) -> 
         b = a.copy()
         b[rng.choice(n, round(q * n), replace=False)] ^= 1
         keys.append((a, b))
-    singles = []
+    singles, single_leak = [], []
     for a, b in keys:
         alice = AliceFrame(a, v.passes, sa)
-        singles.append(bob_reconcile([BobFrame(b.copy(), q, v, sb)], AliceOracle([alice])))
+        bob = BobFrame(b.copy(), q, v, sb)
+        singles.append(bob_reconcile([bob], AliceOracle([alice])))
+        if not np.array_equal(bob.bits, a):
+            raise AssertionError("a single frame was left with errors")
+        single_leak.append(bob.leaked)
         alice.release()
     alices = [AliceFrame(a, v.passes, sa) for a, _ in keys]
-    batch = bob_reconcile([BobFrame(b.copy(), q, v, sb) for _, b in keys], AliceOracle(alices))
+    bobs = [BobFrame(b.copy(), q, v, sb) for _, b in keys]
+    batch = bob_reconcile(bobs, AliceOracle(alices), tail_depth, tail_fraction)
     for alice in alices:
         alice.release()
+    errs = sum(not np.array_equal(bob.bits, a) for bob, (a, _) in zip(bobs, keys, strict=True))
     mean = float(np.mean(singles))
+    norm = n * h2(q)
     return {
         "variant": variant,
         "n": n,
@@ -182,6 +199,11 @@ def round_trip_ratio(variant: str, n: int, q: float, frames: int, seed: int) -> 
         "single_rt_max": int(np.max(singles)),
         "batch_over_mean_single": batch / mean,
         "max_over_mean_single": float(np.max(singles)) / mean,
+        "tail_depth": tail_depth,
+        "tail_fraction": tail_fraction,
+        "f_single_mean": float(np.mean(single_leak)) / norm,
+        "f_batch_mean": float(np.mean([bob.leaked for bob in bobs])) / norm,
+        "batch_frames_with_errors": int(errs),
     }
 
 
@@ -245,18 +267,36 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FRAMES",
         help="instead: round trips of a FRAMES-frame batch against the same frames alone",
     )
+    ap.add_argument(
+        "--tail-depth",
+        type=int,
+        default=1,
+        help="with --ratio: tail acceleration of the batch (BINARY levels per round trip)",
+    )
+    ap.add_argument(
+        "--tail-fraction",
+        type=float,
+        default=0.125,
+        help="with --ratio: accelerate once at most this fraction of the frames is active",
+    )
     ap.add_argument("--out", default="study_cascade", help="output prefix (.csv, .png)")
     args = ap.parse_args(argv)
     if args.ratio:
         for variant in args.variants:
             for n in args.sizes:
                 for q in args.qbers:
-                    r = round_trip_ratio(variant, n, q, args.ratio, args.seed)
+                    r = round_trip_ratio(
+                        variant, n, q, args.ratio, args.seed, args.tail_depth, args.tail_fraction
+                    )
                     print(
                         f"{variant:9s} n={n:>8d} q={q:.3f} batch of {args.ratio}: "
                         f"rt={r['batch_rt']} single rt mean={r['single_rt_mean']:.1f} "
                         f"min={r['single_rt_min']} max={r['single_rt_max']} "
-                        f"batch/mean single={r['batch_over_mean_single']:.2f}",
+                        f"batch/mean single={r['batch_over_mean_single']:.2f} "
+                        f"max/mean single={r['max_over_mean_single']:.2f} "
+                        f"f single={r['f_single_mean']:.4f} batch={r['f_batch_mean']:.4f} "
+                        f"(tail d={args.tail_depth} frac={args.tail_fraction}) "
+                        f"err_frames={r['batch_frames_with_errors']}",
                         flush=True,
                     )
         return 0

@@ -86,6 +86,48 @@ def test_compiled_equals_reference(variant: str, n: int, q: float) -> None:
     assert leaks[0] == leaks[1]
 
 
+@pytest.mark.parametrize("variant", ["biconf", "option7", "option8", "yanetal"])
+@pytest.mark.parametrize(
+    "n,q,frames,depth,frac",
+    [(1001, 0.03, 4, 3, 1.0), (2500, 0.08, 3, 5, 1.0), (3000, 0.05, 8, 4, 0.5)],
+)
+def test_compiled_equals_reference_with_tail_acceleration(
+    variant: str, n: int, q: float, frames: int, depth: int, frac: float
+) -> None:
+    """Tail acceleration (several BINARY levels per round trip): both backends ask the same
+    questions in the same order, correct every frame and book every parity on both sides."""
+    logs, plain = [], []
+    for backend in ("reference", "compiled"):
+        alices, bobs, truth = make_batch(n, q, variant, frames=frames, seed=n, backend=backend)
+        oracle = RecordingOracle(alices)
+        rt = bob_reconcile(bobs, oracle, tail_depth=depth, tail_fraction=frac)
+        assert rt == oracle.round_trips
+        assert all(np.array_equal(b.bits, t) for b, t in zip(bobs, truth, strict=False))
+        assert [b.leaked for b in bobs] == [a.leaked for a in alices]
+        assert all(b.flips == round(q * n) for b in bobs)
+        logs.append((oracle.log, rt, [b.leaked for b in bobs]))
+    assert logs[0] == logs[1]
+    alices, bobs, _ = make_batch(n, q, variant, frames=frames, seed=n)
+    plain_rt = bob_reconcile(bobs, AliceOracle(alices))
+    plain = [b.leaked for b in bobs]
+    # it does something: more parities, fewer round trips
+    assert sum(logs[1][2]) > sum(plain) and logs[1][1] < plain_rt
+
+
+def test_tail_depth_of_round() -> None:
+    from qkdpp.kernels.cascade.engine import tail_depth_of_round
+
+    assert tail_depth_of_round(1, 1, 4, 1.0) == 1  # a frame alone is never accelerated
+    assert tail_depth_of_round(8, 64, 1, 0.125) == 1  # off
+    assert tail_depth_of_round(9, 64, 4, 0.125) == 1
+    assert [tail_depth_of_round(a, 64, 4, 0.125) for a in (8, 5, 4, 3, 2, 1)] == [2, 2, 3, 3, 4, 4]
+    assert tail_depth_of_round(1, 64, 6, 0.125) == 5
+    with pytest.raises(ConfigError):
+        bob_reconcile([], AliceOracle([]), tail_depth=0)
+    with pytest.raises(ConfigError):
+        bob_reconcile([], AliceOracle([]), tail_depth=2, tail_fraction=1.5)
+
+
 @pytest.mark.parametrize("variant", ["biconf", "option8", "yanetal"])
 def test_recycled_work_buffers_give_the_reference_result(variant: str) -> None:
     """Later batches of a session reuse the pooled (page-wise cleared) buffers of earlier ones;
@@ -176,6 +218,44 @@ def test_batch_costs_exactly_its_slowest_frame() -> None:
         assert alone.rounds == singles[-1]
     assert rt64 == max(singles), (rt64, singles)
     assert 1.0 < rt64 / np.mean(singles) < 2.5
+
+
+def test_tail_acceleration_shortens_a_64_frame_batch() -> None:
+    """Tail acceleration (``tail_depth=4, tail_fraction=0.1875``) cuts the round trips of a
+    64-frame batch (a frame alone is never accelerated) at a small cost in f.
+
+    option7, n = 1e5, QBER 2 %, this batch: 545 round trips without the option (its slowest
+    frame; 2.00x the mean single frame), 416 with it (1.53x), f + 0.0022. The issue's 1.5x is
+    NOT met robustly: over 16 such batches 1.26-1.53x (without: 1.41-2.31x); see
+    docs/cascade.md, "Round trips of a batch".
+    """
+    n, q, variant = 100_000, 0.02, "option7"
+    v = get_variant(variant)
+    alices, many, truth = make_batch(n, q, variant, frames=64, seed=8)
+    keys = [(a.bits.copy(), b.bits.copy()) for a, b in zip(alices, many, strict=False)]
+    oracle = AliceOracle(alices)
+    rt64 = bob_reconcile(many, oracle, tail_depth=4, tail_fraction=0.1875)
+    assert oracle.round_trips == rt64
+    assert all(np.array_equal(b.bits, t) for b, t in zip(many, truth, strict=False))
+    assert [b.leaked for b in many] == [a.leaked for a in alices]
+    for a in alices:
+        a.release()
+    sa = PassShuffles("test", n, v.passes)
+    sb = PassShuffles("test", n, v.passes)
+    singles, leaks = [], []
+    for a, b in keys:
+        alone = BobFrame(b, q, v, sb)
+        alice = AliceFrame(a, v.passes, sa)
+        singles.append(
+            bob_reconcile([alone], AliceOracle([alice]), tail_depth=4, tail_fraction=0.1875)
+        )
+        alice.release()
+        leaks.append(alone.leaked)
+    # without the option the batch would cost max(singles) (test above)
+    assert rt64 <= 0.8 * max(singles), (rt64, max(singles))
+    assert rt64 / np.mean(singles) <= 1.55, (rt64, np.mean(singles))
+    df = (np.mean([b.leaked for b in many]) - np.mean(leaks)) / (n * h2(q))
+    assert 0 < df <= 0.005, df
 
 
 def test_frame_scope_shuffles_differ_but_both_peers_agree() -> None:

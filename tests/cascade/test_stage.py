@@ -36,6 +36,12 @@ def test_registered_and_config_round_trip() -> None:
         CascadeStage(Role.BOB, corrector="eve")
     with pytest.raises(ConfigError):
         CascadeStage(Role.BOB, shuffle_scope="galaxy")
+    with pytest.raises(ConfigError):
+        CascadeStage(Role.BOB, tail_depth=0)
+    with pytest.raises(ConfigError):
+        CascadeStage(Role.BOB, tail_fraction=2.0)
+    s = CascadeStage(Role.BOB, tail_depth=3, tail_fraction=0.25)
+    assert Stage.from_config(Role.BOB, s.get_config()).get_config() == s.get_config()
 
 
 def _reply_bits_on_wire(link) -> tuple[int, int]:  # type: ignore[no-untyped-def]
@@ -65,12 +71,22 @@ def _questions_on_wire(link) -> int:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    "variant,scope", [("option7", "session"), ("biconf", "session"), ("yanetal", "frame")]
+    "variant,scope,tail",
+    [
+        ("option7", "session", 1),
+        ("biconf", "session", 1),
+        ("yanetal", "frame", 1),
+        ("option8", "session", 4),
+    ],
 )
-def test_two_parties_correct_and_ledgers_match_the_wire(variant: str, scope: str) -> None:
+def test_two_parties_correct_and_ledgers_match_the_wire(
+    variant: str, scope: str, tail: int
+) -> None:
     n, q = 20_000, 0.03
     alice, bob = pairs(n, q, 3)
-    cfg = [{"stage": "cascade", "variant": variant, "shuffle_scope": scope}]
+    cfg: list[dict] = [{"stage": "cascade", "variant": variant, "shuffle_scope": scope}]
+    if tail > 1:  # tail acceleration: more parities per round, the same bookkeeping
+        cfg[0].update(tail_depth=tail, tail_fraction=0.5)
     res = run_pair(cfg, None, alice, bob)
     par_bytes, msgs = _reply_bits_on_wire(res.alice_link)
     asked = _questions_on_wire(res.bob_link)

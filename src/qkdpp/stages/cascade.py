@@ -146,6 +146,14 @@ class CascadeStage(Stage):
         Kernels (reference is the slow, readable oracle).
     cache_size : int
         How many (session, n) shuffle sets to keep.
+    tail_depth : int
+        Tail acceleration of a batch (corrector only, 1 = off, the default): once at most
+        ``tail_fraction`` of the batch's frames are still active, their BINARY searches ask up
+        to ``tail_depth`` levels per round trip (more parities, all booked; fewer round trips
+        for the batch). See :func:`qkdpp.kernels.cascade.engine.tail_depth_of_round` and
+        docs/cascade.md, "Round trips of a batch".
+    tail_fraction : float
+        Fraction of active frames below which the tail acceleration starts (default 0.125).
     """
 
     name = "cascade"
@@ -159,6 +167,8 @@ class CascadeStage(Stage):
         shuffle_scope: str = "session",
         backend: str = "compiled",
         cache_size: int = 4,
+        tail_depth: int = 1,
+        tail_fraction: float = 0.125,
     ) -> None:
         super().__init__(
             role,
@@ -167,6 +177,8 @@ class CascadeStage(Stage):
             shuffle_scope=shuffle_scope,
             backend=backend,
             cache_size=cache_size,
+            tail_depth=tail_depth,
+            tail_fraction=tail_fraction,
         )
         self.variant = get_variant(variant)
         try:
@@ -179,6 +191,13 @@ class CascadeStage(Stage):
             raise ConfigError(f"backend must be 'compiled' or 'reference', got {backend!r}")
         if cache_size < 1:
             raise ConfigError(f"cache_size must be >= 1, got {cache_size}")
+        if not (isinstance(tail_depth, int) and 1 <= tail_depth <= 8):
+            raise ConfigError(f"tail_depth must be an int in [1, 8], got {tail_depth!r}")
+        if not 0.0 <= float(tail_fraction) <= 1.0:
+            raise ConfigError(f"tail_fraction must be in [0, 1], got {tail_fraction!r}")
+        # tail acceleration (corrector only; the answerer just answers the ranges asked)
+        self.tail_depth = tail_depth
+        self.tail_fraction = float(tail_fraction)
         self.scope = shuffle_scope
         self.backend = backend
         self.cache_size = cache_size
@@ -252,7 +271,7 @@ class CascadeStage(Stage):
                     self.backend,
                 )
             )
-        bob_reconcile(bobs, _PeerAsk(peer))
+        bob_reconcile(bobs, _PeerAsk(peer), self.tail_depth, self.tail_fraction)
         peer.send(KIND, {"op": "done"})
         out = []
         for f, b in zip(frames, bobs, strict=False):

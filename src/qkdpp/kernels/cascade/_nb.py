@@ -513,6 +513,7 @@ def bob_step(
     out_qs,
     hp,
     srt,
+    depth=1,
 ):
     """One round of Bob's engine (rules of :meth:`._ref.BobEngine.step`).
 
@@ -550,6 +551,9 @@ def bob_step(
         one (returned).
     srt : int64[3, >= p]
         Scratch for sorting the parked tasks (keys, and two index rows).
+    depth : int
+        Tail acceleration (see :meth:`._ref.BobEngine.step`): an unknown left child is asked
+        together with the left children of the ``depth - 1`` levels below it; 1 = plain BINARY.
 
     Returns
     -------
@@ -644,7 +648,38 @@ def bob_step(
         while True:
             st = node[base + h]
             if st == 0 or (st & KNOWN) == 0:
-                if st == 0:
+                if st == 0 and depth > 1 and pe >= 0:
+                    # tail acceleration: the left children of the `depth` levels below the
+                    # parent [s, pe), breadth first, left to right (see _ref._ask_subtree)
+                    hpar = h >> 1
+                    for lv in range(depth):
+                        for j in range(1 << lv):
+                            ls, le, lh = s, pe, hpar
+                            exists = True
+                            for t in range(lv - 1, -1, -1):
+                                if le - ls < 2:
+                                    exists = False
+                                    break
+                                mm = ls + (le - ls + 1) // 2
+                                if (j >> t) & 1:
+                                    ls = mm
+                                    lh = 2 * lh + 1
+                                else:
+                                    le = mm
+                                    lh = 2 * lh
+                            if not exists or le - ls < 2:
+                                continue
+                            mm = ls + (le - ls + 1) // 2
+                            if node[base + 2 * lh] != 0:
+                                continue
+                            node[base + 2 * lh] = PENDING
+                            dirty[(base + 2 * lh) >> PAGE_SHIFT] = 1
+                            if na == asks.shape[0]:
+                                asks = _grow_rows(asks)
+                            asks[na, 0], asks[na, 1], asks[na, 2] = slot, ls, mm
+                            asks[na, 3], asks[na, 4], asks[na, 5] = le, blk, 2 * lh
+                            na += 1
+                elif st == 0:
                     node[base + h] = PENDING
                     dirty[(base + h) >> PAGE_SHIFT] = 1
                     if na == asks.shape[0]:

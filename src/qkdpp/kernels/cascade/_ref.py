@@ -151,11 +151,17 @@ class BobEngine:
         return int(np.bitwise_xor.reduce(self.bits[p["perm"][s:e]], initial=0)) & 1
 
     # -- one round ---------------------------------------------------------------------------
-    def step(self, answers: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def step(self, answers: np.ndarray, depth: int = 1) -> list[tuple[int, int, int, int]]:
         """Take Alice's answers to the last questions, work until stuck, return new questions.
 
         Returns a list of ``(pid, s, e, parent_end)``; ``parent_end >= 0`` marks a left child
         ``[s, e)`` of ``[s, parent_end)``.
+
+        ``depth`` (tail acceleration, >= 1): when BINARY needs the unknown left child of a node,
+        ask the left child of every node in the ``depth - 1`` levels below it too (level by
+        level, left to right; right children are inferred), so the search descends ``depth``
+        levels per round trip for up to ``2^depth - 1`` parities instead of ``depth``.
+        ``depth = 1`` is plain BINARY.
         """
         for (pid, s, e, pe), a in zip(self.asked, answers, strict=False):
             a = int(a)
@@ -176,8 +182,11 @@ class BobEngine:
             key = (pid, s, e)
             a = self.alice.get(key)
             if a is None:
-                self.alice[key] = 2
-                asks.append((pid, s, e, pe))
+                if depth > 1 and pe >= 0:
+                    self._ask_subtree(pid, s, pe, depth, asks)
+                else:
+                    self.alice[key] = 2
+                    asks.append((pid, s, e, pe))
                 self.parked.append((pid, s, e, pe))
                 continue
             if a == 2:
@@ -194,6 +203,25 @@ class BobEngine:
                 heapq.heappush(heap, (m - s, pid, s, m, e))
         self.asked = asks
         return asks
+
+    def _ask_subtree(
+        self, pid: int, s: int, e: int, depth: int, asks: list[tuple[int, int, int, int]]
+    ) -> None:
+        """Ask the unknown left children of every node of the ``depth`` levels of the
+        subtree of node ``[s, e)`` (breadth first, left to right: a parent is answered before
+        its children, so every right child can be inferred)."""
+        level = [(s, e)]
+        for _ in range(depth):
+            below = []
+            for a, b in level:
+                if b - a < 2:
+                    continue
+                m = a + (b - a + 1) // 2
+                if (pid, a, m) not in self.alice:
+                    self.alice[(pid, a, m)] = 2
+                    asks.append((pid, a, m, b))
+                below += [(a, m), (m, b)]
+            level = below
 
     def _flip(self, i: int, heap: list) -> None:
         """Correct key bit ``i`` and schedule the cascade effect in every pass."""

@@ -312,9 +312,10 @@ class _CompiledBob:
         self.slot_casc[s] = 0
         self.has_copy[s] = 0
 
-    def step(self, answers: np.ndarray) -> np.ndarray:
+    def step(self, answers: np.ndarray, depth: int = 1) -> np.ndarray:
         """One round (see :func:`._nb.bob_step`): the new questions, ``int64[q, 3]`` rows
-        ``(pass id, start, end)`` — a view of a work buffer, valid until the step after next."""
+        ``(pass id, start, end)`` — a view of a work buffer, valid until the step after next.
+        ``depth``: tail acceleration (levels per BINARY round trip; 1 = off)."""
         b = self._buf = 1 - self._buf
         if self._sort.shape[1] < self.parked.shape[0]:
             self._sort = np.empty((3, 2 * self.parked.shape[0]), dtype=np.int64)
@@ -352,6 +353,7 @@ class _CompiledBob:
             self._qs[b],
             self._hp,
             self._sort,
+            depth,
         )
         self._asks[b], self._wait[b], self._qs[b] = asks, wait, qs
         self.flips += flips
@@ -384,8 +386,8 @@ class _ReferenceBob:
     def release(self) -> None:
         pass
 
-    def step(self, answers: np.ndarray) -> np.ndarray:
-        asks = self.eng.step(answers)
+    def step(self, answers: np.ndarray, depth: int = 1) -> np.ndarray:
+        asks = self.eng.step(answers, depth)
         return np.array([a[:3] for a in asks], dtype=np.int64).reshape(-1, 3)
 
 
@@ -655,9 +657,10 @@ def _check(f: BobFrame, got: np.ndarray, want: int, what: str) -> None:
 
 
 def _advance(
-    f: BobFrame, g: _Progress, top_ans: np.ndarray | None, ask_ans: np.ndarray
+    f: BobFrame, g: _Progress, top_ans: np.ndarray | None, ask_ans: np.ndarray, depth: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Feed one round's answers to a frame and run it until it needs Alice again."""
+    """Feed one round's answers to a frame and run it until it needs Alice again
+    (``depth``: tail acceleration of this round's BINARY questions, 1 = off)."""
     v = f.variant
     if top_ans is not None and g.biconf_round < 0:  # all cascade passes' top parities
         counts = [-(-int(e) // int(k)) for _, k, e in g.want]
@@ -667,13 +670,13 @@ def _advance(
         pid, k, end = (int(x) for x in spec[0])
         g.flips_before = f.flips
         f.eng.start_pass(pid, k, end, False, top_ans)
-    q = f.eng.step(ask_ans)
+    q = f.eng.step(ask_ans, depth)
     while q.shape[0] == 0:
         if g.biconf_round < 0 and g.next_pass < v.passes:
             p = g.next_pass
             g.next_pass += 1
             f.eng.start_pass(p, f.block_sizes[p], int(f.bits.size), True, g.tops[p])
-            q = f.eng.step(np.empty(0, dtype=np.uint8))
+            q = f.eng.step(np.empty(0, dtype=np.uint8), depth)
             continue
         if not v.biconf_streak:
             g.done = True
@@ -693,7 +696,28 @@ def _advance(
     return _empty3(), q
 
 
-def bob_reconcile(frames: list[BobFrame], peer: AskPeer) -> int:
+def tail_depth_of_round(active: int, frames: int, tail_depth: int, tail_fraction: float) -> int:
+    """BINARY levels per round trip for this round's questions (tail acceleration).
+
+    1 (plain BINARY) while more than ``tail_fraction`` of the ``frames`` of the batch are still
+    ``active`` (had a request this round) or the batch has one frame; then 2, and one more
+    level each time the number of active frames halves again, up to ``tail_depth``:
+    ``d = min(tail_depth, 2 + floor(log2(tail_fraction * frames / active)))``. (The extra
+    parities of a level grow like ``2^d`` per search, but fewer frames pay them.) Both counts
+    are visible on the wire, so the answerer could compute the same value.
+    """
+    limit = tail_fraction * frames
+    if tail_depth < 2 or frames < 2 or active > limit:
+        return 1
+    d = 2
+    while d < tail_depth and active * (1 << (d - 1)) <= limit:
+        d += 1
+    return d
+
+
+def bob_reconcile(
+    frames: list[BobFrame], peer: AskPeer, tail_depth: int = 1, tail_fraction: float = 0.125
+) -> int:
     """Correct every frame of a batch; returns the number of round trips.
 
     All frames share every round trip: round 1 fetches the top-level parities of every cascade
@@ -701,7 +725,16 @@ def bob_reconcile(frames: list[BobFrame], peer: AskPeer) -> int:
     BICONF requests together. Frames are not held back by each other (a frame moves on to its
     next pass as soon as it has no question), so round trips per batch are the maximum, not the
     sum, over frames.
+
+    Tail acceleration (``tail_depth > 1``; off by default): once at most ``tail_fraction`` of
+    the batch's frames are still active, their BINARY searches ask ``tail_depth`` levels per
+    round trip (``2^d - 1`` parities instead of ``d``, all booked as leakage), so the batch's
+    slowest frames finish in fewer round trips (see :func:`tail_depth_of_round`).
     """
+    if tail_depth < 1 or tail_depth > 8:
+        raise ConfigError(f"tail_depth must be in [1, 8], got {tail_depth}")
+    if not 0.0 <= tail_fraction <= 1.0:
+        raise ConfigError(f"tail_fraction must be in [0, 1], got {tail_fraction}")
     if not frames:
         return 0
     nf = len(frames)
@@ -719,6 +752,8 @@ def bob_reconcile(frames: list[BobFrame], peer: AskPeer) -> int:
         if len(t_ans) != nf or len(q_ans) != nf:
             raise ProtocolError(f"answers for {len(t_ans)}/{len(q_ans)} frames, expected {nf}")
         new_tops, new_asks = [], []
+        active = sum(1 for t, q in zip(tops, asks, strict=False) if t.shape[0] or q.shape[0])
+        depth = tail_depth_of_round(active, nf, tail_depth, tail_fraction)
         for f, g, t, q, ta, qa in zip(frames, prog, tops, asks, t_ans, q_ans, strict=False):
             nt, nq = _empty3(), _empty3()
             if f.failure is None and not g.done:
@@ -727,7 +762,7 @@ def bob_reconcile(frames: list[BobFrame], peer: AskPeer) -> int:
                 if t.shape[0] or q.shape[0]:
                     f.rounds += 1
                 try:
-                    nt, nq = _advance(f, g, ta if t.shape[0] else None, qa)
+                    nt, nq = _advance(f, g, ta if t.shape[0] else None, qa, depth)
                 except ReconciliationFailed as exc:
                     f.failure = str(exc)
                     nt, nq = _empty3(), _empty3()
