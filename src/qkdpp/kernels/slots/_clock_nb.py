@@ -366,7 +366,9 @@ def rel_shifted(tp, tref, track_t, corr):
         t = np.int64(tp[i] - tref)
         tf = np.float64(t)
         if j > 0 and tf < track_t[j]:  # times went back: find the block again
-            j = max(np.searchsorted(track_t, tf, side="right") - 1, 0)
+            j = int(np.searchsorted(track_t, tf, side="right")) - 1
+            if j < 0:
+                j = 0
         while j + 1 < m and track_t[j + 1] <= tf:
             j += 1
         out[i] = t - np.int64(np.rint(corr[j])) if m else t
