@@ -221,26 +221,16 @@ def write_code(
             row_deg=row_deg.astype(np.uint8),
             order=np.asarray(order).astype(np.uint16),
         )
-    data = buf.getvalue()
-    (out / f"{cid}.npz").write_bytes(data)
-    digest = _digest(data)
-    (out / f"{cid}.sha256").write_text(f"{digest}  {cid}.npz\n")
-    index_path = out / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index[cid] = {
-        "file": f"{cid}.npz",
+    entry = {
         "family": family,
         "n": n,
         "m": int(row_ptr.size - 1),
         "edges": int(col_idx.size),
         "seed": seed,
         "depth": depth,
-        "sha256": digest,
         **(extra or {}),
     }
-    index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    _index.cache_clear()
-    return cid
+    return _store(out, cid, buf.getvalue(), entry)
 
 
 def write_order(out: Path, family: str, rate: float, base_id: str, order: np.ndarray) -> str:
@@ -249,14 +239,7 @@ def write_order(out: Path, family: str, rate: float, base_id: str, order: np.nda
     base = load_code(base_id)
     buf = io.BytesIO()
     np.savez_compressed(buf, order=np.asarray(order).astype(np.uint16))
-    data = buf.getvalue()
-    (out / f"{cid}.npz").write_bytes(data)
-    digest = _digest(data)
-    (out / f"{cid}.sha256").write_text(f"{digest}  {cid}.npz\n")
-    index_path = out / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index[cid] = {
-        "file": f"{cid}.npz",
+    entry = {
         "family": family,
         "base": base_id,
         "puncture": FAMILIES[family]["puncture"],
@@ -264,8 +247,19 @@ def write_order(out: Path, family: str, rate: float, base_id: str, order: np.nda
         "m": base.m,
         "edges": base.edges,
         "seed": FAMILIES[family]["seed"],
-        "sha256": digest,
     }
+    return _store(out, cid, buf.getvalue(), entry)
+
+
+def _store(out: Path, cid: str, data: bytes, entry: dict[str, Any]) -> str:
+    """Write ``<cid>.npz``, its ``.sha256`` and its ``index.json`` entry (``file`` and ``sha256``
+    added to ``entry``)."""
+    (out / f"{cid}.npz").write_bytes(data)
+    digest = _digest(data)
+    (out / f"{cid}.sha256").write_text(f"{digest}  {cid}.npz\n")
+    index_path = out / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    index[cid] = {"file": f"{cid}.npz", **entry, "sha256": digest}
     index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     _index.cache_clear()
     return cid

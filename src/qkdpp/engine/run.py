@@ -49,6 +49,7 @@ from qkdpp.pipeline.runner import Pipeline
 from qkdpp.protocol.link import PeerLink
 from qkdpp.protocol.transports import Transport, loopback_pair
 from qkdpp.stages.accumulate import Accumulator
+from qkdpp.stages.authentication import AuthenticationStage
 from qkdpp.stages.sifting import alice_frame, bob_frame
 
 TIMING_BATCH = 0
@@ -176,8 +177,8 @@ def bob_chunks(det: BobDetections, chunk_slots: int, session_id: str) -> Iterato
 def authenticate_now(blocks: Pipeline, link: PeerLink, batch_id: int) -> None:
     """One transcript tag exchange now, with the block pipeline's ``authenticate`` stage (raises
     :class:`~qkdpp.errors.ChannelDesync` on failure)."""
-    stage = next(s for s in blocks.stages if s.name == "authenticate")
-    stage.authenticate_transcript(link.scope(batch_id, stage.name))  # type: ignore[attr-defined]
+    stage = next(s for s in blocks.stages if isinstance(s, AuthenticationStage))
+    stage.authenticate_transcript(link.scope(batch_id, stage.name))
 
 
 def _timing_frame(

@@ -477,10 +477,11 @@ class KeyStore:
         return bool(self._tx(run))
 
     @staticmethod
-    def _usable_sql(need_ack: bool) -> str:
+    def _usable_sql(need_ack: bool, columns: str = "s.seg_id, s.data, s.used_ab, s.used_ba") -> str:
+        """``SELECT columns`` of the usable segments (bootstrap, or a committed key's)."""
         ack = " AND k.peer_ack = 1" if need_ack else ""
         return (
-            "SELECT s.seg_id, s.data, s.used_ab, s.used_ba FROM auth_segments s "
+            f"SELECT {columns} FROM auth_segments s "
             "LEFT JOIN keys k ON k.key_id = s.seg_id WHERE (s.seg_id = 'bootstrap' OR "
             f"(k.state IN ('committed','delivered','erased'){ack}))"
         )
@@ -548,13 +549,12 @@ class KeyStore:
 
         def run(db: sqlite3.Connection) -> bytes | None:
             row = db.execute(
-                self._usable_sql(False).replace("SELECT s.seg_id,", f"SELECT s.seen_{direction},")
-                + " AND s.seg_id = ?",
+                self._usable_sql(False, f"s.seen_{direction}, s.data") + " AND s.seg_id = ?",
                 (str(seg_id),),
             ).fetchone()
             if row is None:
                 return None
-            seen_blob, data = row[0], row[1]
+            seen_blob, data = row
             half = len(data) // 2
             if offset + nbytes > half:
                 return None
@@ -580,35 +580,25 @@ class KeyStore:
         """Unused pad bytes of ``direction`` in usable segments: as the sender (its high-water
         mark) or, with ``as_receiver``, as seen by the receiver (bytes not yet accepted)."""
         col = _pad_col(direction)
-        sql = self._usable_sql(need_ack).replace(
-            "SELECT s.seg_id,", f"SELECT s.seen_{direction} AS seen, s.seg_id,"
-        )
+        cols = f"s.data, s.seen_{direction}" if as_receiver else f"s.data, s.{col}"
         with self._lock:
-            rows = self._db.execute(sql).fetchall()
-        left = 0
-        for seen, _, data, used_ab, used_ba in rows:
-            half = len(data) // 2
-            if as_receiver:
-                left += half - (sum(bin(b).count("1") for b in seen) if seen else 0)
-            else:
-                left += half - (used_ab if col == "used_ab" else used_ba)
-        return left
+            rows = self._db.execute(self._usable_sql(need_ack, cols)).fetchall()
+        if as_receiver:
+            return sum(len(data) // 2 - _accepted(seen) for data, seen in rows)
+        return sum(len(data) // 2 - used for data, used in rows)
 
     def pad_stats(self) -> dict[str, int]:
         """Authentication pads left in committed segments, per direction (bytes; a half's use is
         the sender's high-water mark or the receiver's accepted bytes, whichever this store
         keeps), and the number of usable segments. No key material."""
-        sql = self._usable_sql(False).replace(
-            "SELECT s.seg_id,", "SELECT s.seen_ab, s.seen_ba, s.seg_id,"
-        )
+        cols = "s.data, s.used_ab, s.seen_ab, s.used_ba, s.seen_ba"
         with self._lock:
-            rows = self._db.execute(sql).fetchall()
+            rows = self._db.execute(self._usable_sql(False, cols)).fetchall()
         out = {"auth_pad_ab_bytes": 0, "auth_pad_ba_bytes": 0, "auth_segments": len(rows)}
-        for seen_ab, seen_ba, _, data, used_ab, used_ba in rows:
+        for data, used_ab, seen_ab, used_ba, seen_ba in rows:
             half = len(data) // 2
-            for d, used, seen in (("ab", used_ab, seen_ab), ("ba", used_ba, seen_ba)):
-                taken = max(used, sum(bin(b).count("1") for b in seen) if seen else 0)
-                out[f"auth_pad_{d}_bytes"] += half - taken
+            out["auth_pad_ab_bytes"] += half - max(used_ab, _accepted(seen_ab))
+            out["auth_pad_ba_bytes"] += half - max(used_ba, _accepted(seen_ba))
         return out
 
     def stats(self) -> dict[str, int]:
@@ -625,3 +615,8 @@ def _pad_col(direction: str) -> str:
     if direction not in ("ab", "ba"):
         raise ConfigError(f"pad direction must be 'ab' or 'ba', got {direction!r}")
     return f"used_{direction}"
+
+
+def _accepted(seen: bytes | None) -> int:
+    """Pad bytes a receiver's bitmap marks as accepted."""
+    return int.from_bytes(seen, "little").bit_count() if seen else 0

@@ -221,6 +221,38 @@ def slope_sums(tp, tref, ch, lut, slot, P, xm, ym):
 
 
 @njit
+def _select(a, n, k):
+    """The ``k``-th smallest of ``a[:n]`` (``0 ≤ k < n``), moving it to ``a[k]`` with everything
+    before it ≤ and after it ≥ (quickselect: Hoare partition, median-of-three pivot)."""
+    lo = 0
+    hi = n - 1
+    while hi > lo:
+        mid = (lo + hi) // 2
+        x, y, z = a[lo], a[mid], a[hi]
+        pv = max(min(x, y), min(max(x, y), z))
+        i = lo
+        j = hi
+        while i <= j:
+            while a[i] < pv:
+                i += 1
+            while a[j] > pv:
+                j -= 1
+            if i <= j:
+                t = a[i]
+                a[i] = a[j]
+                a[j] = t
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return a[k]
+
+
+@njit
 def median_bracket(a, n, tmp):
     """Median of ``a[:n]`` like :func:`median_inplace`, faster on large ``n``: the order
     statistics are bracketed by two values of a sorted stride sample, only the values between
@@ -248,32 +280,7 @@ def median_bracket(a, n, tmp):
         return median_inplace(a, n)
     # k-th smallest overall is the (k − below)-th of tmp[:m]; select it in place
     kk = k - below
-    lo = 0
-    hi = m - 1
-    while hi > lo:
-        mid = (lo + hi) // 2
-        x, y, z = tmp[lo], tmp[mid], tmp[hi]
-        pv = max(min(x, y), min(max(x, y), z))
-        i = lo
-        j = hi
-        while i <= j:
-            while tmp[i] < pv:
-                i += 1
-            while tmp[j] > pv:
-                j -= 1
-            if i <= j:
-                t_ = tmp[i]
-                tmp[i] = tmp[j]
-                tmp[j] = t_
-                i += 1
-                j -= 1
-        if kk <= j:
-            hi = j
-        elif kk >= i:
-            lo = i
-        else:
-            break
-    kth = tmp[kk]
+    kth = _select(tmp, m, kk)
     if n % 2 == 1:
         return kth
     if kk == 0:  # the lower middle value is the largest value below the bracket (kk ≥ 0 ⇒ none)
@@ -290,32 +297,7 @@ def median_inplace(a, n):
     """Median of ``a[:n]`` (``n ≥ 1``; reorders it), as ``np.median``: the mean of the two middle
     values when ``n`` is even. Quickselect (Hoare partition, median-of-three pivot)."""
     k = n // 2
-    lo = 0
-    hi = n - 1
-    while hi > lo:
-        mid = (lo + hi) // 2
-        x, y, z = a[lo], a[mid], a[hi]
-        pv = max(min(x, y), min(max(x, y), z))
-        i = lo
-        j = hi
-        while i <= j:
-            while a[i] < pv:
-                i += 1
-            while a[j] > pv:
-                j -= 1
-            if i <= j:
-                tmp = a[i]
-                a[i] = a[j]
-                a[j] = tmp
-                i += 1
-                j -= 1
-        if k <= j:
-            hi = j
-        elif k >= i:
-            lo = i
-        else:
-            break
-    kth = a[k]
+    kth = _select(a, n, k)
     if n % 2 == 1:
         return kth
     below = a[0]  # largest of a[:k] (all ≤ a[k]): the lower middle value
