@@ -132,6 +132,31 @@ def test_lanes_share_one_key_store(link_data, workdir: Path) -> None:
     assert [f.meta.frame_id for f in a.blocks] == sorted(f.meta.frame_id for f in a.blocks)
 
 
+def test_stuck_lane_is_stopped_with_a_reason(
+    link_data, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked lane that never finishes (here: lane 1 sleeps) is stopped after twice lane 0's
+    time plus two message timeouts, and run_local says so instead of waiting forever."""
+    import time
+
+    from qkdpp.engine import run as run_mod
+
+    original = run_mod._run_lane
+
+    def lane_that_hangs(config, alice, bob, folder, lane, transports, on_block):  # type: ignore[no-untyped-def]
+        if lane == 1:
+            time.sleep(3600)
+        return original(config, alice, bob, folder, lane, transports, on_block)
+
+    monkeypatch.setattr(run_mod, "_run_lane", lane_that_hangs)  # the fork inherits it
+    alice, bob = link_data
+    cfg = e2e_config(block_size=250_000, batch_size=1, lanes=2, timeout_s=1.0)
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"lane 1 had not finished .* and was stopped"):
+        run_local(cfg, alice, bob, workdir=workdir)
+    assert time.perf_counter() - t0 < 120
+
+
 def test_lanes_need_run_local(link_data, workdir: Path) -> None:
     """A party run on its own (two processes, `qkdpp process --role`) refuses lanes > 1 instead
     of silently processing only its lane's chunks."""

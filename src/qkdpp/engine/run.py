@@ -196,6 +196,22 @@ def _timing_frame(
     )
 
 
+def _prepare_in_background(blocks: Pipeline, session_id: str, n_bits: int) -> threading.Thread:
+    """Start ``blocks.prepare(session_id, n_bits)`` in a thread (the stages' compiled kernels
+    release the interpreter lock). A failure there is only logged: the stage then computes the
+    same things on first use, and raises there if it must."""
+
+    def work() -> None:
+        try:
+            blocks.prepare(session_id, n_bits)
+        except Exception as exc:
+            log.warning("background preparation failed (%s); computing on first use", exc)
+
+    thread = threading.Thread(target=work, name="prepare", daemon=True)
+    thread.start()
+    return thread
+
+
 def run_party(
     role: Role | str,
     config: dict[str, Any],
@@ -268,6 +284,9 @@ def run_party(
         link, sift, blocks, make_acc, batch_size=sess["batch_size"], prelude=prelude
     )
     engine.setup()
+    # per-session precomputation (Cascade's pass permutations) runs while the parties wait in
+    # the preliminary steps (Alice idles during Bob's clock fit)
+    preparing = _prepare_in_background(blocks, sid, int(sess["block_size"]))
     result = PartyResult(role, [], engine.stats)
     tf = _retry(link, prelude)
     # if the preliminary steps needed a resync, start where the two parties agreed
@@ -296,6 +315,7 @@ def run_party(
         result.blocks.append(block)
         if on_block is not None:
             on_block(block)
+    preparing.join()
     for s in blocks.stages:
         close = getattr(s, "close", None)
         if close is not None:
@@ -342,17 +362,14 @@ def run_local(
         proc.start()
         send.close()
         children.append((lane, proc, recv))
+    t0 = time.perf_counter()
     try:
         first = _run_lane(config, alice, bob, folder, 0, transports, on_block)
     finally:
-        results: list[tuple[PartyResult, PartyResult] | BaseException] = []
-        for lane, proc, recv in children:
-            try:
-                results.append(recv.recv())
-            except EOFError:
-                proc.join()
-                results.append(RuntimeError(f"lane {lane} died (exit code {proc.exitcode})"))
-            proc.join()
+        # the other lanes carry the same share of the work as lane 0: one that is not done
+        # within twice lane 0's time plus two message timeouts is stuck, and is stopped
+        wait_s = 2 * (time.perf_counter() - t0) + 2 * float(config["session"]["timeout_s"])
+        results = [_lane_result(lane, proc, recv, wait_s) for lane, proc, recv in children]
     merged: list[list[PartyResult]] = [[first[0]], [first[1]]]
     for r in results:
         if isinstance(r, BaseException):
@@ -363,6 +380,28 @@ def run_local(
                 for f in r[side].blocks:
                     on_block(r[side].role, f)
     return _merge(merged[0]), _merge(merged[1])
+
+
+def _lane_result(
+    lane: int, proc: Any, recv: Any, wait_s: float
+) -> tuple[PartyResult, PartyResult] | BaseException:
+    """A forked lane's results, or the error that says why there are none."""
+    try:
+        if recv.poll(wait_s):
+            return recv.recv()  # type: ignore[no-any-return]
+        proc.terminate()
+        proc.join(5.0)
+        if proc.is_alive():
+            proc.kill()
+        return RuntimeError(
+            f"lane {lane} had not finished {wait_s:.0f} s after lane 0 and was stopped: its "
+            "committed keys are in the key stores, its blocks in flight are void (a pending "
+            "two-phase commit is recovered at the next start)"
+        )
+    except EOFError:
+        return RuntimeError(f"lane {lane} died (exit code {proc.exitcode})")
+    finally:
+        proc.join()
 
 
 def _lane_child(

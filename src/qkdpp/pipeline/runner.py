@@ -55,6 +55,11 @@ class Pipeline:
                 s.setup()
             self._ready = True
 
+    def prepare(self, session_id: str, n_bits: int) -> None:
+        """Every stage's :meth:`~qkdpp.pipeline.stage.Stage.prepare`."""
+        for s in self.stages:
+            s.prepare(session_id, n_bits)
+
     def run_batch(
         self, frames: list[Frame], link: PeerLink, batch_id: int | None = None
     ) -> list[Frame]:

@@ -86,6 +86,14 @@ class Stage:
     def setup(self) -> None:
         """Allocate buffers and warm JIT kernels before the first frame."""
 
+    def prepare(self, session_id: str, n_bits: int) -> None:
+        """Precompute what frames of ``n_bits`` bits of session ``session_id`` will need.
+
+        Optional (default: nothing). The engine calls it from a background thread while the
+        party waits for its peer (Bob's clock fit), so it must be thread-safe, and the frames'
+        results must be identical to computing the same things on first use.
+        """
+
     def process(self, frame: Frame, peer: PeerScope) -> Frame:
         """Process one frame (used by the default :meth:`process_batch`)."""
         raise NotImplementedError(f"stage {self.name} implements neither process nor batch")

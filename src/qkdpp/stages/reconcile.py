@@ -77,6 +77,11 @@ class ReconcileStage(Stage):
             if s is not None:
                 s.setup()
 
+    def prepare(self, session_id: str, n_bits: int) -> None:
+        for s in (self.cascade, self.ldpc):
+            if s is not None:
+                s.prepare(session_id, n_bits)
+
     def choose(self, frames: list[Frame]) -> Stage:
         """The stage this batch uses."""
         if self.cascade is None:
