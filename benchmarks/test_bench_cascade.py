@@ -10,6 +10,8 @@ Baseline (same group): the readable reference backend (pure Python) on a smaller
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import pytest
 
@@ -22,12 +24,14 @@ from qkdpp.testing import correlated_pair, run_pair
 QBER = 0.02
 
 
-def _bench(benchmark, variant: str, backend: str, n: int, frames: int) -> None:  # type: ignore[no-untyped-def]
+def _bench(  # type: ignore[no-untyped-def]
+    benchmark, variant: str, backend: str, n: int, frames: int, qber: float = QBER
+) -> None:
     pa = Pipeline([CascadeStage(Role.ALICE, variant=variant, backend=backend)])
     pb = Pipeline([CascadeStage(Role.BOB, variant=variant, backend=backend)])
     pa.setup()
     pb.setup()
-    ps = [correlated_pair(n, QBER, frame_id=i, seed=i) for i in range(frames)]
+    ps = [correlated_pair(n, qber, frame_id=i, seed=i) for i in range(frames)]
     alice, bob = [p[0] for p in ps], [p[1] for p in ps]
     run_pair(pa, pb, alice, bob)  # first batch of the session: shuffles get computed
 
@@ -39,7 +43,7 @@ def _bench(benchmark, variant: str, backend: str, n: int, frames: int) -> None: 
         {
             "n_bits": n * frames,
             "frames": frames,
-            "qber": QBER,
+            "qber": qber,
             "variant": variant,
             "f_mean": float(np.mean(fs)),
             "round_trips": int(res.bob[0].meta.tags["cascade_round_trips"]),
@@ -62,3 +66,31 @@ def test_cascade_compiled_10000(benchmark) -> None:  # type: ignore[no-untyped-d
 @pytest.mark.benchmark(group="cascade")
 def test_cascade_reference_10000(benchmark) -> None:  # type: ignore[no-untyped-def]
     _bench(benchmark, "option8", "reference", 10_000, 1)
+
+
+@pytest.mark.benchmark(group="cascade-low-qber")
+@pytest.mark.parametrize("variant", ["option7", "option8"])
+def test_cascade_compiled_1000000_qber_056(benchmark, variant: str) -> None:  # type: ignore[no-untyped-def]
+    """The end-to-end demo link's point: 2 frames of 1e6 bits at QBER 0.56 % (option7, the
+    default; option8 for comparison: fewer round trips there)."""
+    _bench(benchmark, variant, "compiled", 1_000_000, 2, qber=0.0056)
+
+
+@pytest.mark.benchmark(group="cascade-session")
+@pytest.mark.parametrize("version", [2, 1])
+def test_cascade_session_shuffles_1000000(benchmark, version: int) -> None:  # type: ignore[no-untyped-def]
+    """Per-session shuffle work of one party (``CascadeStage.prepare``, option7, n = 1e6):
+    PRF v2 (masks of the n/2 passes without their permutations) vs v1 (the baseline: every
+    permutation). ``bits_per_s``: frame bits per second of this set-up."""
+    n = 1_000_000
+    st = CascadeStage(Role.ALICE, variant="option7", shuffle_version=version)
+    st.setup()
+    st.prepare(str(uuid.uuid4()), n)
+    benchmark(lambda: st.prepare(str(uuid.uuid4()), n))
+    benchmark.extra_info.update(
+        {
+            "n_bits": n,
+            "shuffle_version": version,
+            "bits_per_s": n / benchmark.stats.stats.mean if benchmark.stats else 0.0,
+        }
+    )

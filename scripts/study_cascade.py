@@ -13,6 +13,8 @@ Examples::
         1000000 --runs 20 --out study_cascade
     python scripts/study_cascade.py --ratio 64 --variants option7 --sizes 10000 1000000 \\
         --qbers 0.02 0.05 --seed 1      # round trips: 64-frame batch vs the frames alone
+    python scripts/study_cascade.py --sessions 5 3 --variants option7 --sizes 1000000 \\
+        --qbers 0.0056 --frames 2 [--prepare]   # stage CPU per batch, per-session cost
 
 f = (parities disclosed by Alice) / (n h(q)).
 """
@@ -140,6 +142,91 @@ def stage_mbps(variant: str, n: int, q: float, frames: int, reps: int, seed: int
         "stage_mbps_median": bits / float(np.median(walls)) / 1e6,
         "stage_mbps_cpu": bits / min(cpus) / 1e6,
         "stage_round_trips": int(res.bob[0].meta.tags["cascade_round_trips"]),
+    }
+
+
+def session_cost(
+    variant: str, n: int, q: float, frames: int, sessions: int, reps: int, prepare: bool
+) -> dict:
+    """Thread CPU of the stage per batch over fresh sessions (both roles in one process,
+    loopback PeerLink): ``sessions`` sessions of ``1 + reps`` batches of ``frames`` frames.
+
+    ``steady``: median CPU (both ``process_batch`` threads) of the later batches; ``first
+    extra``: first batch of a session minus that session's steady median (the per-session
+    work: shuffles, buffers); ``prepare``: call ``CascadeStage.prepare`` on both sides before
+    the first batch of each session (its CPU is reported apart). Sessions differ in their
+    permutations, hence in round trips.
+    """
+    import threading
+    import uuid
+
+    from qkdpp.stages.cascade import CascadeStage
+    from qkdpp.testing import correlated_pair, run_pair
+
+    cpu: dict[str, float] = {}
+    lock = threading.Lock()
+
+    class Timed(CascadeStage):
+        def process_batch(self, fr, peer):  # type: ignore[no-untyped-def]
+            t0 = time.thread_time()
+            try:
+                return super().process_batch(fr, peer)
+            finally:
+                with lock:
+                    cpu[self.role.value] = time.thread_time() - t0
+
+    sa, sb = Timed("alice", variant=variant), Timed("bob", variant=variant)
+    sa.setup()
+    sb.setup()
+    pairs = [correlated_pair(n, q, seed=i) for i in range(frames)]
+
+    def batch(sid: str):  # type: ignore[no-untyped-def]
+        fa = [
+            p[0].evolve(
+                bits=p[0].bits.copy(), meta=p[0].meta.replace(frame_id=i, qber=q, session_id=sid)
+            )
+            for i, p in enumerate(pairs)
+        ]
+        fb = [
+            p[1].evolve(
+                bits=p[1].bits.copy(), meta=p[1].meta.replace(frame_id=i, qber=q, session_id=sid)
+            )
+            for i, p in enumerate(pairs)
+        ]
+        res = run_pair([sa], [sb], fa, fb, batch_size=frames, session_id=sid)
+        if not all(f.ok for f in res.bob) or any(
+            a.bits.tobytes() != b.bits.tobytes() for a, b in zip(res.alice, res.bob, strict=True)
+        ):
+            raise RuntimeError(f"{variant}: a frame failed in the stage run")
+        return cpu["alice"] + cpu["bob"], res
+
+    batch(str(uuid.uuid4()))  # warm-up session
+    steady, extra, rts, fs, preps = [], [], [], [], []
+    for _ in range(sessions):
+        sid = str(uuid.uuid4())
+        if prepare:
+            t0 = time.thread_time()
+            sa.prepare(sid, n)
+            sb.prepare(sid, n)
+            preps.append(time.thread_time() - t0)
+        first, _ = batch(sid)
+        later = []
+        for _ in range(reps):
+            c, res = batch(sid)
+            later.append(c)
+        steady += later
+        extra.append(first - float(np.median(later)))
+        rts.append(int(res.bob[0].meta.tags["cascade_round_trips"]))
+        fs += [f.meta.tags["cascade_f"] for f in res.bob]
+    med = float(np.median(steady))
+    return {
+        "steady_cpu_ms": 1e3 * med,
+        "first_extra_ms": [round(1e3 * x) for x in extra],
+        "round_trips": rts,
+        "us_per_round": 1e6 * med / float(np.median(rts)),
+        "f_mean": float(np.mean(fs)),
+        "mbps_cpu": n * frames / med / 1e6,
+        "prepare_ms": [round(1e3 * x) for x in preps],
     }
 
 
@@ -279,8 +366,37 @@ def main(argv: list[str] | None = None) -> int:
         default=0.125,
         help="with --ratio: accelerate once at most this fraction of the frames is active",
     )
+    ap.add_argument(
+        "--sessions",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("S", "R"),
+        help="instead: stage CPU per batch over S fresh sessions of 1 + R batches of --frames "
+        "frames (per-session cost, steady state, round trips)",
+    )
+    ap.add_argument(
+        "--prepare",
+        action="store_true",
+        help="with --sessions: call CascadeStage.prepare on both sides before each session",
+    )
     ap.add_argument("--out", default="study_cascade", help="output prefix (.csv, .png)")
     args = ap.parse_args(argv)
+    if args.sessions:
+        for variant in args.variants:
+            for n in args.sizes:
+                for q in args.qbers:
+                    r = session_cost(variant, n, q, args.frames, *args.sessions, args.prepare)
+                    print(
+                        f"{variant:9s} n={n:>8d} q={q:.4f} F={args.frames}: steady CPU/batch "
+                        f"{r['steady_cpu_ms']:.0f} ms ({r['mbps_cpu']:.1f} Mbit/s per CPU s), "
+                        f"{r['us_per_round']:.0f} us/round, first-batch extra per session "
+                        f"{r['first_extra_ms']} ms, round trips {r['round_trips']}, "
+                        f"f {r['f_mean']:.4f}"
+                        + (f", prepare (both sides) {r['prepare_ms']} ms" if args.prepare else ""),
+                        flush=True,
+                    )
+        return 0
     if args.ratio:
         for variant in args.variants:
             for n in args.sizes:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qkdpp.errors import ConfigError
 from qkdpp.kernels.cascade import PassShuffles, _nb, _ref, permutation, shuffle_seed
 from qkdpp.kernels.cascade.engine import top_parities
 
@@ -25,25 +30,100 @@ def test_prf_stream_is_splitmix64() -> None:
 
 def test_shuffle_seed_known_answer() -> None:
     # Pinned: version-1 seed derivation (BLAKE2b-128, person "qkdpp-cascade-v1").
-    k0, k1 = shuffle_seed("session-A", 1000, 3, None)
+    k0, k1 = shuffle_seed("session-A", 1000, 3, None, 1)
     assert (k0, k1) == (KAT_SEED["k0"], KAT_SEED["k1"])
-    assert shuffle_seed("session-A", 1000, 3, 7) != (k0, k1)
-    assert shuffle_seed("session-B", 1000, 3, None) != (k0, k1)
-    assert shuffle_seed("session-A", 1001, 3, None) != (k0, k1)
-    assert shuffle_seed("session-A", 1000, 4, None) != (k0, k1)
+    assert shuffle_seed("session-A", 1000, 3, 7, 1) != (k0, k1)
+    assert shuffle_seed("session-B", 1000, 3, None, 1) != (k0, k1)
+    assert shuffle_seed("session-A", 1001, 3, None, 1) != (k0, k1)
+    assert shuffle_seed("session-A", 1000, 4, None, 1) != (k0, k1)
+    assert shuffle_seed("session-A", 1000, 3, None) == KAT_SEED_V2  # default: version 2
+    with pytest.raises(ConfigError):
+        shuffle_seed("session-A", 1000, 3, None, 3)
 
 
 def test_permutation_known_answer() -> None:
-    perm = permutation("session-A", 20, 1)
+    perm = permutation("session-A", 20, 1, version=1)
     assert perm.tolist() == KAT_PERM_20
     assert permutation("session-A", 20, 0).tolist() == list(range(20))  # pass 1 unshuffled
 
 
+def test_permutation_v2_known_answer() -> None:
+    # Pinned when PRF v2 was specified (docs/cascade.md): one bucket (n = 20) and four
+    # (n = 3000: bb = ceil(log2 3000) - 10 = 2).
+    assert shuffle_seed("session-A", 1000, 3, None, 2) == KAT_SEED_V2
+    assert permutation("session-A", 20, 1).tolist() == KAT_PERM_20_V2
+    perm = permutation("session-A", 3000, 2)
+    assert perm[:12].tolist() == KAT_PERM_3000_V2_HEAD
+    assert hashlib.sha256(perm.astype("<i4").tobytes()).hexdigest() == KAT_PERM_3000_V2_SHA256
+    assert permutation("session-A", 3000, 2, version=1)[:12].tolist() != KAT_PERM_3000_V2_HEAD
+
+
+def _spec_v2(session: str, n: int, pid: int) -> list[int]:
+    """PRF v2 written out from its specification (docs/cascade.md), independently."""
+    m64 = (1 << 64) - 1
+    g = 0x9E3779B97F4A7C15
+
+    def fmix(z: int) -> int:
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m64
+        return z ^ (z >> 31)
+
+    d = hashlib.blake2b(
+        struct.pack("<QIq", n, pid, -1) + session.encode(),
+        digest_size=16,
+        person=b"qkdpp-cascade-v2",
+    ).digest()
+    k0, k1 = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little")
+    bb = max(0, math.ceil(math.log2(n)) - 10) if n > 1 else 0
+    buckets: list[list[int]] = [[] for _ in range(1 << bb)]
+    for i in range(n):
+        w = fmix((k0 + i * g) & m64) ^ k1
+        buckets[w >> (64 - bb) if bb else 0].append(i)
+    out: list[int] = []
+    for b, seg in enumerate(buckets):
+        for t in range(len(seg) - 1, 0, -1):
+            u = fmix((k1 + (b * 2**32 + t) * g) & m64) ^ k0
+            j = ((u >> 32) * (t + 1)) >> 32
+            seg[t], seg[j] = seg[j], seg[t]
+        out += seg
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 20, 1024, 1025, 2100, 5000])
+def test_permutation_v2_follows_its_specification(n: int) -> None:
+    assert permutation("spec", n, 3).tolist() == _spec_v2("spec", n, 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=ODD_SIZES | st.sampled_from([1025, 2047, 2048, 4099, 9000]), pid=st.integers(1, 40))
+def test_v2_masks_without_permutation_equal_masks_of_it(n: int, pid: int) -> None:
+    """Masks of a v2 pass computed from bucket counts alone == masks of its permutation."""
+    pos = np.empty(n, dtype=np.int32)
+    pos[permutation("s", n, pid)] = np.arange(n, dtype=np.int32)
+    for k, end in {(max(n // 2, 1), n), (max(n // 3, 1), n), (max(n // 2 - 1, 1), max(n - 3, 0))}:
+        if -(-end // k) > 3:
+            continue
+        r0, r1 = _ref.block_masks(pos, k, end)
+        sh = PassShuffles("s", n, pid + 1)
+        m0, m1 = (m.view(np.uint8) for m in sh.masks(pid, k, end))
+        assert not sh.loaded[pid]  # no full permutation was computed
+        assert np.array_equal(m0[: r0.size], r0) and not m0[r0.size :].any()
+        assert np.array_equal(m1[: r1.size], r1) and not m1[r1.size :].any()
+        # and the v1 path (masks from the full permutation) on the same pos
+        c0, c1 = np.zeros_like(m0), np.zeros_like(m1)
+        _nb.block_masks(pos, k, end, c0, c1)
+        assert np.array_equal(c0, m0) and np.array_equal(c1, m1)
+
+
 @settings(max_examples=25, deadline=None)
-@given(n=ODD_SIZES, pid=st.integers(1, 40))
-def test_permutation_compiled_equals_reference(n: int, pid: int) -> None:
-    ref = permutation("s", n, pid, backend="reference")
-    nb = permutation("s", n, pid, backend="compiled")
+@given(
+    n=ODD_SIZES | st.sampled_from([1025, 4099]),
+    pid=st.integers(1, 40),
+    version=st.sampled_from([1, 2]),
+)
+def test_permutation_compiled_equals_reference(n: int, pid: int, version: int) -> None:
+    ref = permutation("s", n, pid, backend="reference", version=version)
+    nb = permutation("s", n, pid, backend="compiled", version=version)
     assert np.array_equal(ref, nb)
     assert np.array_equal(np.sort(nb), np.arange(n))
 
@@ -105,18 +185,21 @@ def test_prf_words_compiled_equals_reference(n: int) -> None:
 # Known answers of version 1, pinned when the PRF was specified (docs/cascade.md).
 KAT_SEED = {"k0": 17942930080263728666, "k1": 5758662827689645607}
 KAT_PERM_20 = [9, 19, 14, 16, 12, 10, 17, 3, 1, 2, 5, 18, 6, 8, 15, 7, 4, 11, 13, 0]
+# Version 2 (pinned 2026-11-26 from the implementation; test_permutation_v2_follows_its_
+# specification checks it against an independent transcription of the spec).
+KAT_SEED_V2 = (10508676448546014375, 7493571872134479774)
+KAT_PERM_20_V2 = [17, 9, 8, 0, 13, 11, 6, 3, 10, 14, 16, 1, 12, 2, 4, 15, 19, 18, 7, 5]
+KAT_PERM_3000_V2_HEAD = [1904, 1647, 242, 28, 1899, 2031, 1134, 1089, 1025, 2432, 2185, 2157]
+KAT_PERM_3000_V2_SHA256 = "a78ba6f91665d62580ede0b113cadab5f255ce45e9edac455f52c3a5e08f9c76"
 
 
 def test_shuffle_seed_follows_its_specification() -> None:
     # The documented derivation, written out independently of the implementation.
-    import hashlib
-    import struct
-
     d = hashlib.blake2b(
         struct.pack("<QIq", 1000, 3, -1) + b"session-A", digest_size=16, person=b"qkdpp-cascade-v1"
     ).digest()
     want = (int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little"))
-    assert shuffle_seed("session-A", 1000, 3, None) == want
+    assert shuffle_seed("session-A", 1000, 3, None, 1) == want
 
 
 @settings(max_examples=60, deadline=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -40,6 +41,8 @@ def test_registered_and_config_round_trip() -> None:
         CascadeStage(Role.BOB, tail_depth=0)
     with pytest.raises(ConfigError):
         CascadeStage(Role.BOB, tail_fraction=2.0)
+    with pytest.raises(ConfigError):
+        CascadeStage(Role.BOB, shuffle_version=3)
     s = CascadeStage(Role.BOB, tail_depth=3, tail_fraction=0.25)
     assert Stage.from_config(Role.BOB, s.get_config()).get_config() == s.get_config()
 
@@ -133,7 +136,7 @@ class _BadCorrector(CascadeStage):
         super().__init__(role, **kw)
         self.mode = mode
 
-    def _correct(self, frames, peer):  # type: ignore[no-untyped-def]
+    def _correct(self, frames, shs, peer):  # type: ignore[no-untyped-def]
         n = frames[0].meta.n_bits
         counts = np.array([1] + [0] * (len(frames) - 1), np.int64)
         q = np.array([[0, 0, n + 5]], np.uint32)  # end beyond n
@@ -167,10 +170,10 @@ class _BadAnswerer(CascadeStage):
         self.mode = mode
         self.calls = 0
 
-    def _answer(self, frames, peer):  # type: ignore[no-untyped-def]
+    def _answer(self, frames, shs, peer):  # type: ignore[no-untyped-def]
         self.calls += 1
         if self.mode == "first" and self.calls > 1:
-            return super()._answer(frames, peer)
+            return super()._answer(frames, shs, peer)
         if self.mode == "unasked":
             peer.reply(KIND, {"par": np.zeros(3, np.uint8)})
         msg = peer.recv(KIND)
@@ -227,3 +230,50 @@ def test_empty_and_tiny_frames() -> None:
     res = run_pair([{"stage": "cascade"}], None, alice, bob)
     assert all(f.meta.state is KeyState.CORRECTED for f in res.bob)
     assert [f.meta.n_bits for f in res.bob] == [0, 1, 9]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_prepare_in_a_thread_equals_first_use(version: int) -> None:
+    """prepare() (background thread, twice) computes exactly what a batch would compute on
+    first use, and the batch then gives the same keys, leakage and round trips."""
+    n, q = 20000, 0.01
+    sid = "5e55105e-0000-4000-8000-000000000001"
+    results, stages = [], []
+    for prepared in (False, True):
+        alice, bob = pairs(n, q, 2, seed=3)
+        alice = [f.evolve(meta=f.meta.replace(session_id=sid)) for f in alice]
+        bob = [f.evolve(meta=f.meta.replace(session_id=sid)) for f in bob]
+        sa = CascadeStage(Role.ALICE, shuffle_version=version)
+        sb = CascadeStage(Role.BOB, shuffle_version=version)
+        if prepared:
+            ts = [threading.Thread(target=s.prepare, args=(sid, n)) for s in (sa, sb, sa)]
+            for t in ts:
+                t.start()
+            sb.prepare(sid, n)  # concurrently with the threads: idempotent
+            for t in ts:
+                t.join()
+            sh = sa._shuffles(sid, n, None)
+            assert sh.loaded[1] and len(sh._masks) == 12  # option7: masks of its 12 n/2 passes
+            if version == 2:  # n/2 passes: masks only, full permutations of the first four
+                assert sh.loaded[:6].tolist() == [0, 1, 1, 1, 1, 1] and not sh.loaded[6:].any()
+        res = run_pair([sa], [sb], alice, bob, batch_size=2, session_id=sid)
+        results.append(
+            (
+                [f.bits.tobytes() for f in res.bob],
+                [f.meta.leaked_bits for f in res.bob],
+                res.bob[0].meta.tags["cascade_round_trips"],
+            )
+        )
+        stages.append((sa, sb))
+        assert all(f.ok for f in res.bob)
+        assert [f.bits.tobytes() for f in res.bob] == [f.bits.tobytes() for f in res.alice]
+    assert results[0] == results[1]
+    for lazy, prep in zip(stages[0], stages[1], strict=True):
+        a, b = lazy._shuffles(sid, n, None), prep._shuffles(sid, n, None)
+        for p in range(a.passes):
+            if a.loaded[p] and b.loaded[p]:
+                assert np.array_equal(a.perms[p], b.perms[p])
+                assert np.array_equal(a.poss[p], b.poss[p])
+        for key, (m0, m1) in a._masks.items():
+            assert key in b._masks
+            assert np.array_equal(m0, b._masks[key][0]) and np.array_equal(m1, b._masks[key][1])

@@ -26,8 +26,10 @@ side), ``cascade_flips`` (corrector), ``cascade_variant``, ``cascade_time_s``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -38,14 +40,14 @@ from qkdpp.errors import ConfigError, ProtocolError
 from qkdpp.frame import Frame, KeyState, Role
 from qkdpp.kernels import bits as kbits
 from qkdpp.kernels.cascade import (
-    AliceFrame,
+    AliceBatch,
     AskPeer,
     BobFrame,
     PassShuffles,
     bob_reconcile,
     get_variant,
 )
-from qkdpp.kernels.cascade.engine import MAX_N, top_count
+from qkdpp.kernels.cascade.engine import MAX_N, SHUFFLE_VERSIONS, BufferPool, top_count
 from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
 
@@ -88,28 +90,33 @@ def _h2(q: float) -> float:
 class _PeerAsk(AskPeer):
     """The corrector's questions over the PeerScope (one request per round)."""
 
+    binary_answers = True  # unpacked from the reply's bits
+
     def __init__(self, peer: PeerScope) -> None:
         self.peer = peer
 
     def exchange(
         self, tops: list[np.ndarray], asks: list[np.ndarray]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        tcounts = np.array([t.shape[0] for t in tops], dtype=np.int64)
+        nf = len(asks)
         counts = np.array([q.shape[0] for q in asks], dtype=np.int64)
-        allq = np.concatenate([_E3, *asks]).astype(np.uint32)
-        if tcounts.any():
+        allq = np.concatenate([_E3, *asks], dtype=np.uint32, casting="unsafe")
+        m = allq.shape[0]
+        opening = any(t.shape[0] for t in tops)
+        if opening:
             msg = {
                 "op": "ask",
-                "tcounts": tcounts,
+                "tcounts": np.array([t.shape[0] for t in tops], dtype=np.int64),
                 "t": np.concatenate([_E3, *tops]),
                 "counts": counts,
                 "q": allq,
             }
+            ntop = [top_count(t) for t in tops]
         else:  # the usual round: range questions only
             msg = {"op": "bin", "counts": counts, "q": allq}
+            ntop = [0] * nf
         reply = self.peer.request(KIND, msg)
-        ntop = [top_count(t) for t in tops]
-        total = sum(ntop) + int(counts.sum())
+        total = sum(ntop) + m
         self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
         par = reply["par"]
         if par.dtype != np.uint8 or par.ndim != 1 or par.size != (total + 7) // 8:
@@ -120,9 +127,9 @@ class _PeerAsk(AskPeer):
         if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
             raise ProtocolError("cascade: nonzero pad bits after the last parity")
         bitsout = np.unpackbits(par, count=total)
-        offs = [0, *itertools.accumulate(ntop + counts.tolist())]
+        offs = [0, *itertools.accumulate(ntop + [q.shape[0] for q in asks])]
         parts = [bitsout[a:b] for a, b in itertools.pairwise(offs)]
-        return parts[: len(tops)], parts[len(tops) :]
+        return parts[:nf], parts[nf:]
 
 
 _E3 = np.empty((0, 3), dtype=np.int64)
@@ -154,6 +161,10 @@ class CascadeStage(Stage):
         docs/cascade.md, "Round trips of a batch".
     tail_fraction : float
         Fraction of active frames below which the tail acceleration starts (default 0.125).
+    shuffle_version : {1, 2}
+        PRF of the pass shuffles (default 2; both peers must use the same, see
+        docs/cascade.md). Version 2 needs the full permutation of a pass of at most three
+        blocks only once BINARY searches it.
     """
 
     name = "cascade"
@@ -169,6 +180,7 @@ class CascadeStage(Stage):
         cache_size: int = 4,
         tail_depth: int = 1,
         tail_fraction: float = 0.125,
+        shuffle_version: int = 2,
     ) -> None:
         super().__init__(
             role,
@@ -179,6 +191,7 @@ class CascadeStage(Stage):
             cache_size=cache_size,
             tail_depth=tail_depth,
             tail_fraction=tail_fraction,
+            shuffle_version=shuffle_version,
         )
         self.variant = get_variant(variant)
         try:
@@ -195,6 +208,11 @@ class CascadeStage(Stage):
             raise ConfigError(f"tail_depth must be an int in [1, 8], got {tail_depth!r}")
         if not 0.0 <= float(tail_fraction) <= 1.0:
             raise ConfigError(f"tail_fraction must be in [0, 1], got {tail_fraction!r}")
+        if shuffle_version not in SHUFFLE_VERSIONS:
+            raise ConfigError(
+                f"shuffle_version must be one of {SHUFFLE_VERSIONS}, got {shuffle_version!r}"
+            )
+        self.shuffle_version = shuffle_version
         # tail acceleration (corrector only; the answerer just answers the ranges asked)
         self.tail_depth = tail_depth
         self.tail_fraction = float(tail_fraction)
@@ -202,6 +220,8 @@ class CascadeStage(Stage):
         self.backend = backend
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, int, int | None], PassShuffles] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._pool = BufferPool()  # work buffers shared by every session of this stage
         self._replies = 0
 
     def setup(self) -> None:
@@ -212,23 +232,73 @@ class CascadeStage(Stage):
         a = rng.integers(0, 2, 256, dtype=np.uint8)
         b = a.copy()
         b[::37] ^= 1
-        sa = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend)
-        sb = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend)
+        v = self.shuffle_version
+        sa = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend, version=v)
+        sb = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend, version=v)
+        sa.prepare([self.variant.block_sizes(q, 256) for q in self.PREPARE_QBERS])
         bob = BobFrame(b, 0.05, self.variant, sb, self.backend)
-        bob_reconcile([bob], AliceOracle([AliceFrame(a, self.variant.passes, sa, self.backend)]))
+        batch = AliceBatch([a, a], self.variant.passes, [sa, sa], self.backend)
+        bob_reconcile([bob], AliceOracle(batch.frames[:1]))
+        # the batched answer kernel (two frames, one question each)
+        batch.answer(np.array([0, 1, 2], np.int64), np.array([[0, 0, 5], [0, 3, 9]], np.int64))
+        batch.release()
 
-    def _shuffles(self, session: str, n: int, frame_id: int) -> PassShuffles:
+    def _shuffles(self, session: str, n: int, frame_id: int | None) -> PassShuffles:
         fid = frame_id if self.scope == "frame" else None
         key = (session, n, fid)
-        sh = self._cache.get(key)
-        if sh is None:
-            sh = PassShuffles(session, n, self.variant.passes, frame_id=fid, backend=self.backend)
-            self._cache[key] = sh
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
+        with self._cache_lock:
+            sh = self._cache.get(key)
+            if sh is None:
+                sh = PassShuffles(
+                    session,
+                    n,
+                    self.variant.passes,
+                    frame_id=fid,
+                    backend=self.backend,
+                    version=self.shuffle_version,
+                    pool=self._pool,
+                )
+                self._cache[key] = sh
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
         return sh
+
+    # QBERs whose block sizes :meth:`prepare` plans for (a pass whose block size does not
+    # depend on the QBER over this range, e.g. the n/2 passes, gets exactly what it will use)
+    PREPARE_QBERS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+    def prepare(self, session_id: str, n: int) -> None:
+        """Compute now the per-session shuffle data that frames of ``n`` bits of this session
+        will need, so that the first batch does not pay for it.
+
+        Thread-safe and idempotent; the heavy parts are compiled kernels that release the GIL,
+        so it can run in a background thread (e.g. while the parties estimate the timing). A
+        batch of the same session waits for a running ``prepare`` to finish. Results are
+        identical to computing on first use (each piece is computed once, by whoever needs it
+        first). What is computed: the full permutation of every pass of more than three blocks
+        at some QBER in :attr:`PREPARE_QBERS` and of the first four passes of at most three
+        blocks (BINARY often reaches them), the membership masks of every pass of at most
+        three blocks (PRF v2: without the full permutation, which only a BINARY search there
+        needs; :meth:`PassShuffles.prepare`). Nothing with ``shuffle_scope="frame"`` (the
+        frame ids are not known yet).
+
+        Parameters
+        ----------
+        session_id : str
+            The session id of the frames (``meta.session_id``).
+        n : int
+            Frame length in bits (``meta.n_bits``).
+        """
+        if self.scope == "frame" or n <= 0:
+            return
+        if n > MAX_N:
+            raise ConfigError(f"cascade: frames of {n} bits, more than {MAX_N}")
+        sh = self._shuffles(session_id, n, None)
+        sizes = [self.variant.block_sizes(q, n) for q in self.PREPARE_QBERS]
+        with sh.lock:
+            sh.prepare(sizes)
 
     def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
         t0 = time.perf_counter()
@@ -238,10 +308,16 @@ class CascadeStage(Stage):
                     f"cascade: frame {f.meta.frame_id} has {f.meta.n_bits} bits, more than {MAX_N}"
                 )
         self._replies = 0
-        if self.role is self.corrector:
-            out = self._correct(frames, peer)
-        else:
-            out = self._answer(frames, peer)
+        # hold the shuffles of this batch: the compiled kernels fill rows lazily, and a
+        # prepare() in another thread must not write the same rows meanwhile
+        shs = [self._shuffles(f.meta.session_id, f.meta.n_bits, f.meta.frame_id) for f in frames]
+        with contextlib.ExitStack() as held:
+            for sh in {id(sh): sh for sh in shs}.values():
+                held.enter_context(sh.lock)
+            if self.role is self.corrector:
+                out = self._correct(frames, shs, peer)
+            else:
+                out = self._answer(frames, shs, peer)
         dt = time.perf_counter() - t0
         st = peer.stats
         tags = {
@@ -255,13 +331,14 @@ class CascadeStage(Stage):
         return [f.evolve(meta=f.meta.with_tags(**tags)) if f.ok else f for f in out]
 
     # -- the party that corrects ------------------------------------------------------------
-    def _correct(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
+    def _correct(
+        self, frames: list[Frame], shs: list[PassShuffles], peer: PeerScope
+    ) -> list[Frame]:
         bobs = []
-        for f in frames:
+        for f, sh in zip(frames, shs, strict=True):
             if f.meta.qber is None:
                 raise ConfigError(f"cascade: frame {f.meta.frame_id} has no QBER estimate")
             n = f.meta.n_bits
-            sh = self._shuffles(f.meta.session_id, n, f.meta.frame_id)
             bobs.append(
                 BobFrame(
                     kbits.unpack(f.bits, n).copy(),
@@ -290,59 +367,55 @@ class CascadeStage(Stage):
         return out
 
     # -- the party that answers -------------------------------------------------------------
-    def _answer(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
-        alices = [
-            AliceFrame(
-                kbits.unpack(f.bits, f.meta.n_bits),
-                self.variant.passes,
-                self._shuffles(f.meta.session_id, f.meta.n_bits, f.meta.frame_id),
-                self.backend,
-            )
-            for f in frames
-        ]
+    def _answer(self, frames: list[Frame], shs: list[PassShuffles], peer: PeerScope) -> list[Frame]:
+        batch = AliceBatch(
+            [kbits.unpack(f.bits, f.meta.n_bits) for f in frames],
+            self.variant.passes,
+            shs,
+            self.backend,
+        )
+        alices = batch.frames
         nf = len(frames)
-        while True:
-            msg = peer.recv(KIND)
-            op = msg.get("op")
-            if op == "done":
-                peer.expect_fields(msg, KIND, op=str)
-                break
-            if op == "ask":
-                peer.expect_fields(
-                    msg,
-                    KIND,
-                    op=str,
-                    tcounts=np.ndarray,
-                    t=np.ndarray,
-                    counts=np.ndarray,
-                    q=np.ndarray,
-                )
-                tb = _bounds(msg["tcounts"], nf, "tcounts")
-                tq = _rows(msg, "t", int(tb[-1]), 3)
-            elif op == "bin":
-                peer.expect_fields(msg, KIND, op=str, counts=np.ndarray, q=np.ndarray)
-                tb = np.zeros(nf + 1, dtype=np.int64)
-                tq = np.empty((0, 3), dtype=np.int64)
-            else:
-                raise ProtocolError(f"cascade: unknown op {op!r} (expected ask, bin or done)")
-            qb = _bounds(msg["counts"], nf, "counts")
-            qq = _rows(msg, "q", int(qb[-1]), 3)
-            tp, tk, te = tq.T
-            pid, s, e = np.ascontiguousarray(qq.T)
-            parts = []
-            for a, lo, hi in zip(alices, tb[:-1], tb[1:], strict=False):
-                parts += [
-                    a.top(int(p), int(k), int(x))
-                    for p, k, x in zip(tp[lo:hi], tk[lo:hi], te[lo:hi], strict=False)
-                ]
-            for a, lo, hi in zip(alices, qb[:-1], qb[1:], strict=False):
-                parts.append(a.answer(pid[lo:hi], s[lo:hi], e[lo:hi]))
-            par = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint8)
-            peer.reply(KIND, {"par": np.packbits(par)})
-            self._replies += 1
+        try:
+            while True:
+                msg = peer.recv(KIND)
+                op = msg.get("op")
+                if op == "done":
+                    peer.expect_fields(msg, KIND, op=str)
+                    break
+                if op == "bin":  # the usual round: range questions only
+                    peer.expect_fields(msg, KIND, op=str, counts=np.ndarray, q=np.ndarray)
+                    qb = _bounds(msg["counts"], nf, "counts")
+                    par = batch.answer(qb, _rows(msg, "q", int(qb[-1]), 3))
+                elif op == "ask":
+                    peer.expect_fields(
+                        msg,
+                        KIND,
+                        op=str,
+                        tcounts=np.ndarray,
+                        t=np.ndarray,
+                        counts=np.ndarray,
+                        q=np.ndarray,
+                    )
+                    tb = _bounds(msg["tcounts"], nf, "tcounts")
+                    tp, tk, te = _rows(msg, "t", int(tb[-1]), 3).T
+                    qb = _bounds(msg["counts"], nf, "counts")
+                    qq = _rows(msg, "q", int(qb[-1]), 3)
+                    parts = []
+                    for a, lo, hi in zip(alices, tb[:-1], tb[1:], strict=False):
+                        parts += [
+                            a.top(int(p), int(k), int(x))
+                            for p, k, x in zip(tp[lo:hi], tk[lo:hi], te[lo:hi], strict=False)
+                        ]
+                    parts.append(np.unpackbits(batch.answer(qb, qq), count=qq.shape[0]))
+                    par = np.packbits(np.concatenate(parts))
+                else:
+                    raise ProtocolError(f"cascade: unknown op {op!r} (expected ask, bin or done)")
+                peer.reply(KIND, {"par": par})
+                self._replies += 1
+        finally:
+            batch.release()
         out = []
-        for a in alices:
-            a.release()
         for f, a in zip(frames, alices, strict=False):
             meta = f.meta.with_leak("cascade", "parities", a.leaked)
             meta = meta.advance(KeyState.CORRECTED).with_tags(cascade_parities=a.leaked)

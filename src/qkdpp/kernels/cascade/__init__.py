@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from qkdpp.kernels.cascade.engine import (
     SHUFFLE_VERSION,
+    AliceBatch,
     AliceFrame,
     AliceOracle,
     AskPeer,
@@ -34,6 +35,7 @@ def available_backends() -> list[str]:
 __all__ = [
     "SHUFFLE_VERSION",
     "VARIANTS",
+    "AliceBatch",
     "AliceFrame",
     "AliceOracle",
     "AskPeer",

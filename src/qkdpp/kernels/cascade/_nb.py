@@ -66,6 +66,188 @@ def permutation_into(k0: np.uint64, k1: np.uint64, perm: np.ndarray, pos: np.nda
 
 
 @njit
+def _v2_bucket_ids(k0: np.uint64, k1: np.uint64, n: int, bb: int, bid: np.ndarray) -> None:
+    """``bid[i]`` = v2 bucket of key index ``i`` (top ``bb`` bits of the stream word)."""
+    if bb == 0:
+        for i in range(n):
+            bid[i] = 0
+        return
+    sh = np.uint64(64 - bb)
+    for i in range(n):
+        bid[i] = (_fmix64(k0 + np.uint64(i) * GOLDEN) ^ k1) >> sh
+
+
+@njit
+def _v2_bounds(bid: np.ndarray, nb: int) -> np.ndarray:
+    """Start of every bucket in the permuted order (``int64[nb + 1]``, last = n)."""
+    st = np.zeros(nb + 1, dtype=np.int64)
+    for i in range(bid.size):
+        st[np.int64(bid[i]) + 1] += 1
+    for b in range(nb):
+        st[b + 1] += st[b]
+    return st
+
+
+@njit
+def _v2_shuffle(k0: np.uint64, k1: np.uint64, b: int, seg: np.ndarray, lo: int, hi: int) -> None:
+    """Fisher–Yates of ``seg[lo:hi]``, the members of v2 bucket ``b`` (ascending on entry)."""
+    _v2_shuffle_js(k0, k1, b, seg, lo, hi, np.empty(hi - lo, dtype=np.int64))
+
+
+@njit
+def _v2_shuffle_js(k0, k1, b, seg, lo, hi, js):
+    """:func:`_v2_shuffle` with scratch ``js`` (``int64[>= hi - lo]``): the swap targets are
+    drawn first (independent words, a vectorisable loop), then the swaps run in cache."""
+    base = np.uint64(b) << np.uint64(32)
+    for t in range(1, hi - lo):
+        u = _fmix64(k1 + (base + np.uint64(t)) * GOLDEN) ^ k0
+        js[t] = np.int64(((u >> np.uint64(32)) * np.uint64(t + 1)) >> np.uint64(32))
+    for t in range(hi - lo - 1, 0, -1):
+        j = js[t]
+        x = seg[lo + t]
+        seg[lo + t] = seg[lo + j]
+        seg[lo + j] = x
+
+
+@njit
+def _v2_bits(n: int) -> int:
+    """``bb`` of the v2 shuffle (see :func:`._ref.v2_bucket_bits`)."""
+    bb = 0
+    while (1 << bb) < n:
+        bb += 1
+    return max(0, bb - 10)
+
+
+@njit
+def permutation_v2_into(k0: np.uint64, k1: np.uint64, perm: np.ndarray, pos: np.ndarray) -> None:
+    """Fill ``perm`` (and its inverse ``pos``) with the v2 shuffle (see :mod:`._ref`): bucket
+    ids, a counting scatter into bucket order, a Fisher–Yates per bucket (in cache)."""
+    n = perm.size
+    bb = _v2_bits(n)
+    nb = 1 << bb
+    bid = np.empty(n, dtype=np.uint16)
+    _v2_bucket_ids(k0, k1, n, bb, bid)
+    st = _v2_bounds(bid, nb)
+    cur = st[:nb].copy()
+    for i in range(n):
+        b = bid[i]
+        perm[cur[b]] = i
+        cur[b] += 1
+    big = 0
+    for b in range(nb):
+        big = max(big, st[b + 1] - st[b])
+    js = np.empty(big, dtype=np.int64)
+    for b in range(nb):
+        _v2_shuffle_js(k0, k1, b, perm, st[b], st[b + 1], js)
+    for j in range(n):
+        pos[perm[j]] = j
+
+
+@njit
+def block_masks_v2(
+    k0: np.uint64, k1: np.uint64, n: int, k: int, end: int, m0: np.ndarray, m1: np.ndarray
+) -> None:
+    """:func:`block_masks` of a v2-shuffled pass without its full permutation: a bucket
+    entirely inside ``[0, e0)`` (``[e0, e1)``) puts all its members in block 0 (1); only the
+    buckets that straddle ``e0`` or ``e1`` are shuffled (``e0 = min(k, end)``,
+    ``e1 = min(2k, end)``)."""
+    bb = _v2_bits(n)
+    nb = 1 << bb
+    bid = np.empty(n, dtype=np.uint16)
+    _v2_bucket_ids(k0, k1, n, bb, bid)
+    st = _v2_bounds(bid, nb)
+    e0 = min(k, end)
+    e1 = min(2 * k, end)
+    cls = np.empty(nb, dtype=np.uint8)  # 0: block 0, 1: block 1, 2: neither, 3: straddles
+    nstr = 0
+    # buckets are contiguous in the permuted order, so block 0 holds exactly the members of
+    # buckets b < c0 (plus part of a straddling one), block 1 those of c1 <= b < c2
+    c0 = 0
+    c1 = nb
+    c2 = nb
+    for b in range(nb):
+        lo, hi = st[b], st[b + 1]
+        if hi <= e0:
+            cls[b] = 0
+            c0 = b + 1
+        elif lo >= e0 and hi <= e1:
+            cls[b] = 1
+            c1 = min(c1, b)
+            c2 = b + 1
+        elif lo >= e1:
+            cls[b] = 2
+        else:
+            cls[b] = 3
+            nstr += hi - lo
+    if c2 <= c1:
+        c1 = c2 = 0
+    m0[:] = 0
+    m1[:] = 0
+    full = n >> 3
+    u0 = np.uint16(c0)
+    u1 = np.uint16(c1)
+    w1 = np.uint16(c2 - c1)
+    for y in range(full):
+        a0 = np.uint8(0)
+        a1 = np.uint8(0)
+        for t in range(8):
+            x = bid[8 * y + t]
+            a0 |= np.uint8(x < u0) << np.uint8(7 - t)
+            a1 |= np.uint8(np.uint16(x - u1) < w1) << np.uint8(7 - t)
+        m0[y] = a0
+        m1[y] = a1
+    for i in range(full << 3, n):
+        c = cls[bid[i]]
+        if c == 0:
+            m0[i >> 3] |= np.uint8(1 << (7 - (i & 7)))
+        elif c == 1:
+            m1[i >> 3] |= np.uint8(1 << (7 - (i & 7)))
+    if nstr == 0:
+        return
+    # the straddling buckets: their members in ascending order, shuffled, then placed
+    seg = np.empty(nstr, dtype=np.int64)
+    off = np.zeros(nb + 1, dtype=np.int64)
+    t = 0
+    for b in range(nb):
+        off[b] = t
+        if cls[b] == 3:
+            t += st[b + 1] - st[b]
+    cur = off.copy()
+    for i in range(n):
+        b = bid[i]
+        if cls[b] == 3:
+            seg[cur[b]] = i
+            cur[b] += 1
+    for b in range(nb):
+        if cls[b] == 3:
+            _v2_shuffle(k0, k1, b, seg, off[b], off[b] + st[b + 1] - st[b])
+            for r in range(st[b + 1] - st[b]):
+                x = st[b] + r
+                i = seg[off[b] + r]
+                if x < e0:
+                    m0[i >> 3] |= np.uint8(1 << (7 - (i & 7)))
+                elif x < e1:
+                    m1[i >> 3] |= np.uint8(1 << (7 - (i & 7)))
+
+
+@njit
+def fill_row(
+    perms: np.ndarray, poss: np.ndarray, r: int, k0: np.uint64, k1: np.uint64, version: int
+) -> None:
+    """Compute row ``r`` of a pass table: the identity for ``r = 0``, else the shuffle of
+    ``version`` (1 or 2) for seed ``(k0, k1)``."""
+    n = perms.shape[1]
+    if r == 0:
+        for i in range(n):
+            perms[0, i] = i
+            poss[0, i] = i
+    elif version == 1:
+        permutation_into(k0, k1, perms[r], poss[r])
+    else:
+        permutation_v2_into(k0, k1, perms[r], poss[r])
+
+
+@njit
 def gather(bits: np.ndarray, perm: np.ndarray, out: np.ndarray) -> None:
     """``out[j] = bits[perm[j]]`` (Alice's permuted copy of a pass)."""
     for j in range(perm.size):
@@ -206,7 +388,10 @@ def _build_copy_row(bits, perms, bperm, r, words, wr):
     for w in range(full):
         acc = np.uint64(0)
         b = w << 6
-        if big:
+        if r == 0:  # pass 0 is the identity: its row of perms is never read
+            for t in range(64):
+                acc |= np.uint64(bits[b + t]) << np.uint64(t)
+        elif big:
             for t in range(64):
                 acc |= np.uint64(bits[bperm[b + t]]) << np.uint64(t)
         else:
@@ -216,7 +401,7 @@ def _build_copy_row(bits, perms, bperm, r, words, wr):
     for w in range(full, words.shape[1]):
         words[wr, w] = 0
     for j in range(full << 6, n):
-        x = bperm[j] if big else perms[r, j]
+        x = j if r == 0 else (bperm[j] if big else perms[r, j])
         words[wr, j >> 6] |= np.uint64(bits[x]) << np.uint64(j & 63)
 
 
@@ -224,13 +409,17 @@ def _build_copy_row(bits, perms, bperm, r, words, wr):
 def build_copy(bits: np.ndarray, perm: np.ndarray, words: np.ndarray) -> None:
     """Packed permuted copy: bit ``j`` of ``words`` (see :func:`copy_parity`) is
     ``bits[perm[j]]`` for ``j < n``; zero after."""
-    _build_copy_row(bits, perm.reshape((1, perm.size)), perm, 0, words.reshape((1, words.size)), 0)
+    # row 1 of a one-row table is the "BICONF" row, read from ``perm`` (row 0 is the identity)
+    _build_copy_row(bits, perm.reshape((1, perm.size)), perm, 1, words.reshape((1, words.size)), 0)
 
 
 @njit
 def _parity_perm_row(bits, perms, bperm, r, s, e):
     acc = np.uint8(0)
-    if r == perms.shape[0]:
+    if r == 0:
+        for x in range(s, e):
+            acc ^= bits[x]
+    elif r == perms.shape[0]:
         for x in range(s, e):
             acc ^= bits[bperm[x]]
     else:
@@ -267,10 +456,14 @@ def answer_ranges(bits, perm, words, has_copy, work, starts, ends, out):
 
 
 @njit
-def answer_passes(bits, perms, words, has_copy, work, pids, starts, ends, out) -> int:
+def answer_passes(
+    bits, perms, poss, loaded, seeds, version, words, has_copy, work, pids, starts, ends, out
+) -> int:
     """Alice's parities of a frame's range questions on its cascade passes, in one call.
 
-    ``pids`` index rows of ``perms`` (pass permutations; row 0 is the identity), ``words``,
+    ``pids`` index rows of ``perms``/``poss`` (pass permutations and inverses, row 0 the
+    identity and never read; a row with ``loaded[p] == 0`` is computed here from ``seeds[p]``
+    with the shuffle of ``version``, see :func:`fill_row`), ``words``,
     ``has_copy`` and ``work`` (packed copy per pass, built lazily as in :func:`answer_ranges`,
     once the gathered work exceeds ``n >> ALICE_COPY_SHIFT``; for pass 0 at its first
     question). Returns the index of the first invalid question (pass id outside ``perms``, or
@@ -284,6 +477,9 @@ def answer_passes(bits, perms, words, has_copy, work, pids, starts, ends, out) -
     for j in range(pids.size):
         p = pids[j]
         s, e = starts[j], ends[j]
+        if p > 0 and loaded[p] == 0:
+            fill_row(perms, poss, p, seeds[p, 0], seeds[p, 1], version)
+            loaded[p] = 1
         # pass 0 (the identity) packs the key at its first question: the packed copy is 8x
         # smaller than the unpacked key, so it stays in cache
         if has_copy[p] == 0 and (p == 0 or work[p] + (e - s) > (n >> ALICE_COPY_SHIFT)):
@@ -294,6 +490,73 @@ def answer_passes(bits, perms, words, has_copy, work, pids, starts, ends, out) -
         else:
             work[p] += e - s
             out[j] = _parity_perm_row(bits, perms, bits, p, s, e)
+    return -1
+
+
+@njit
+def answer_batch(
+    bits, perms, poss, loaded, seeds, version, words, has_copy, work, bounds, q, out
+) -> int:
+    """Alice's parities of one round's range questions of *all* frames of a batch, packed.
+
+    Same answers as :func:`answer_passes` frame by frame, for frames sharing one pass table.
+
+    Parameters
+    ----------
+    bits : uint8[F, n]
+        The frames' keys (unpacked 0/1).
+    perms, poss, loaded, seeds, version
+        The shared pass table (see :func:`answer_passes`; rows computed here when needed).
+    words, has_copy, work : uint64[F, P + 1, w], uint8[F, P + 1], int64[F, P + 1]
+        Per frame, as in :func:`answer_passes`.
+    bounds : int64[F + 1]
+        Questions of frame ``f`` are rows ``bounds[f] : bounds[f + 1]`` of ``q``.
+    q : int64[m, 3]
+        Rows ``(pass id, start, end)``.
+    out : uint8[>= ceil(m / 8)], zero
+        Parity ``j`` goes to bit ``7 - j % 8`` of byte ``j // 8`` (``numpy.packbits`` order).
+
+    Returns
+    -------
+    int
+        Index of the first invalid question (pass id outside ``perms``, or not
+        ``0 <= start < end <= n``; nothing is answered then), or ``-1``.
+    """
+    n = bits.shape[1]
+    npass = perms.shape[0]
+    m = q.shape[0]
+    for j in range(m):
+        if q[j, 0] < 0 or q[j, 0] >= npass or q[j, 1] < 0 or q[j, 2] > n or q[j, 1] >= q[j, 2]:
+            return j
+    lim = n >> ALICE_COPY_SHIFT
+    for f in range(bounds.size - 1):
+        for j in range(bounds[f], bounds[f + 1]):
+            p, s, e = q[j, 0], q[j, 1], q[j, 2]
+            if p > 0 and loaded[p] == 0:
+                fill_row(perms, poss, p, seeds[p, 0], seeds[p, 1], version)
+                loaded[p] = 1
+            if has_copy[f, p] == 0 and (p == 0 or work[f, p] + (e - s) > lim):
+                _build_copy_row(bits[f], perms, bits[f], p, words[f], p)
+                has_copy[f, p] = 1
+            if has_copy[f, p] != 0:
+                ws = s >> 6
+                we = (e - 1) >> 6
+                lo = ONES << np.uint64(s & 63)
+                hi = ONES >> np.uint64(63 - ((e - 1) & 63))
+                if ws == we:
+                    acc = words[f, p, ws] & lo & hi
+                else:
+                    acc = (words[f, p, ws] & lo) ^ (words[f, p, we] & hi)
+                    for t in range(ws + 1, we):
+                        acc ^= words[f, p, t]
+                b = _word_parity(acc)
+            else:
+                work[f, p] += e - s
+                b = np.uint8(0)
+                for x in range(s, e):
+                    b ^= bits[f, perms[p, x]]
+                b &= np.uint8(1)
+            out[j >> 3] |= b << np.uint8(7 - (j & 7))
     return -1
 
 
@@ -508,6 +771,9 @@ def bob_step(
     nlog,
     applied,
     slot_pid,
+    loaded,
+    seeds,
+    version,
     out_asks,
     out_wait,
     out_qs,
@@ -544,6 +810,10 @@ def bob_step(
 
     slot_pid : int64[S]
         Pass id held by each slot (for the questions as they go on the wire).
+    loaded, seeds, version : uint8[P], uint64[P, 2], int
+        Which rows of ``perms``/``poss`` are computed; a cascade pass's row is computed here
+        (:func:`fill_row`) when its first question is asked or a bit of it is flipped —
+        passes of few blocks need only their masks until then.
     out_asks, out_wait, out_qs, hp : int64[c, 6], int64[c, 6], int64[c, 3], int64[h, 4]
         Work buffers kept by the caller across rounds (not allocated every round): this round's
         questions, waiting tasks, questions as they go on the wire, and the task heap. They
@@ -672,6 +942,9 @@ def bob_step(
                             mm = ls + (le - ls + 1) // 2
                             if node[base + 2 * lh] != 0:
                                 continue
+                            if 0 < slot < nperm and loaded[slot] == 0:
+                                fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
+                                loaded[slot] = 1
                             node[base + 2 * lh] = PENDING
                             dirty[(base + 2 * lh) >> PAGE_SHIFT] = 1
                             if na == asks.shape[0]:
@@ -680,6 +953,9 @@ def bob_step(
                             asks[na, 3], asks[na, 4], asks[na, 5] = le, blk, 2 * lh
                             na += 1
                 elif st == 0:
+                    if 0 < slot < nperm and loaded[slot] == 0:
+                        fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
+                        loaded[slot] = 1
                     node[base + h] = PENDING
                     dirty[(base + h) >> PAGE_SHIFT] = 1
                     if na == asks.shape[0]:
@@ -710,6 +986,9 @@ def bob_step(
         st = node[base + h]
         if ((st >> 2) ^ (st >> 3)) & 1 == 0:
             continue
+        if 0 < slot < nperm and loaded[slot] == 0:  # a block of one bit: no question asked
+            fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
+            loaded[slot] = 1
         if slot == 0:  # pass 0 is the identity permutation
             i = s
         elif slot == nperm:

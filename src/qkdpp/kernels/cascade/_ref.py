@@ -28,6 +28,18 @@ output function (Steele, Lea, Flood, OOPSLA 2014). Fisher–Yates from the top: 
 ``perm[i], perm[j]`` are swapped (``perm`` starts as the identity; ``n < 2^32``). The bias of the
 multiply-shift reduction is below ``n / 2^32`` per draw; the shuffles are public and only need to
 be independent of the channel's errors, not secret.
+
+Shuffle PRF (version 2, the default, ``qkdpp-cascade-v2``)
+----------------------------------------------------------
+Seed as in v1 with ``person=b"qkdpp-cascade-v2"``. Key index ``i`` goes to bucket
+``w_i >> (64 - bb)`` (``w_i`` the v1 stream word ``i``; ``bb = max(0, ceil(log2 n) - 10)``, so
+buckets hold 512-1024 indices on average); the permuted order lists bucket 0, then bucket 1, ...,
+each bucket's indices (ascending) shuffled by Fisher–Yates with the words
+``u = fmix64(k1 + (b * 2^32 + t) * GOLDEN) XOR k0`` (see :func:`v2_shuffle_bucket`). Uniform
+buckets followed by uniform shuffles of each bucket give a uniformly random permutation
+(Rao 1961, Sandelius 1962: "Rao–Sandelius" shuffle). Unlike v1 it can be computed in cache-sized
+pieces, and whether ``pos[i] < x`` follows from the bucket counts and the one bucket that holds
+position ``x``: the membership masks of a pass of at most three blocks need no full permutation.
 """
 
 from __future__ import annotations
@@ -64,6 +76,55 @@ def permutation(k0: int, k1: int, n: int) -> np.ndarray:
         j = ((w >> 32) * (i + 1)) >> 32
         perm[i], perm[j] = perm[j], perm[i]
     return np.asarray(perm, dtype=np.int32)
+
+
+def v2_bucket_bits(n: int) -> int:
+    """``bb`` of the v2 shuffle: ``max(0, ceil(log2 n) - 10)`` (``2^bb`` buckets of 512-1024
+    key bits on average; 0 for ``n <= 1024``)."""
+    return max(0, (n - 1).bit_length() - 10) if n > 1 else 0
+
+
+def v2_buckets(k0: int, k1: int, n: int) -> np.ndarray:
+    """Bucket of every key index under the v2 shuffle (``int64[n]``): the top ``bb`` bits of
+    ``w_i = fmix64(k0 + i * GOLDEN) XOR k1`` (all 0 when ``bb = 0``)."""
+    bb = v2_bucket_bits(n)
+    if bb == 0:
+        return np.zeros(n, dtype=np.int64)
+    return np.array(
+        [(fmix64((k0 + i * GOLDEN) & MASK64) ^ k1) >> (64 - bb) for i in range(n)], dtype=np.int64
+    )
+
+
+def v2_shuffle_bucket(k0: int, k1: int, b: int, members: list[int]) -> list[int]:
+    """Fisher–Yates of one v2 bucket (its key indices, ascending, in place and returned): for
+    ``t = m-1 .. 1``, ``u = fmix64(k1 + (b * 2^32 + t) * GOLDEN) XOR k0``,
+    ``j = ((u >> 32) * (t + 1)) >> 32``, swap entries ``t`` and ``j``."""
+    for t in range(len(members) - 1, 0, -1):
+        u = fmix64((k1 + ((b << 32) + t) * GOLDEN) & MASK64) ^ k0
+        j = ((u >> 32) * (t + 1)) >> 32
+        members[t], members[j] = members[j], members[t]
+    return members
+
+
+def permutation_v2(k0: int, k1: int, n: int) -> np.ndarray:
+    """The v2 shuffle (``int32``, permuted position -> key index): the key indices of bucket
+    0 (see :func:`v2_buckets`), each bucket's in ascending order shuffled by
+    :func:`v2_shuffle_bucket`, then bucket 1's, and so on."""
+    bucket = v2_buckets(k0, k1, n)
+    perm: list[int] = []
+    for b in range(1 << v2_bucket_bits(n)):
+        perm += v2_shuffle_bucket(k0, k1, b, [int(i) for i in np.flatnonzero(bucket == b)])
+    return np.asarray(perm, dtype=np.int32)
+
+
+def block_masks(pos: np.ndarray, k: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Membership masks of the first two top-level blocks of a pass (``numpy.packbits``
+    order): bit ``i`` of the first is set iff ``pos[i] < min(k, end)``, of the second iff
+    ``k <= pos[i] < min(2k, end)``."""
+    return (
+        np.packbits(pos < min(k, end)),
+        np.packbits((pos >= k) & (pos < min(2 * k, end))),
+    )
 
 
 def xor_range(a: np.ndarray, s: int, e: int) -> int:

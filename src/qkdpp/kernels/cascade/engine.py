@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,21 +25,26 @@ from qkdpp.errors import ConfigError, ProtocolError, ReconciliationFailed
 from qkdpp.kernels.cascade import _nb, _ref
 from qkdpp.kernels.cascade.variants import Variant
 
-SHUFFLE_VERSION = 1
+SHUFFLE_VERSIONS = (1, 2)
+SHUFFLE_VERSION = 2  # the default shuffle PRF (1 stays available: ``version=1``)
 MAX_N = 1 << 26  # keys of the node table: (pid * (n+1) + s) * (n+1) + e must fit in int64
 MAX_BICONF_ROUNDS = 200
 BACKENDS = ("compiled", "reference")
 
 
-def shuffle_seed(session_id: str, n: int, pid: int, frame_id: int | None) -> tuple[int, int]:
-    """Public seed ``(k0, k1)`` of the v1 shuffle of pass ``pid``.
+def shuffle_seed(
+    session_id: str, n: int, pid: int, frame_id: int | None, version: int = 2
+) -> tuple[int, int]:
+    """Public seed ``(k0, k1)`` of the shuffle of pass ``pid`` (PRF ``version`` 1 or 2).
 
-    ``BLAKE2b(digest_size=16, person=b"qkdpp-cascade-v1")`` over
+    ``BLAKE2b(digest_size=16, person=b"qkdpp-cascade-v<version>")`` over
     ``struct.pack("<QIq", n, pid, frame_id or -1) + session_id.encode("utf-8")``; ``k0`` and ``k1``
     are the two little-endian 64-bit halves of the digest. ``frame_id=None`` gives session-wide
     shuffles (cached across frames; the errors of each frame are independent of them either way).
     """
-    h = hashlib.blake2b(digest_size=16, person=b"qkdpp-cascade-v1")
+    if version not in SHUFFLE_VERSIONS:
+        raise ConfigError(f"shuffle version must be one of {SHUFFLE_VERSIONS}, got {version!r}")
+    h = hashlib.blake2b(digest_size=16, person=b"qkdpp-cascade-v%d" % version)
     h.update(struct.pack("<QIq", n, pid, -1 if frame_id is None else frame_id))
     h.update(session_id.encode("utf-8"))
     d = h.digest()
@@ -46,29 +52,73 @@ def shuffle_seed(session_id: str, n: int, pid: int, frame_id: int | None) -> tup
 
 
 def permutation(
-    session_id: str, n: int, pid: int, frame_id: int | None = None, backend: str = "compiled"
+    session_id: str,
+    n: int,
+    pid: int,
+    frame_id: int | None = None,
+    backend: str = "compiled",
+    version: int = SHUFFLE_VERSION,
 ) -> np.ndarray:
     """The permutation of pass ``pid`` (``int32``, permuted position -> key index).
 
-    Pass 0 is the identity (the first pass is not shuffled); later passes use the v1 PRF.
+    Pass 0 is the identity (the first pass is not shuffled); later passes use the PRF of
+    ``version`` (see :mod:`._ref`).
     """
     if pid == 0:
         return np.arange(n, dtype=np.int32)
-    k0, k1 = shuffle_seed(session_id, n, pid, frame_id)
+    k0, k1 = shuffle_seed(session_id, n, pid, frame_id, version)
     if backend == "reference":
-        return _ref.permutation(k0, k1, n)
+        return (_ref.permutation if version == 1 else _ref.permutation_v2)(k0, k1, n)
     perm = np.empty(n, dtype=np.int32)
     pos = np.empty(n, dtype=np.int32)
-    _nb.permutation_into(np.uint64(k0), np.uint64(k1), perm, pos)
+    (_nb.permutation_into if version == 1 else _nb.permutation_v2_into)(
+        np.uint64(k0), np.uint64(k1), perm, pos
+    )
     return perm
+
+
+class BufferPool:
+    """Work buffers recycled across frames *and sessions* (fresh pages cost a page fault each;
+    the node trees of one option7 frame of 1e6 bits reserve ~60 MB). Thread-safe."""
+
+    POOL = 16  # buffers kept per (kind, size)
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[str, int], list[np.ndarray]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, kind: str, size: int, zero: bool = False) -> np.ndarray:
+        """A ``uint8[size]`` buffer (all zero when ``zero``: pooled node buffers are cleared
+        when released, see :func:`._nb.clear_dirty`)."""
+        with self._lock:
+            free = self._free.get((kind, size))
+            if free:
+                return free.pop()
+        return np.zeros(size, dtype=np.uint8)
+
+    def release(self, kind: str, buf: np.ndarray, zero: bool = False) -> None:
+        """Give a buffer back (cleared first when ``zero``)."""
+        if zero:
+            buf.fill(0)
+        with self._lock:
+            free = self._free.setdefault((kind, buf.size), [])
+            if len(free) < self.POOL:
+                free.append(buf.reshape(-1))
 
 
 class PassShuffles:
     """Permutations of the passes of one (session, n[, frame]), shared by all its frames.
 
-    Rows ``0 .. passes-1`` of ``perms``/``poss`` hold the cascade passes (computed on first use);
-    BICONF rounds (``pid >= passes``) are computed on demand and kept in an LRU cache (about
-    256 MB), so frames at different BICONF rounds never overwrite each other's permutation.
+    Rows ``0 .. passes-1`` of ``perms``/``poss`` hold the cascade passes, computed on first use
+    (``loaded[pid]``; with PRF v2 a pass of at most three blocks needs only its membership
+    masks, see :meth:`masks`, and its full permutation only once BINARY searches one of its
+    blocks — the compiled kernels then compute it themselves, from ``seeds``). BICONF rounds
+    (``pid >= passes``) are computed on demand and kept in an LRU cache (about 256 MB), so
+    frames at different BICONF rounds never overwrite each other's permutation.
+
+    Thread-safe: ``lock`` (re-entrant) guards every computation; a caller that runs compiled
+    kernels filling rows lazily (the engines) must hold it for the whole batch (the stage
+    does), so that a :meth:`prepare` in another thread never writes the same row.
     """
 
     BICONF_CACHE_BYTES = 256 << 20  # BICONF permutations kept (LRU), shared by all frames
@@ -80,17 +130,25 @@ class PassShuffles:
         passes: int,
         frame_id: int | None = None,
         backend: str = "compiled",
+        version: int = SHUFFLE_VERSION,
+        pool: BufferPool | None = None,
     ) -> None:
         if not 0 <= n <= MAX_N:
             raise ConfigError(f"Cascade frame length must be in [0, {MAX_N}], got {n}")
+        if version not in SHUFFLE_VERSIONS:
+            raise ConfigError(f"shuffle version must be one of {SHUFFLE_VERSIONS}, got {version!r}")
         self.session_id, self.n, self.passes = session_id, n, passes
-        self.frame_id, self.backend = frame_id, backend
+        self.frame_id, self.backend, self.version = frame_id, backend, version
         self.perms = np.empty((passes, n), dtype=np.int32)
         self.poss = np.empty((passes, n), dtype=np.int32)
-        self.loaded = np.zeros(passes, dtype=bool)
+        self.loaded = np.zeros(passes, dtype=np.uint8)
+        self.seeds = np.zeros((passes, 2), dtype=np.uint64)
+        for p in range(1, passes):
+            self.seeds[p] = shuffle_seed(session_id, n, p, frame_id, version)
+        self.lock = threading.RLock()
+        self.pool = BufferPool() if pool is None else pool
         self._biconf: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._masks: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self._pool: dict[tuple[str, int], list[np.ndarray]] = {}
         self.keep_biconf = max(8, self.BICONF_CACHE_BYTES // max(8 * n, 1))
 
     def _fill(self, pid: int, perm: np.ndarray, pos: np.ndarray) -> None:
@@ -98,64 +156,95 @@ class PassShuffles:
             perm[:] = np.arange(self.n, dtype=np.int32)
             pos[:] = perm
             return
-        k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id)
+        k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id, self.version)
         if self.backend == "reference":
-            perm[:] = _ref.permutation(k0, k1, self.n)
+            ref = _ref.permutation if self.version == 1 else _ref.permutation_v2
+            perm[:] = ref(k0, k1, self.n)
             pos[perm] = np.arange(self.n, dtype=np.int32)
-        else:
+        elif self.version == 1:
             _nb.permutation_into(np.uint64(k0), np.uint64(k1), perm, pos)
-
-    POOL = 16
+        else:
+            _nb.permutation_v2_into(np.uint64(k0), np.uint64(k1), perm, pos)
 
     def acquire(self, kind: str, size: int, zero: bool = False) -> np.ndarray:
-        """A ``uint8[size]`` work buffer, recycled from earlier frames when possible (fresh
-        pages cost a page fault each; recycling avoids them). ``zero``: all bytes zero."""
-        free = self._pool.get((kind, size))
-        if free:
-            return free.pop()
-        return np.zeros(size, dtype=np.uint8)
+        """A ``uint8[size]`` work buffer from :attr:`pool`."""
+        return self.pool.acquire(kind, size, zero)
 
     def release(self, kind: str, buf: np.ndarray, zero: bool = False) -> None:
-        """Give a buffer back (cleared first when ``zero``)."""
-        free = self._pool.setdefault((kind, buf.size), [])
-        if len(free) < self.POOL:
-            if zero:
-                buf.fill(0)
-            free.append(buf.reshape(-1))
+        """Give a buffer back to :attr:`pool` (cleared first when ``zero``)."""
+        self.pool.release(kind, buf, zero)
 
     def masks(self, pid: int, k: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        """Packed membership masks (``uint64`` words) of the first two top-level blocks of a
-        pass, for passes of at most three blocks (see :func:`top_parities`)."""
+        """Packed membership masks (``uint64`` words, ``numpy.packbits`` bit order) of the
+        first two top-level blocks of a pass, for passes of at most three blocks (see
+        :func:`top_parities`). PRF v2 computes them without the full permutation."""
         key = (pid, k, end)
-        got = self._masks.get(key)
-        if got is None:
-            nw = (self.n + 63) // 64
-            m0 = np.zeros(nw * 8, dtype=np.uint8)
-            m1 = np.zeros(nw * 8, dtype=np.uint8)
-            _nb.block_masks(self.get(pid)[1], k, end, m0, m1)
-            got = (m0.view(np.uint64), m1.view(np.uint64))
-            self._masks[key] = got
-            while len(self._masks) > self.passes + self.keep_biconf:
-                del self._masks[next(iter(self._masks))]
+        with self.lock:
+            got = self._masks.get(key)
+            if got is None:
+                nw = (self.n + 63) // 64
+                m0 = np.zeros(nw * 8, dtype=np.uint8)
+                m1 = np.zeros(nw * 8, dtype=np.uint8)
+                if self.version == 2 and pid > 0 and self.backend == "compiled":
+                    k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id, 2)
+                    _nb.block_masks_v2(np.uint64(k0), np.uint64(k1), self.n, k, end, m0, m1)
+                elif self.backend == "compiled":
+                    _nb.block_masks(self.get(pid)[1], k, end, m0, m1)
+                else:
+                    r0, r1 = _ref.block_masks(self.get(pid)[1], k, end)
+                    m0[: r0.size], m1[: r1.size] = r0, r1
+                got = (m0.view(np.uint64), m1.view(np.uint64))
+                self._masks[key] = got
+                while len(self._masks) > self.passes + self.keep_biconf:
+                    del self._masks[next(iter(self._masks))]
         return got
 
     def get(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
         """``(perm, pos)`` of pass ``pid`` (read-only by convention)."""
-        if pid < self.passes:
-            if not self.loaded[pid]:
-                self._fill(pid, self.perms[pid], self.poss[pid])
-                self.loaded[pid] = True
-            return self.perms[pid], self.poss[pid]
-        got = self._biconf.get(pid)
-        if got is None:
-            got = (np.empty(self.n, dtype=np.int32), np.empty(self.n, dtype=np.int32))
-            self._fill(pid, *got)
-            while len(self._biconf) >= self.keep_biconf:
-                del self._biconf[next(iter(self._biconf))]  # least recently used
-        else:
-            del self._biconf[pid]
-        self._biconf[pid] = got
-        return got
+        with self.lock:
+            if pid < self.passes:
+                if not self.loaded[pid]:
+                    self._fill(pid, self.perms[pid], self.poss[pid])
+                    self.loaded[pid] = 1
+                return self.perms[pid], self.poss[pid]
+            got = self._biconf.get(pid)
+            if got is None:
+                got = (np.empty(self.n, dtype=np.int32), np.empty(self.n, dtype=np.int32))
+                self._fill(pid, *got)
+                while len(self._biconf) >= self.keep_biconf:
+                    del self._biconf[next(iter(self._biconf))]  # least recently used
+            else:
+                del self._biconf[pid]
+            self._biconf[pid] = got
+            return got
+
+    # full permutations prepare() computes for the first passes of few blocks: BINARY reaches
+    # them in many batches (option7, 2 x 1e6 bits at QBER 0.56 %, 10 sessions of 3 batches:
+    # the first n/2 pass in 5 of 5 sessions counted, the second in 3 of 5, the third in 5 of
+    # 10, the fourth in 4 of 10, each later one in at most 1 of 10)
+    PREPARE_FEW_FULL = 4
+
+    def prepare(self, block_sizes: Sequence[Sequence[int]]) -> None:
+        """Compute now what frames with these block sizes (one list per expected QBER) will
+        need: the full permutation of every pass of more than three blocks for some list and
+        of the first :attr:`PREPARE_FEW_FULL` passes of few blocks, the masks of every pass
+        of few blocks (PRF v2 computes them without the permutation). Results are identical
+        to computing on first use; parts already computed are skipped. The compiled kernels
+        release the GIL."""
+        n = self.n
+        few = 0
+        for p in range(self.passes):
+            ks = {int(bs[p]) for bs in block_sizes}
+            if any(-(-n // k) > 3 for k in ks):
+                if p > 0:
+                    self.get(p)
+                continue
+            for k in ks:
+                if n:
+                    self.masks(p, k, n)
+            if p > 0 and few < self.PREPARE_FEW_FULL:
+                self.get(p)
+            few += 1
 
 
 def packed_words(bits: np.ndarray) -> np.ndarray:
@@ -239,6 +328,8 @@ class _CompiledBob:
         self.asked = np.empty((0, 6), dtype=np.int64)
         self.parked = np.empty((0, 6), dtype=np.int64)
         self.flips = 0
+        self._packed: np.ndarray | None = None  # packed_words(bits) as of self._packed_at flips
+        self._packed_at = -1
         self.cascade_on = True
         # work buffers of bob_step, kept across rounds (two sets: a round reads the other's)
         cap = 1024
@@ -253,9 +344,8 @@ class _CompiledBob:
         self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
     ) -> None:
         s = min(pid, self.sh.passes)
-        perm, pos = self.sh.get(pid)
-        if s == self.sh.passes:
-            self.bperm, self.bpos = perm, pos
+        if s == self.sh.passes:  # BICONF: computed now (cascade passes: when first needed)
+            self.bperm, self.bpos = self.sh.get(pid)
         if self.slot_pid[s] >= 0:  # a reused (BICONF) slot: forget the old trees
             self.node[
                 self.slot_off[s] : self.slot_off[s]
@@ -270,8 +360,14 @@ class _CompiledBob:
         self.nslots = max(self.nslots, s + 1)
         self.cascade_on = cascades
         starts = np.arange(0, top_end, k, dtype=np.int64)
-        bob_top = top_parities(self.bits, self.sh, pid, k, top_end)
         nb = starts.size
+        words = None
+        if nb <= 3:  # masks path: the packed key, repacked only after flips
+            if self._packed_at != self.flips or self._packed is None:
+                self._packed = packed_words(self.bits)
+                self._packed_at = self.flips
+            words = self._packed
+        bob_top = top_parities(self.bits, self.sh, pid, k, top_end, words)
         self.slot_few[s] = 0
         if 0 < nb <= 3 and (nb == 1 or top_end == self.bits.size):
             m0, m1 = self.sh.masks(pid, k, top_end)
@@ -348,6 +444,9 @@ class _CompiledBob:
             self.nlog,
             self.applied,
             self.slot_pid,
+            self.sh.loaded,
+            self.sh.seeds,
+            self.sh.version,
             self._asks[b],
             self._wait[b],
             self._qs[b],
@@ -440,7 +539,12 @@ class AliceFrame:
     """
 
     def __init__(
-        self, bits: np.ndarray, passes: int, shuffles: PassShuffles, backend: str = "compiled"
+        self,
+        bits: np.ndarray,
+        passes: int,
+        shuffles: PassShuffles,
+        backend: str = "compiled",
+        state: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.bits = np.ascontiguousarray(bits, dtype=np.uint8)
         self.n = int(self.bits.size)
@@ -450,18 +554,23 @@ class AliceFrame:
         self.sh = shuffles
         self.backend = backend
         nw = (self.n + 63) // 64 + 1
-        self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8)
-        self.words = self.cur.view(np.uint64).reshape(passes + 1, nw)
-        self.has_copy = np.zeros(passes + 1, dtype=np.uint8)
-        self.work = np.zeros(passes + 1, dtype=np.int64)
+        self.cur: np.ndarray | None = None
+        if state is None:
+            self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8)
+            self.words = self.cur.view(np.uint64).reshape(passes + 1, nw)
+            self.has_copy = np.zeros(passes + 1, dtype=np.uint8)
+            self.work = np.zeros(passes + 1, dtype=np.int64)
+        else:  # rows of an AliceBatch's stacked state
+            self.words, self.has_copy, self.work = state
         self.slot_pid = np.full(passes + 1, -1, dtype=np.int64)
         self._words: np.ndarray | None = None
-        self._all_loaded = False
         self.leaked = 0
 
     def release(self) -> None:
         """Recycle the work buffers (call when the frame is finished)."""
-        self.sh.release("cur", self.cur)
+        if self.cur is not None:
+            self.sh.release("cur", self.cur)
+            self.cur = None
 
     def _check_pid(self, pid: int) -> int:
         if not 0 <= pid < self.passes + MAX_BICONF_ROUNDS:
@@ -490,13 +599,6 @@ class AliceFrame:
         self.leaked += nb
         return out
 
-    def _load_all(self) -> None:
-        """Load every cascade pass permutation (once; the compiled answers index them)."""
-        if not self._all_loaded:
-            for p in range(self.passes):
-                self.sh.get(p)
-            self._all_loaded = True
-
     def answer(self, pids: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """Parities (``uint8`` 0/1) of the questioned ranges; ProtocolError on a bad question."""
         m = pids.size
@@ -513,10 +615,13 @@ class AliceFrame:
         starts = np.ascontiguousarray(starts, dtype=np.int64)
         ends = np.ascontiguousarray(ends, dtype=np.int64)
         if self.backend != "reference" and self.passes:
-            self._load_all()
             bad = _nb.answer_passes(
                 self.bits,
                 self.sh.perms,
+                self.sh.poss,
+                self.sh.loaded,
+                self.sh.seeds,
+                self.sh.version,
                 self.words,
                 self.has_copy,
                 self.work,
@@ -574,6 +679,101 @@ class AliceFrame:
         return out
 
 
+class AliceBatch:
+    """Alice's frames of one batch. When they share one :class:`PassShuffles` (one session and
+    frame length, compiled backend), their state is stacked so that a round's range questions
+    of all frames are answered by one compiled call (:func:`._nb.answer_batch`); otherwise,
+    and for BICONF passes, frame by frame (:meth:`AliceFrame.answer`). Same answers, same
+    checks, same leakage either way.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[np.ndarray],
+        passes: int,
+        shuffles: Sequence[PassShuffles],
+        backend: str = "compiled",
+    ) -> None:
+        sh = shuffles[0] if shuffles else None
+        self.fast = (
+            sh is not None
+            and backend == "compiled"
+            and passes > 0
+            and all(s is sh for s in shuffles)
+            and all(k.size == sh.n for k in keys)
+        )
+        self.cur: np.ndarray | None = None
+        if not self.fast or sh is None:
+            self.frames = [
+                AliceFrame(k, passes, s, backend) for k, s in zip(keys, shuffles, strict=True)
+            ]
+            return
+        nf, n = len(keys), sh.n
+        nw = (n + 63) // 64 + 1
+        self.sh = sh
+        self.bits = np.empty((nf, n), dtype=np.uint8)
+        for i, k in enumerate(keys):
+            self.bits[i] = k
+        self.cur = sh.acquire("cur", nf * (passes + 1) * nw * 8)
+        self.words = self.cur.view(np.uint64).reshape(nf, passes + 1, nw)
+        self.has_copy = np.zeros((nf, passes + 1), dtype=np.uint8)
+        self.work = np.zeros((nf, passes + 1), dtype=np.int64)
+        self.frames = [
+            AliceFrame(
+                self.bits[i],
+                passes,
+                sh,
+                backend,
+                state=(self.words[i], self.has_copy[i], self.work[i]),
+            )
+            for i in range(nf)
+        ]
+        self.limit = 2 * n + 16
+
+    def answer(self, bounds: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Parities of range questions of all frames: rows ``bounds[f]:bounds[f+1]`` of ``q``
+        (``int64[m, 3]``: pass id, start, end) belong to frame ``f``. Returns them packed
+        MSB-first (``numpy.packbits``), in question order. ProtocolError on a bad question."""
+        m = q.shape[0]
+        if self.fast and m:
+            if int(np.diff(bounds).max()) > self.limit:
+                raise ProtocolError(f"more than {self.limit} parity questions for one frame")
+            out = np.zeros((m + 7) // 8, dtype=np.uint8)
+            sh = self.sh
+            bad = _nb.answer_batch(
+                self.bits,
+                sh.perms,
+                sh.poss,
+                sh.loaded,
+                sh.seeds,
+                sh.version,
+                self.words,
+                self.has_copy,
+                self.work,
+                bounds,
+                q,
+                out,
+            )
+            if bad < 0:
+                for a, lo, hi in zip(self.frames, bounds[:-1], bounds[1:], strict=False):
+                    a.leaked += int(hi - lo)
+                return out
+            # a BICONF pass (or a bad question): frame by frame, which also raises the error
+        parts = [
+            a.answer(q[lo:hi, 0], q[lo:hi, 1], q[lo:hi, 2])
+            for a, lo, hi in zip(self.frames, bounds[:-1], bounds[1:], strict=False)
+        ]
+        return np.packbits(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint8)
+
+    def release(self) -> None:
+        """Recycle the work buffers (call when the batch is finished)."""
+        for a in self.frames:
+            a.release()
+        if self.cur is not None:
+            self.sh.release("cur", self.cur)
+            self.cur = None
+
+
 class AskPeer:
     """What the driver needs from Alice: one batched exchange per round trip.
 
@@ -581,7 +781,11 @@ class AskPeer:
     (open these passes: send all their top-level block parities) and ``asks[f]`` is
     ``int64[m, 3]`` rows ``(pid, start, end)`` (parities of these ranges). Returns, per frame,
     the concatenated top-level parities of its specs (in order) and the ``uint8[m]`` answers.
+    ``binary_answers``: the answers are known to be 0/1 (e.g. unpacked bits), so the driver
+    checks only their count.
     """
+
+    binary_answers = False
 
     def exchange(
         self, tops: list[np.ndarray], asks: list[np.ndarray]
@@ -648,8 +852,8 @@ class _Progress:
         )
 
 
-def _check(f: BobFrame, got: np.ndarray, want: int, what: str) -> None:
-    if got.shape != (want,) or (got.size and int(got.max()) > 1):
+def _check(f: BobFrame, got: np.ndarray, want: int, what: str, binary: bool = False) -> None:
+    if got.shape != (want,) or (not binary and got.size and int(got.max()) > 1):
         raise ProtocolError(
             f"expected {want} {what} parities (0/1), got array of shape {got.shape}"
         )
@@ -738,6 +942,7 @@ def bob_reconcile(
     if not frames:
         return 0
     nf = len(frames)
+    binary = peer.binary_answers
     prog = [_Progress(f) for f in frames]
     tops = [g.want for g in prog]
     asks = [_empty3() for _ in frames]
@@ -757,8 +962,8 @@ def bob_reconcile(
         for f, g, t, q, ta, qa in zip(frames, prog, tops, asks, t_ans, q_ans, strict=False):
             nt, nq = _empty3(), _empty3()
             if f.failure is None and not g.done:
-                _check(f, ta, top_count(t), "top-level")
-                _check(f, qa, q.shape[0], "BINARY")
+                _check(f, ta, top_count(t) if t.shape[0] else 0, "top-level", binary)
+                _check(f, qa, q.shape[0], "BINARY", binary)
                 if t.shape[0] or q.shape[0]:
                     f.rounds += 1
                 try:
