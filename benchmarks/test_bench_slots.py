@@ -1,6 +1,8 @@
-"""Slot assignment (gate + per-slot merge, ``assign_merge``): compiled vs NumPy reference, same
-group, events/s; clock recovery (``fit_clock``): fast path vs the original NumPy implementation
-(``method="reference"``), same group, events/s.
+"""Slot assignment (gate + per-slot merge, ``assign_merge``; with the tracking shift fused in,
+``assign_merge_tracked``): compiled vs NumPy reference, same group, events/s; clock recovery
+(``fit_clock``): fast path (offset searched near the expected one first: ``fast``; always the
+full FFT search: ``fast_full``) vs the original NumPy implementation (``method="reference"``),
+same group, events/s.
 
 Run: ``pytest benchmarks/test_bench_slots.py --benchmark-enable``. Targets: ≥ 100 M events/s
 (slot assignment); ``fit_clock`` ≤ 0.5 s for 1e7 events (a 1e9-slot, 25 km capture).
@@ -50,6 +52,28 @@ def test_slot_assign_merge_1e7(benchmark, backend: str, events) -> None:
     record_rate(benchmark, n_events=N)
 
 
+@pytest.mark.parametrize("backend", slots.available_backends())
+def test_slot_assign_merge_tracked_1e7(benchmark, backend: str, events) -> None:
+    """The tracking correction (one block per 4096 events) fused into the pass."""
+    t, ch = events
+    tp = (t + 10**12).astype(np.uint64)
+    nb = N // 4096
+    track_t = np.linspace(0, float(t[-1]), nb, endpoint=False)
+    corr = np.random.default_rng(3).normal(0, 2, nb)
+    start = np.zeros(256)
+    bmap = np.full(256, 255, np.uint8)
+    vmap = np.full(256, 255, np.uint8)
+    bmap[1:5] = [0, 0, 1, 1]
+    vmap[1:5] = [0, 1, 0, 1]
+    impl = slots.impl(backend)
+    args = (ch, start, 1 / 1000.017, 1000.017, 200.0, bmap, vmap, 0, np.iinfo(np.int64).max)
+    impl.assign_merge_tracked(tp[:100], 10**12, track_t, corr, ch[:100], *args[1:])  # JIT
+    benchmark.group = "slots-assign-tracked-1e7"
+    out = benchmark(impl.assign_merge_tracked, tp, 10**12, track_t, corr, *args)
+    assert out[0].size > 0.99 * N
+    record_rate(benchmark, n_events=N)
+
+
 N_FIT = 10_000_000
 _MU = np.array([0.5, 0.1, 2e-4], np.float32)
 
@@ -76,13 +100,14 @@ def capture() -> tuple[EventChunk, np.ndarray, dict[str, float]]:
     return ev, pilot, {"slot_ps": 1000.0, "expected_offset_ps": float(ev.t_ps[0])}
 
 
-@pytest.mark.parametrize("method", ["fast", "reference"])
+@pytest.mark.parametrize("method", ["fast", "fast_full", "reference"])
 def test_fit_clock_1e7(benchmark, method: str, capture) -> None:
     ev, pilot, kw = capture
+    mkw = dict(method="fast", offset_search="full") if method == "fast_full" else {"method": method}
     small = EventChunk(ev.t_ps[:200_000], ev.channel[:200_000], ev.flags[:200_000])
-    fit_clock(small, pilot, method=method, **kw)  # JIT warm-up
+    fit_clock(small, pilot, **mkw, **kw)  # JIT warm-up
     benchmark.group = "timing-fit-clock-1e7"
-    fit = benchmark.pedantic(fit_clock, (ev, pilot), dict(method=method, **kw), rounds=3)
+    fit = benchmark.pedantic(fit_clock, (ev, pilot), dict(**mkw, **kw), rounds=3)
     assert abs(fit.t0_ps - 6.0e11) < 5.0 and abs(fit.drift_ppm + 11.0) < 0.01
     assert abs(fit.delays_ps[4] - 900.0 * (1 - 11e-6)) < 5.0
     record_rate(benchmark, n_events=len(ev))

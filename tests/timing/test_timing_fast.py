@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -216,3 +217,159 @@ def test_tracking_shift_kernel_equals_numpy(n: int, m: int, seed: int, shuffled:
     want = _prepared_reference(rel, tref, fit)
     got = kc.rel_shifted(tp, np.uint64(tref), track_t, corr)
     assert np.array_equal(got, want)
+
+
+def _near_taken(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Record what every near-offset search of the fast fit returned."""
+    import sys
+
+    mod = sys.modules["qkdpp.timing.recover"]
+    seen: list[Any] = []
+    orig = mod._offset_near
+
+    def spy(*a: Any, **k: Any) -> Any:
+        r = orig(*a, **k)
+        seen.append(r)
+        return r
+
+    monkeypatch.setattr(mod, "_offset_near", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "offset_ps, drift_ppm, delays, p_dark, km",
+    [
+        (345_678_901.0, -13.0, (60, -40, 0, 1700), 1e-4, 10),
+        (-2_000_000.0, 19.9, (0, 140, -2300, 900), 1e-6, 50),
+    ],
+)
+def test_near_offset_search_equals_reference(monkeypatch, offset_ps, drift_ppm, delays, p_dark, km):
+    """Expected offset = the first tag (the timing stage's convention): the near search settles
+    the offset; everything but ``peak_sigma`` is the full search's and the reference's, and
+    ``peak_sigma`` (the full search's z-score from its expectation) agrees to ~n_window/window."""
+    p = LinkParams(
+        clock_offset_ps=offset_ps,
+        clock_drift_ppm=drift_ppm,
+        detector_delays_ps=delays,
+        jitter_ps=30.0,
+        fibre_km=km,
+        p_dark=p_dark,
+    )
+    alice, bob, truth = simulate_link(p, 8_000_000, seed=3)
+    pilot = pilot_from_record(alice)
+    kw: dict[str, Any] = dict(
+        slot_ps=p.slot_ps, expected_offset_ps=float(bob.t_ps[0]), track_events=1000
+    )
+    seen = _near_taken(monkeypatch)
+    auto = fit_clock(bob, pilot, **kw)
+    assert len(seen) == 1 and seen[0] is not None  # the near search settled it
+    full = fit_clock(bob, pilot, offset_search="full", **kw)
+    ref = fit_clock(bob, pilot, method="reference", **kw)
+    for other in (full, ref):
+        assert auto.t0_ps == pytest.approx(other.t0_ps, abs=1e-6)
+        assert auto.peak_score == pytest.approx(other.peak_score, rel=1e-6)
+        assert abs(auto.peak_sigma - other.peak_sigma) < 2e-2 * other.peak_sigma
+        _assert_same_fit(auto, dataclasses.replace(other, peak_sigma=auto.peak_sigma))
+    sa, ka = event_slots(bob, auto)
+    assert ((sa == truth.slot) & ka).mean() >= 0.999
+
+
+def test_near_offset_search_falls_back(monkeypatch):
+    """Expected offset 0.4 ms off (beyond the near window): the near search declines and the
+    fit is exactly the full search's."""
+    p = LinkParams(clock_offset_ps=4e8, clock_drift_ppm=-3.0, fibre_km=10)
+    alice, bob, _ = simulate_link(p, 4_000_000, seed=5)
+    pilot = pilot_from_record(alice)
+    kw: dict[str, Any] = dict(slot_ps=p.slot_ps, expected_offset_ps=p.bob_epoch_ps)
+    seen = _near_taken(monkeypatch)
+    auto = fit_clock(bob, pilot, **kw)
+    assert seen == [None]
+    full = fit_clock(bob, pilot, offset_search="full", **kw)
+    for f in ("t0_ps", "period_ps", "delays_ps", "peak_score", "peak_sigma", "residual_rms_ps"):
+        assert getattr(auto, f) == getattr(full, f)
+    assert np.array_equal(auto.track_corr, full.track_corr)
+    with pytest.raises(ConfigError, match="offset_search"):
+        fit_clock(bob, pilot, offset_search="near", **kw)
+
+
+def test_offset_near_declines_without_a_clear_peak():
+    """A pilot unrelated to the events (no true lag anywhere) and a weak window (a handful of
+    events): the near search never accepts; a strong window at the true lag is accepted."""
+    from qkdpp.timing.recover import _offset_near
+
+    rng = np.random.default_rng(11)
+    mu = np.asarray([0.5, 0.1, 2e-4], np.float32)
+    pilot = mu[rng.choice(3, 1 << 18, p=[0.7, 0.2, 0.1])]
+    w = pilot.astype(np.float64) - float(pilot.mean())
+    true_K = 700
+    s = np.flatnonzero(rng.random(pilot.size) < 0.02 * pilot / pilot.mean())
+    k = s - true_K
+    k = np.unique(k[(k >= 0) & (k < 1 << 17)])
+    ones = np.ones(k.size)
+    got = _offset_near(k, ones, w, 0, -200_000, 200_000, 0.0, 2048)
+    assert got is not None and got[0] == true_K
+    # unrelated events: the same number, uniformly placed
+    kr = np.unique(rng.integers(0, 1 << 17, k.size))
+    assert _offset_near(kr, np.ones(kr.size), w, 0, -200_000, 200_000, 0.0, 2048) is None
+    # too few events for the bound, even at the true lag
+    few = k[:12]
+    assert _offset_near(few, np.ones(few.size), w, 0, -200_000, 200_000, 0.0, 2048) is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 200), st.integers(-300, 300), st.integers(1, 400), st.integers(0, 2**31))
+def test_lag_scores_and_range_sums_match_numpy(n, base, n_lags, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=500)
+    ks = np.sort(rng.integers(-100, 600, n)).astype(np.int64)
+    cnt = rng.integers(1, 3, n).astype(np.float64)
+    got = kc.lag_scores(ks, cnt, w, base, n_lags)
+    want = np.zeros(n_lags)
+    for j in range(n):
+        for lag in range(n_lags):
+            i = ks[j] + base + lag
+            if 0 <= i < w.size:
+                want[lag] += cnt[j] * w[i]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    a = np.sort(rng.integers(0, w.size + 1, n)).astype(np.int64)
+    b = np.maximum(a, np.sort(rng.integers(0, w.size + 1, n))).astype(np.int64)
+    b = np.maximum.accumulate(b) if n else b
+    a = np.minimum(a, b)
+    want_rs = np.array([w[x:y].sum() for x, y in zip(a, b, strict=True)])
+    np.testing.assert_allclose(kc.range_sums(w, a, b), want_rs, rtol=0, atol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 3000),
+    st.integers(0, 2**31),
+    st.sampled_from(["normal", "ties", "sorted"]),
+    st.floats(-100, 100),
+    st.floats(0, 50),
+)
+def test_median_near_matches_numpy(n, seed, kind, centre, half):
+    """Exact median whatever the guessed bracket: around the median, off to one side (a miss),
+    empty, or everything."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 30, n) if kind != "ties" else rng.integers(0, 3, n).astype(np.float64)
+    if kind == "sorted":
+        a.sort()
+    want = float(np.median(a))
+    for lo, hi in ((centre - half, centre + half), (np.inf, -np.inf), (-np.inf, np.inf)):
+        b = a.copy()
+        med, m_in = kc.median_near(b, n, lo, hi, np.empty(n))
+        assert med == want
+        if m_in >= 0:
+            assert np.array_equal(b, a) and m_in == int(((a >= lo) & (a <= hi)).sum())
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3000), st.integers(0, 2**31))
+def test_centre_matches_numpy(n, seed):
+    pilot = np.asarray([0.5, 0.1, 2e-4], np.float32)[np.random.default_rng(seed).integers(0, 3, n)]
+    mean = float(pilot.mean())
+    w, ss, lo, hi = kc.centre(pilot, mean)
+    want = pilot.astype(np.float64) - mean
+    assert np.array_equal(w, want)  # the reference's w, bit for bit
+    assert ss == pytest.approx(float(np.dot(want, want)), rel=1e-12)
+    assert (lo, hi) == (want.min(), want.max())

@@ -142,3 +142,61 @@ def test_bbm92_coincidences_match_truth():
     assert abs(fb.drift_ppm - 12.0) < 0.05
     same = ad.basis == bd.basis
     assert (ad.value[same] != bd.value[same]).mean() < 0.05
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(0, 300),
+    st.integers(0, 12),
+    st.floats(0.5, 3000.0),
+    st.integers(0, 2**31),
+    st.booleans(),
+)
+def test_tracked_assign_merge_matches_reference(n, m, period, seed, shuffled):
+    """Fused tracking shift + assign + merge == shift (searchsorted oracle) then the NumPy
+    assign_merge; with tracking blocks or none, events on block starts, times that go back
+    (the unsorted fallback), slots out of range and unmapped channels."""
+    rng = np.random.default_rng(seed)
+    tref = int(rng.integers(0, 2**40))
+    rel = np.sort(rng.integers(0, 10**7, n)).astype(np.int64)
+    track_t = np.sort(rng.choice(np.arange(-1000, 10**7), m, replace=False)).astype(np.float64)
+    if n and m:
+        rel[: n // 5] = track_t[rng.integers(0, m, n // 5)].astype(np.int64)
+        rel.sort()
+    if shuffled:
+        rng.shuffle(rel)
+    corr = rng.normal(0, 0.3 * period, m)
+    tp = (rel + tref).astype(np.uint64)
+    ch = rng.integers(0, 5, n).astype(np.uint8)
+    start = rng.normal(0, 50, 256)
+    bmap = np.full(256, 255, np.uint8)
+    vmap = np.full(256, 255, np.uint8)
+    bmap[:4] = [0, 0, 1, 1]
+    vmap[:4] = [0, 1, 0, 1]
+    args = (ch, start, 1 / period, period, 0.3 * period, bmap, vmap, 3, int(10**7 / period))
+    want = _ref.assign_merge_tracked(tp, tref, track_t, corr, *args)
+    for b in kslots.available_backends():
+        got = kslots.impl(b).assign_merge_tracked(tp, tref, track_t, corr, *args)
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(np.asarray(g), np.asarray(w))
+
+
+def test_tracked_assign_merge_beyond_float_exact_times():
+    """Relative times beyond 2^53 ps (not exact in float64): the fused pass hands over to the
+    NumPy oracle, whose float block lookup is then the definition."""
+    tref = 10**6
+    rel = np.array([5, 2**53 - 3, 2**53 + 5, 2**54 + 1000, 2**54 + 3000], np.int64)
+    tp = (rel + tref).astype(np.uint64)
+    ch = np.array([0, 1, 2, 3, 0], np.uint8)
+    track_t = np.array([0.0, float(2**53), float(2**54 + 2000)])
+    corr = np.array([0.4, 3.0, -7.0])
+    bmap = np.full(256, 255, np.uint8)
+    vmap = np.full(256, 255, np.uint8)
+    bmap[:4] = [0, 0, 1, 1]
+    vmap[:4] = [0, 1, 0, 1]
+    args = (ch, np.zeros(256), 1 / 1000.0, 1000.0, 500.0, bmap, vmap, 0, 2**60)
+    want = _ref.assign_merge_tracked(tp, tref, track_t, corr, *args)
+    for b in kslots.available_backends():
+        got = kslots.impl(b).assign_merge_tracked(tp, tref, track_t, corr, *args)
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(np.asarray(g), np.asarray(w))

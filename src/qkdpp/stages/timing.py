@@ -181,15 +181,21 @@ class TimingStage(Stage):
 
 
 def _pack2(classes: np.ndarray) -> np.ndarray:
-    """2 bits per value (0..3), MSB-first."""
+    """2 bits per value (0..3), MSB-first: value ``i`` in bits ``7 − 2(i mod 4)`` and
+    ``6 − 2(i mod 4)`` of byte ``i // 4`` (the bytes ``np.packbits`` makes of the bit pairs)."""
     if classes.size and int(classes.max()) > 3:
         raise ConfigError("timing pilot supports intensity classes 0..3")
-    bits = np.zeros(2 * classes.size, np.uint8)
-    bits[0::2] = (classes >> 1) & 1
-    bits[1::2] = classes & 1
-    return np.packbits(bits)
+    c = np.zeros(-(-classes.size // 4) * 4, np.uint8)
+    c[: classes.size] = classes
+    q = c.reshape(-1, 4)
+    return ((q[:, 0] << 6) | (q[:, 1] << 4) | (q[:, 2] << 2) | q[:, 3]).astype(np.uint8)
 
 
 def _unpack2(packed: np.ndarray, n: int) -> np.ndarray:
-    bits = np.unpackbits(packed, count=2 * n)
-    return ((bits[0::2] << 1) | bits[1::2]).astype(np.uint8)
+    """The first ``n`` values of :func:`_pack2`'s bytes (``uint8``)."""
+    out = np.empty((packed.size, 4), np.uint8)
+    out[:, 0] = packed >> 6
+    out[:, 1] = (packed >> 4) & 3
+    out[:, 2] = (packed >> 2) & 3
+    out[:, 3] = packed & 3
+    return out.reshape(-1)[:n]

@@ -11,5 +11,6 @@ BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 assign = _impl.assign
 merge = _impl.merge
 assign_merge = _impl.assign_merge
+assign_merge_tracked = _impl.assign_merge_tracked
 
-__all__ = ["UNMAPPED", "assign", "assign_merge", "merge"]
+__all__ = ["UNMAPPED", "assign", "assign_merge", "assign_merge_tracked", "merge"]

@@ -50,9 +50,12 @@ def coherence(t, ci, n_ch, periods):
     ``exp(2πi q)`` for ``q = t/P`` reduced to ``[0, 1)``: table value at the nearest multiple of
     1/1024 times a Taylor series in the remainder ``|θ| ≤ π/1024`` (terms to θ⁵, error < 1e-16).
     The phase reduction error, ~1e-16 · t/P cycles, is that of a direct ``cos(2π t/P)`` too.
+    Loop order: channel, event, period — the innermost loop runs over the periods (independent
+    accumulators, SIMD); each (channel, period) sum still adds its events in event order.
     """
-    out = np.empty(periods.shape[0])
-    # events grouped by channel (stable): each channel's sums keep event order, in registers
+    npd = periods.shape[0]
+    out = np.zeros(npd)
+    # events grouped by channel (stable): each channel's sums keep event order
     order = np.argsort(ci, kind="mergesort")
     ts = t[order]
     offs = np.zeros(n_ch + 1, np.int64)
@@ -62,64 +65,165 @@ def coherence(t, ci, n_ch, periods):
         offs[c + 1] += offs[c]
     ctab = _COS_TAB
     stab = _SIN_TAB
-    for p in range(periods.shape[0]):
-        inv = 1.0 / periods[p]
-        tot = 0.0
-        for c in range(n_ch):
-            cs = 0.0
-            sn = 0.0
-            for j in range(offs[c], offs[c + 1]):
-                q = ts[j] * inv
+    inv = np.empty(npd)
+    for p in range(npd):
+        inv[p] = 1.0 / periods[p]
+    cs = np.empty(npd)
+    sn = np.empty(npd)
+    for c in range(n_ch):
+        cs[:] = 0.0
+        sn[:] = 0.0
+        for j in range(offs[c], offs[c + 1]):
+            tj = ts[j]
+            for p in range(npd):
+                q = tj * inv[p]
                 m = (q - math.floor(q)) * _NTAB
                 k = np.int64(m + 0.5)
                 th = (m - k) * (2 * math.pi / _NTAB)
                 t2 = th * th
                 c1 = 1.0 - t2 * (0.5 - t2 * (1.0 / 24))
                 s1 = th * (1.0 - t2 * ((1.0 / 6) - t2 * (1.0 / 120)))
-                cs += ctab[k] * c1 - stab[k] * s1
-                sn += stab[k] * c1 + ctab[k] * s1
-            tot += math.hypot(cs, sn)
-        out[p] = tot
+                cs[p] += ctab[k] * c1 - stab[k] * s1
+                sn[p] += stab[k] * c1 + ctab[k] * s1
+        for p in range(npd):
+            out[p] += math.hypot(cs[p], sn[p])
     return out
 
 
 @njit
-def pick_ranks(ch, lut, ranks, offs):
-    """Event indices of the ``ranks[offs[c]:offs[c+1]]``-th events (ascending) of each channel."""
+def pick_ranks(ch, chans, ranks, offs):
+    """Event indices of the ``ranks[offs[c]:offs[c+1]]``-th events (ascending) of each channel
+    ``chans[c]`` (raw channel numbers; events of other channels are skipped). Per event: one
+    compare of the channel's count so far with its next wanted rank."""
     n_ch = offs.shape[0] - 1
     out = np.empty(offs[n_ch], np.int64)
-    seen = np.zeros(n_ch, np.int64)
-    ptr = offs[:-1].copy()
+    seen = np.zeros(256, np.int64)
+    nxt = np.full(256, -1, np.int64)  # next wanted rank per channel number (−1: none)
+    ptr = np.zeros(256, np.int64)
+    end = np.zeros(256, np.int64)
+    for c in range(n_ch):
+        ptr[chans[c]] = offs[c]
+        end[chans[c]] = offs[c + 1]
+        if offs[c] < offs[c + 1]:
+            nxt[chans[c]] = ranks[offs[c]]
     left = offs[n_ch]
+    if left == 0:
+        return out
     for i in range(ch.shape[0]):
-        if left == 0:
-            break
-        c = lut[ch[i]]
-        if c < 0:
-            continue
-        while ptr[c] < offs[c + 1] and ranks[ptr[c]] == seen[c]:
-            out[ptr[c]] = i
-            ptr[c] += 1
-            left -= 1
+        c = ch[i]
+        if seen[c] == nxt[c]:
+            while ptr[c] < end[c] and ranks[ptr[c]] == seen[c]:
+                out[ptr[c]] = i
+                ptr[c] += 1
+                left -= 1
+            nxt[c] = ranks[ptr[c]] if ptr[c] < end[c] else -1
+            if left == 0:
+                break
         seen[c] += 1
     return out
 
 
 @njit
-def window_counts(tp, tref, ch, lut, tau, P, main, window):
-    """``bincount`` of the slots ``k ∈ [0, window)`` of channel ``main``'s events."""
-    b = np.zeros(window)
+def window_slots(tp, tref, ch, lut, tau, P, main, window):
+    """Distinct slots ``k ∈ [0, window)`` of channel ``main``'s events (ascending, ``int64``) and
+    the number of events in each (``float64``): the nonzero entries of the reference's
+    ``bincount``. Only the prefix of events up to ``(window + 2)·P`` is read."""
     t_stop = (window + 2.0) * P  # beyond this every k ≥ window (tau ∈ [0, P))
-    for i in range(tp.shape[0]):
-        if np.int64(tp[i] - tref) > t_stop:
-            break
-        c = lut[ch[i]]
-        if c != main:
+    n_stop = 0
+    while n_stop < tp.shape[0] and np.int64(tp[n_stop] - tref) <= t_stop:
+        n_stop += 1
+    ks = np.empty(n_stop, np.int64)
+    cnt = np.empty(n_stop)
+    m = 0
+    for i in range(n_stop):
+        if lut[ch[i]] != main:
             continue
-        k = np.int64(math.floor((np.int64(tp[i] - tref) - tau[c]) / P + 0.5))
+        k = np.int64(math.floor((np.int64(tp[i] - tref) - tau[main]) / P + 0.5))
         if 0 <= k < window:
-            b[k] += 1.0
-    return b
+            if m > 0 and ks[m - 1] == k:
+                cnt[m - 1] += 1.0
+            else:
+                ks[m] = k
+                cnt[m] = 1.0
+                m += 1
+    return ks[:m], cnt[:m]
+
+
+@njit
+def lag_scores(ks, cnt, w, base, n_lags):
+    """``out[l] = Σ_j cnt_j · w[ks_j + base + l]`` for ``l = 0 … n_lags − 1``, terms whose index
+    falls outside ``w`` omitted (float64). The inner loop runs over the lags (contiguous slices,
+    SIMD); each score adds its terms in the order of ``ks``."""
+    out = np.zeros(n_lags)
+    n = w.shape[0]
+    for j in range(ks.shape[0]):
+        i0 = ks[j] + base
+        l0 = max(0, -i0)
+        l1 = min(n_lags, n - i0)
+        if l1 <= l0:
+            continue
+        c = cnt[j]
+        src = w[i0 + l0 : i0 + l1]
+        dst = out[l0:l1]
+        for x in range(l1 - l0):
+            dst[x] += c * src[x]
+    return out
+
+
+@njit
+def range_sums(w, a, b):
+    """``Σ w[a_j : b_j]`` for every ``j`` (float64; ``0 ≤ a_j ≤ b_j ≤ len(w)``, ``a`` and ``b``
+    non-decreasing): a running sum read at the bounds in one sweep, none stored (segments
+    between bounds summed with four partial sums)."""
+    m = a.shape[0]
+    ca = np.empty(m)
+    cb = np.empty(m)
+    ia = 0
+    ib = 0
+    pos = 0
+    acc = 0.0
+    while ia < m or ib < m:
+        nxt = a[ia] if ia < m else b[ib]
+        if ib < m and b[ib] < nxt:
+            nxt = b[ib]
+        n4 = pos + ((nxt - pos) // 4) * 4
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for x in range(pos, n4, 4):
+            s0 += w[x]
+            s1 += w[x + 1]
+            s2 += w[x + 2]
+            s3 += w[x + 3]
+        for x in range(n4, nxt):
+            s0 += w[x]
+        acc += (s0 + s1) + (s2 + s3)
+        pos = nxt
+        while ia < m and a[ia] == pos:
+            ca[ia] = acc
+            ia += 1
+        while ib < m and b[ib] == pos:
+            cb[ib] = acc
+            ib += 1
+    return cb - ca
+
+
+@njit
+def centre(pilot, mean):
+    """``w = float64(pilot) − mean`` and ``Σ w²``, ``min w``, ``max w`` in one pass."""
+    n = pilot.shape[0]
+    w = np.empty(n)
+    ss = 0.0
+    lo = np.inf
+    hi = -np.inf
+    for i in range(n):
+        v = np.float64(pilot[i]) - mean
+        w[i] = v
+        ss += v * v
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return w, ss, lo, hi
 
 
 @njit
@@ -145,8 +249,8 @@ def first_slots(tp, tref, ch, lut, tau, P, n_ch, cap):
 def delay_scores(ks, cnt, w, K, pilot_slot0, max_delay):
     """``score[c, dK] = Σ_j w[k_j + K + dK − pilot_slot0]`` over the pilot range (float64).
 
-    The inner loop runs over ``dK`` (contiguous pilot reads); each score still sums its terms in
-    event order.
+    The inner loop runs over ``dK`` (contiguous slices of the pilot, SIMD); each score still
+    sums its terms in event order.
     """
     n_ch = ks.shape[0]
     nd = 2 * max_delay + 1
@@ -154,70 +258,84 @@ def delay_scores(ks, cnt, w, K, pilot_slot0, max_delay):
     n = w.shape[0]
     off = K - max_delay - pilot_slot0
     for c in range(n_ch):
+        row = out[c]
         for j in range(cnt[c]):
             i0 = ks[c, j] + off
             d0 = max(0, -i0)
             d1 = min(nd, n - i0)
-            for d in range(d0, d1):
-                out[c, d] += w[i0 + d]
+            if d1 <= d0:
+                continue
+            src = w[i0 + d0 : i0 + d1]
+            dst = row[d0:d1]
+            for d in range(d1 - d0):
+                dst[d] += src[d]
     return out
 
 
+@njit(inline="always")
+def _slot(t, tau_c, P, K_c):
+    """Slot of an event at relative time ``t`` (ps) of a channel with phase ``tau_c`` and integer
+    offset ``K_c``: ``floor((t − tau_c) / P + 0.5) + K_c``, the reference's expression."""
+    return np.int64(math.floor((t - tau_c) / P + 0.5)) + K_c
+
+
 @njit
-def slots_line_sums(tp, tref, ch, lut, tau, P, Ks, n_ch):
-    """Slot ``k + Ks[c]`` of every event (``int64``) and per channel: count, Σ slot and
-    Σ (t − slot·P) (float64 sums, accumulated in blocks)."""
-    x_out = np.empty(tp.shape[0], np.int64)
-    n = np.zeros(n_ch)
-    sx = np.zeros(n_ch)
-    sy = np.zeros(n_ch)
-    bx = np.zeros(n_ch)
-    by = np.zeros(n_ch)
+def line_sums(tp, tref, ch, chans, tau8, P, K8):
+    """One pass of sums for the least-squares line ``y = t − x·P`` against ``x`` = :func:`_slot`,
+    per channel number (``float64[256]`` each): the pivot ``(x0, y0)`` (the channel's first
+    event) and, with ``x' = x − x0``, ``y' = y − y0``: ``Σx'``, ``Σy'``, ``Σx'y'``, ``Σx'²``
+    (accumulated in blocks of :data:`_BLK` events). The centred sums follow as
+    ``Σ(x − x̄)(y − ȳ) = Σx'y' − Σx'Σy'/n``: the pivot keeps the subtraction well conditioned
+    (``Σx'²`` is ~4× its centred value; ``Σx'y'`` is dominated by the same slope term as the
+    centred sum, and its ``√n``-fold cancellation of the residual noise costs ~1e-13 relative,
+    ~1e-20 ps in the period here). The slot is computed, not stored: the tracking pass
+    recomputes it, cheaper than writing and reading an ``int64`` per event. ``tau8``/``K8``
+    are indexed by the raw channel number; ``chans`` lists the channels present (every
+    event's must be one)."""
+    x0 = np.zeros(256)
+    y0 = np.zeros(256)
+    seen = np.zeros(256, np.bool_)
+    sx = np.zeros(256)
+    sy = np.zeros(256)
+    sxy = np.zeros(256)
+    sxx = np.zeros(256)
+    bx = np.zeros(256)
+    by = np.zeros(256)
+    bxy = np.zeros(256)
+    bxx = np.zeros(256)
     left = _BLK
     for i in range(tp.shape[0]):
-        c = lut[ch[i]]
-        s = np.int64(math.floor((np.int64(tp[i] - tref) - tau[c]) / P + 0.5)) + Ks[c]
-        x_out[i] = s
-        x = float(s)
-        bx[c] += x
-        by[c] += np.int64(tp[i] - tref) - x * P
-        n[c] += 1.0
+        c = ch[i]
+        t = np.int64(tp[i] - tref)
+        x = float(_slot(t, tau8[c], P, K8[c]))
+        y = t - x * P
+        if not seen[c]:
+            seen[c] = True
+            x0[c] = x
+            y0[c] = y
+        dx = x - x0[c]
+        dy = y - y0[c]
+        bx[c] += dx
+        by[c] += dy
+        bxy[c] += dx * dy
+        bxx[c] += dx * dx
         left -= 1
         if left == 0:
             left = _BLK
-            for k in range(n_ch):
-                sx[k] += bx[k]
-                sy[k] += by[k]
-                bx[k] = 0.0
-                by[k] = 0.0
+            for c in chans:
+                sx[c] += bx[c]
+                sy[c] += by[c]
+                sxy[c] += bxy[c]
+                sxx[c] += bxx[c]
+                bx[c] = 0.0
+                by[c] = 0.0
+                bxy[c] = 0.0
+                bxx[c] = 0.0
     sx += bx
     sy += by
-    return x_out, n, sx, sy
-
-
-@njit
-def slope_sums(tp, tref, ch, lut, slot, P, xm, ym):
-    """``Σ (x − x̄_c)(y − ȳ_c)`` and ``Σ (x − x̄_c)²``, ``y = t − x·P``, ``x = slot`` (float)."""
-    sxy = 0.0
-    sxx = 0.0
-    bxy = 0.0
-    bxx = 0.0
-    left = _BLK
-    for i in range(tp.shape[0]):
-        c = lut[ch[i]]
-        x = float(slot[i])
-        xc = x - xm[c]
-        yc = (np.int64(tp[i] - tref) - x * P) - ym[c]
-        bxy += xc * yc
-        bxx += xc * xc
-        left -= 1
-        if left == 0:
-            left = _BLK
-            sxy += bxy
-            sxx += bxx
-            bxy = 0.0
-            bxx = 0.0
-    return sxy + bxy, sxx + bxx
+    sxy += bxy
+    sxx += bxx
+    return x0, y0, sx, sy, sxy, sxx
 
 
 @njit
@@ -308,29 +426,78 @@ def median_inplace(a, n):
 
 
 @njit
-def track(tp, tref, ch, lut, slot, icpt, P2, edges):
+def median_near(a, n, lo_v, hi_v, tmp):
+    """Median of ``a[:n]`` as :func:`median_inplace`, selected among the values in the guessed
+    bracket ``[lo_v, hi_v]`` (e.g. around the previous tracking block's median).
+
+    Returns ``(median, m)``: ``m`` the number of values in the bracket, −1 when it missed the
+    middle order statistics and the median came from :func:`median_bracket` (the result is the
+    exact median either way; ``a`` is unchanged unless the bracket missed)."""
+    below = 0
+    m = 0
+    for i in range(n):  # branch-free: the store is always done, the count only advanced
+        v = a[i]
+        tmp[m] = v
+        below += v < lo_v
+        m += (v >= lo_v) & (v <= hi_v)
+    k = n // 2
+    k0 = k - 1 if n % 2 == 0 else k  # lowest order statistic needed
+    kk = k - below
+    if below > k0 or below + m <= k or (n % 2 == 0 and kk == 0):
+        return median_bracket(a, n, tmp), -1
+    kth = _select(tmp, m, kk)
+    if n % 2 == 1:
+        return kth, m
+    lower = tmp[0]  # the lower middle value: the largest of tmp[:kk] (all ≤ tmp[kk])
+    for i in range(1, kk):
+        if tmp[i] > lower:
+            lower = tmp[i]
+    return (lower + kth) / 2, m
+
+
+@njit
+def track(tp, tref, ch, tau8, P, K8, icpt8, P2, edges):
     """Median residual per block ``[edges[b], edges[b+1])`` and Σ of squared tracked residuals.
 
-    The residual of an event is ``t − icpt[c] − slot·P2``.
+    The residual of an event is ``t − icpt8[c] − slot·P2``, ``slot`` = :func:`_slot` (tables
+    indexed by the raw channel number ``c``). Each
+    block's median is selected within a bracket around the previous block's median,
+    ``±3·√m / density`` (``density`` = values per ps in the previous bracket; ±8·rms/√m
+    after a miss): ~6 standard deviations of a block median, so the bracket holds ~6·√m
+    values and rarely misses (then :func:`median_bracket`). The medians are exact either way.
     """
     nb = edges.shape[0] - 1
     corr = np.empty(nb)
     buf = np.empty(max(1, np.max(edges[1:] - edges[:-1])))
     tmp = np.empty_like(buf)
     ss = 0.0
+    lo_v = np.inf  # no guess for the first block: an empty bracket misses
+    hi_v = -np.inf
     for b in range(nb):
         m = edges[b + 1] - edges[b]
-        for j in range(m):
-            i = edges[b] + j
-            c = lut[ch[i]]
-            buf[j] = np.int64(tp[i] - tref) - icpt[c] - float(slot[i]) * P2
-        med = median_bracket(buf, m, tmp) if m > 0 else np.nan
+        e0 = edges[b]
+        tpb = tp[e0 : e0 + m]
+        chb = ch[e0 : e0 + m]
+        for j in range(m):  # SIMD: tables indexed by the raw channel, no indirection
+            c = chb[j]
+            t = np.int64(tpb[j] - tref)
+            buf[j] = t - icpt8[c] - float(_slot(t, tau8[c], P, K8[c])) * P2
+        if m == 0:
+            corr[b] = np.nan
+            continue
+        med, m_in = median_near(buf, m, lo_v, hi_v, tmp)
         corr[b] = med
         bs = 0.0
         for j in range(m):
             d = buf[j] - med
             bs += d * d
         ss += bs
+        if m_in >= 16:
+            half = 3.0 * math.sqrt(m) * (hi_v - lo_v) / m_in
+        else:
+            half = 8.0 * math.sqrt(bs / m) / math.sqrt(m)
+        lo_v = med - half
+        hi_v = med + half
     return corr, ss
 
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from qkdpp._numba import njit
+from qkdpp.kernels.slots import _ref
 from qkdpp.kernels.slots._ref import UNMAPPED
 
 
@@ -96,19 +97,61 @@ def merge(
 
 
 @njit
-def _fused(t, ch, start, inv_period, period, half_gate, bmap, vmap, lo, hi, o_s, o_b, o_v, o_d):
+def _fused(
+    tp,
+    tref,
+    tb,
+    shift,
+    ch,
+    start,
+    inv_period,
+    period,
+    half_gate,
+    bmap,
+    vmap,
+    lo,
+    hi,
+    o_s,
+    o_b,
+    o_v,
+    o_d,
+):
+    """One pass: time ``t = int64(tp − tref) − shift[b]``, slot, gate, range and merge.
+
+    ``b`` is the tracking block of the event: the last ``b`` with ``track_t[b] ≤ t`` (0 before
+    the first), as :func:`qkdpp.kernels.slots._ref.shifted_times`; no shift when ``tb`` is
+    empty. ``tb = ceil(track_t)`` as ``int64``: for an integer ``t`` with ``|t| < 2^53`` (exact
+    in float64) ``float(t) ≥ x ⇔ t ≥ ceil(x)``, so the block test is two integer compares
+    against the current block's bounds. Returns −1 as the count when the kept slots go back,
+    −2 when a tracked time is beyond ±2^53 ps (the caller then uses the NumPy oracle)."""
     k = -1
     gated = 0
     outside = 0
     bad = -1
     fcode = 0
     last = np.int64(-(2**62))
-    for i in range(t.shape[0]):
+    m_tr = tb.shape[0]
+    exact = np.int64(2**53)
+    # bounds of the current block's times [cur, nxt): none yet (the first event looks its
+    # block up); without tracking, all times
+    cur = exact if m_tr else np.int64(-(2**63))
+    nxt = -exact if m_tr else np.int64(2**63 - 1)
+    sh = np.int64(0)
+    for i in range(tp.shape[0]):
+        t = np.int64(tp[i] - tref)
+        if (t >= nxt or t < cur) and m_tr:
+            if t >= exact or t < -exact:
+                return -2, gated, outside, bad
+            j = max(int(np.searchsorted(tb, t, side="right")) - 1, 0)
+            cur = max(tb[j], -exact) if j > 0 else -exact
+            nxt = min(tb[j + 1], exact) if j + 1 < m_tr else exact
+            sh = shift[j]
+        t -= sh
         c = ch[i]
         b = bmap[c]
         if b == UNMAPPED and bad < 0:
             bad = i
-        x = (t[i] - start[c]) * inv_period
+        x = (t - start[c]) * inv_period
         sf = math.floor(x + 0.5)
         if abs((x - sf) * period) > half_gate:
             gated += 1
@@ -134,6 +177,82 @@ def _fused(t, ch, start, inv_period, period, half_gate, bmap, vmap, lo, hi, o_s,
     return k + 1, gated, outside, bad
 
 
+def _assign_merge_times(
+    tp: np.ndarray,
+    tref: np.uint64,
+    tb: np.ndarray,
+    shift: np.ndarray,
+    ch: np.ndarray,
+    start: np.ndarray,
+    inv_period: float,
+    period: float,
+    half_gate: float,
+    basis_map: np.ndarray,
+    value_map: np.ndarray,
+    slot_lo: int,
+    slot_hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int] | None:
+    """The fused pass over ``uint64`` times (``None`` when it could not finish: slots out of
+    order, or tracked times beyond ±2^53 ps)."""
+    n = tp.shape[0]
+    o_s = np.empty(n, np.int64)
+    o_b = np.empty(n, np.uint8)
+    o_v = np.empty(n, np.uint8)
+    o_d = np.empty(n, np.uint8)
+    k, gated, outside, bad = _fused(
+        tp,
+        tref,
+        tb,
+        shift,
+        ch,
+        start,
+        float(inv_period),
+        float(period),
+        float(half_gate),
+        basis_map,
+        value_map,
+        np.int64(slot_lo),
+        np.int64(slot_hi),
+        o_s,
+        o_b,
+        o_v,
+        o_d,
+    )
+    if k < 0:
+        return None
+    return o_s[:k], o_b[:k], o_v[:k], o_d[:k], int(gated), int(outside), int(bad)
+
+
+def _assign_merge_sorted(
+    t: np.ndarray,
+    ch: np.ndarray,
+    start: np.ndarray,
+    inv_period: float,
+    period: float,
+    half_gate: float,
+    basis_map: np.ndarray,
+    value_map: np.ndarray,
+    slot_lo: int,
+    slot_hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """Fallback when the kept slots are not in order: assign, stable sort by slot, merge."""
+    s, keep, _ = assign(t, ch, start, inv_period, period, half_gate)
+    inside = (s >= slot_lo) & (s < slot_hi)
+    m = keep & inside
+    ss = s[m]
+    cc = ch[m]
+    o = np.argsort(ss, kind="stable")
+    out = merge(ss[o], cc[o], basis_map, value_map)
+    # the fused pass stopped early: look for unmapped channels over all events
+    badi = np.flatnonzero(basis_map[ch] == UNMAPPED)
+    bad = int(badi[0]) if badi.size else -1
+    return (*out[:4], int((~keep).sum()), int((keep & ~inside).sum()), bad)
+
+
+_NO_TRACK = np.empty(0, np.int64)
+_NO_SHIFT = np.empty(0, np.int64)
+
+
 def assign_merge(
     t: np.ndarray,
     ch: np.ndarray,
@@ -150,37 +269,39 @@ def assign_merge(
     t = np.ascontiguousarray(t, np.int64)
     ch = np.ascontiguousarray(ch, np.uint8)
     start = np.ascontiguousarray(start, np.float64)
-    n = t.shape[0]
-    o_s = np.empty(n, np.int64)
-    o_b = np.empty(n, np.uint8)
-    o_v = np.empty(n, np.uint8)
-    o_d = np.empty(n, np.uint8)
-    k, gated, outside, bad = _fused(
-        t,
-        ch,
-        start,
-        float(inv_period),
-        float(period),
-        float(half_gate),
-        basis_map,
-        value_map,
-        np.int64(slot_lo),
-        np.int64(slot_hi),
-        o_s,
-        o_b,
-        o_v,
-        o_d,
-    )
-    if k >= 0:
-        return o_s[:k], o_b[:k], o_v[:k], o_d[:k], int(gated), int(outside), int(bad)
-    s, keep, _ = assign(t, ch, start, inv_period, period, half_gate)
-    inside = (s >= slot_lo) & (s < slot_hi)
-    m = keep & inside
-    ss = s[m]
-    cc = ch[m]
-    o = np.argsort(ss, kind="stable")
-    out = merge(ss[o], cc[o], basis_map, value_map)
-    # the fused pass stopped early: look for unmapped channels over all events
-    badi = np.flatnonzero(basis_map[ch] == UNMAPPED)
-    bad = int(badi[0]) if badi.size else -1
-    return (*out[:4], int((~keep).sum()), int((keep & ~inside).sum()), bad)
+    args = (start, inv_period, period, half_gate, basis_map, value_map, slot_lo, slot_hi)
+    # int64 times as uint64 with tref = 0: int64(tp − 0) gives them back bit for bit
+    out = _assign_merge_times(t.view(np.uint64), np.uint64(0), _NO_TRACK, _NO_SHIFT, ch, *args)
+    return out if out is not None else _assign_merge_sorted(t, ch, *args)
+
+
+def assign_merge_tracked(
+    tp: np.ndarray,
+    tref: int,
+    track_t: np.ndarray,
+    track_corr: np.ndarray,
+    ch: np.ndarray,
+    start: np.ndarray,
+    inv_period: float,
+    period: float,
+    half_gate: float,
+    basis_map: np.ndarray,
+    value_map: np.ndarray,
+    slot_lo: int,
+    slot_hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """See :func:`qkdpp.kernels.slots._ref.assign_merge_tracked` (the relative, shifted times
+    are computed in the fused pass, never stored, when the slots come out in order)."""
+    tp = np.ascontiguousarray(tp, np.uint64)
+    ch = np.ascontiguousarray(ch, np.uint8)
+    start = np.ascontiguousarray(start, np.float64)
+    track_t = np.ascontiguousarray(track_t, np.float64)
+    args = (start, inv_period, period, half_gate, basis_map, value_map, slot_lo, slot_hi)
+    if not np.isnan(track_t).any():
+        tb = np.ceil(np.clip(track_t, -(2.0**62), 2.0**62)).astype(np.int64)
+        shift = np.rint(np.asarray(track_corr, np.float64)).astype(np.int64)
+        out = _assign_merge_times(tp, np.uint64(tref), tb, shift, ch, *args)
+        if out is not None:
+            return out
+    t = _ref.shifted_times(tp, tref, track_t, track_corr)
+    return _assign_merge_sorted(t, ch, *args)

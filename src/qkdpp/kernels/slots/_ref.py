@@ -89,3 +89,39 @@ def assign_merge(
     badi = np.flatnonzero(basis_map[np.asarray(ch)] == UNMAPPED)
     bad = int(badi[0]) if badi.size else -1
     return (*out[:4], int((~keep).sum()), int((keep & ~inside).sum()), bad)
+
+
+def shifted_times(
+    tp: np.ndarray, tref: int, track_t: np.ndarray, track_corr: np.ndarray
+) -> np.ndarray:
+    """``int64(tp − tref) − rint(track_corr[b])`` per event, ``b`` the last tracking block whose
+    start ``track_t`` (float64 ps relative to ``tref``, increasing) is ≤ the event's relative
+    time (block 0 before the first start); no shift when ``track_t`` is empty."""
+    t = (np.asarray(tp, np.uint64) - np.uint64(tref)).astype(np.int64)
+    if np.asarray(track_t).size == 0 or t.size == 0:
+        return t
+    blk = np.searchsorted(np.asarray(track_t, np.float64), t, side="right") - 1
+    return t - np.rint(np.asarray(track_corr, np.float64)[np.clip(blk, 0, None)]).astype(np.int64)
+
+
+def assign_merge_tracked(
+    tp: np.ndarray,
+    tref: int,
+    track_t: np.ndarray,
+    track_corr: np.ndarray,
+    ch: np.ndarray,
+    start: np.ndarray,
+    inv_period: float,
+    period: float,
+    half_gate: float,
+    basis_map: np.ndarray,
+    value_map: np.ndarray,
+    slot_lo: int,
+    slot_hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """:func:`assign_merge` of the tracking-corrected times :func:`shifted_times` of ``uint64``
+    time tags ``tp`` (ps)."""
+    t = shifted_times(tp, tref, track_t, track_corr)
+    return assign_merge(
+        t, ch, start, inv_period, period, half_gate, basis_map, value_map, slot_lo, slot_hi
+    )

@@ -1,0 +1,27 @@
+"""Timing stage: the pilot's wire format (2 bits per slot, MSB-first) and a run of both roles."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qkdpp.stages.timing import _pack2, _unpack2
+
+
+def _pack2_bits(classes: np.ndarray) -> np.ndarray:
+    """The format's definition: bit pairs (high bit first), ``np.packbits`` MSB-first."""
+    bits = np.zeros(2 * classes.size, np.uint8)
+    bits[0::2] = (classes >> 1) & 1
+    bits[1::2] = classes & 1
+    return np.packbits(bits)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70), st.integers(0, 2**31))
+def test_pilot_packing_is_the_bit_pair_format(n, seed):
+    c = np.random.default_rng(seed).integers(0, 4, n).astype(np.uint8)
+    packed = _pack2(c)
+    assert packed.dtype == np.uint8 and np.array_equal(packed, _pack2_bits(c))
+    assert packed.size == (2 * n + 7) // 8
+    assert np.array_equal(_unpack2(packed, n), c)
