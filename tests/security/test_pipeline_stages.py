@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from qkdpp.errors import ConfigError
 from qkdpp.frame import Frame, KeyState
 from qkdpp.io.records import AliceRecord, BobDetections
 from qkdpp.kernels import bits
@@ -147,6 +148,36 @@ def test_balance_alarm_fails_frame() -> None:
     assert est.bob and all(f.meta.failure == "bit_balance_alarm" for f in est.bob)
     assert all(f.meta.failure == "bit_balance_alarm" for f in est.alice)  # same verdict
     assert all(f.meta.tags["balance_test_bob"] == 1.0 for f in est.alice)
+
+
+@pytest.mark.parametrize("e_det", [0.5, 0.2])
+def test_qber_above_max_fails_before_reconciliation(e_det: float) -> None:
+    """Unrelated keys (QBER ≈ 0.5, e.g. a wrong clock fit) or a QBER where BB84 gives no key
+    fail in estimation at both parties, with the same verdict; 2 % passes."""
+    rng = np.random.default_rng(4)
+    frames = {}
+    for q in (e_det, 0.02):
+        rec, det = decoy_chunk(400_000, 0, rng, e_det=q)
+        res = run_pair(
+            [SiftingStage("alice")],
+            [SiftingStage("bob")],
+            [alice_frame(rec, frame_id=0, session_id=SID)],
+            [bob_frame(det, frame_id=0, session_id=SID)],
+        )
+        frames[q] = run_pair(
+            [EstimationStage("alice")],
+            [EstimationStage("bob")],
+            Accumulator("alice", SID, 5000).feed_all(res.alice),
+            Accumulator("bob", SID, 5000).feed_all(res.bob),
+        )
+    bad, good = frames[e_det], frames[0.02]
+    assert bad.alice and len(bad.alice) == len(bad.bob)
+    for fa, fb in zip(bad.alice, bad.bob, strict=True):
+        assert fa.meta.failure and fa.meta.failure.startswith("qber_above_max")
+        assert fa.meta.failure == fb.meta.failure
+    assert good.alice and all(f.ok for f in good.alice + good.bob)
+    with pytest.raises(ConfigError):
+        EstimationStage("alice", max_qber=0.0)
 
 
 def test_missing_statistics_fail_cleanly() -> None:

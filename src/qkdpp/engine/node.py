@@ -107,7 +107,12 @@ class NodeStats:
 
 
 class LinkNode:
-    """One party of a live link (see module docstring)."""
+    """One party of a live link (see module docstring).
+
+    ``first_chunk``: the source chunk to start at (default 1; chunk ``c`` of the simulated
+    source covers slots ``[c · chunk_slots, (c + 1) · chunk_slots)``). The handshake agrees
+    on the later of the two parties' proposals.
+    """
 
     def __init__(
         self,
@@ -120,7 +125,10 @@ class LinkNode:
         max_chunks: int | None = None,
         session_id: str | None = None,
         metrics_file: str | Path | None = None,
+        first_chunk: int = 1,
     ) -> None:
+        if first_chunk < 1:
+            raise ConfigError(f"first_chunk must be >= 1, got {first_chunk}")
         self.role = Role(role)
         self.config = config
         self.address = address
@@ -130,7 +138,7 @@ class LinkNode:
         self.session_id = session_id or str(uuid.UUID(int=1))
         self.stats = NodeStats()
         self.stop_event = threading.Event()
-        self._next_chunk = 1  # chunks count from 1: batch 0 is the configuration check
+        self._next_chunk = first_chunk  # chunks count from 1: batch 0 is the configuration check
         self._listener: TcpListener | None = None
         self.link: PeerLink | None = None
         self.metrics = Metrics()

@@ -41,6 +41,7 @@ from qkdpp.protocol.link import PeerScope
 __all__ = ["EstimationStage", "random_sample"]
 
 BIT_BALANCE_ALARM = "bit_balance_alarm"
+QBER_ABOVE_MAX = "qber_above_max"
 
 
 def _gather(f: Frame, pos: np.ndarray) -> np.ndarray:
@@ -77,6 +78,12 @@ class EstimationStage(Stage):
         Mark the frame FAILED (``bit_balance_alarm``) on an alarm instead of only tagging it.
     min_balance_bits : int
         Bits needed in a basis before its balance is judged.
+    max_qber : float
+        A block whose key-basis QBER estimate (``meta.qber``) exceeds it is FAILED
+        (``qber_above_max``) before any reconciliation bit is disclosed. Default 0.11: above
+        ≈ 11 % BB84 yields no key even asymptotically (Shor & Preskill 2000), and a QBER near
+        0.5 means the two keys are unrelated (e.g. a wrong clock fit), not a noisy channel.
+        Both parties compute the estimate from the same exchanged bits, so they agree.
     """
 
     name = "estimation"
@@ -89,6 +96,7 @@ class EstimationStage(Stage):
         balance_threshold: float = 0.05,
         fail_on_balance_alarm: bool = False,
         min_balance_bits: int = 1000,
+        max_qber: float = 0.11,
     ) -> None:
         if not 0.0 <= sample_fraction < 1.0:
             raise ConfigError(f"sample_fraction must be in [0, 1), got {sample_fraction}")
@@ -96,13 +104,17 @@ class EstimationStage(Stage):
             raise ConfigError(f"balance_threshold must be in (0, 0.5], got {balance_threshold}")
         if min_balance_bits < 1:
             raise ConfigError(f"min_balance_bits must be >= 1, got {min_balance_bits}")
+        if not 0.0 < max_qber <= 0.5:
+            raise ConfigError(f"max_qber must be in (0, 0.5], got {max_qber}")
         super().__init__(
             role,
             sample_fraction=sample_fraction,
             balance_threshold=balance_threshold,
             fail_on_balance_alarm=fail_on_balance_alarm,
             min_balance_bits=min_balance_bits,
+            max_qber=max_qber,
         )
+        self.max_qber = max_qber
         self.sample_fraction = sample_fraction
         self.balance_threshold = balance_threshold
         self.fail_on_alarm = fail_on_balance_alarm
@@ -240,4 +252,9 @@ class EstimationStage(Stage):
         out = Frame(meta, kbits.pack(key), aux)
         if alarm and self.fail_on_alarm:
             return out.fail(BIT_BALANCE_ALARM)
+        if est is not None and est > self.max_qber:
+            return out.fail(
+                f"{QBER_ABOVE_MAX}: estimated QBER {est:.4f} > max_qber {self.max_qber} "
+                "(no key possible; near 0.5 the keys are unrelated: check the clock fit)"
+            )
         return out

@@ -41,6 +41,12 @@ and tracking corrections (to rounding; ``tests/timing/test_timing_fast.py``). In
   select each tracking block's median among the values near the previous block's median
   (exact medians).
 
+* the search range is ``expected ± max_offset_ps`` for Bob's time of slot ``expected_slot``
+  (default 0); for a chunk far from slot 0 give the expectation for its own first slot — from
+  slot 0 a drift ``d`` moves the range by ``d · slot0`` (the timing stage does, see
+  :mod:`qkdpp.stages.timing`). ``prediction`` (a slot and Bob's predicted time of it, e.g. from
+  the previous chunk's fit) moves only the start of the near search.
+
 4. **Slot assignment** (:func:`assign_slots`, :mod:`qkdpp.kernels.slots`) with a gate of
    ``gate_ps`` full width; events outside are counted as gated out; clicks sharing a slot merge
    (``double`` when different detectors clicked). The tracking correction is applied inside the
@@ -228,6 +234,8 @@ def _fit_clock_reference(
     corr_window_slots: int = 1 << 21,
     track_events: int = 4096,
     channels: list[int] | None = None,
+    expected_slot: int = 0,
+    prediction: tuple[int, float] | None = None,
 ) -> ClockFit:
     """The original NumPy clock fit: the oracle of the fast path (see :func:`fit_clock`).
 
@@ -240,9 +248,12 @@ def _fit_clock_reference(
     slot_ps : float
         Alice's nominal slot period in ps.
     expected_offset_ps, max_offset_ps : float
-        Bob's time of Alice's slot 0 is searched within ``expected ± max``.
+        Bob's time of Alice's slot ``expected_slot`` is searched within ``expected ± max``.
     max_drift_ppm : float
         Frequency-offset search range (±).
+    expected_slot, prediction
+        See :func:`fit_clock` (``prediction`` is unused here: the reference searches the whole
+        range).
     """
     ev = events.photons()
     if channels is not None:
@@ -267,7 +278,8 @@ def _fit_clock_reference(
         tau[c] = (np.angle(z) % _TWO_PI) / _TWO_PI * P
     k_rel = np.floor((t - tau[ch_idx]) / P + 0.5).astype(np.int64)
     # integer offset: slot = k_rel + K ; t0 ≈ tref + tau - K P ∈ expected ± max
-    first_slot = (tref - expected_offset_ps) / P
+    # the slot of the first event if Bob's time of slot ``expected_slot`` is the expected one
+    first_slot = expected_slot + (tref - expected_offset_ps) / P
     half = math.ceil(max_offset_ps / P) + 1
     k_lo = max(math.floor(first_slot) - half, pilot_slot0 - corr_window_slots)
     k_hi = math.ceil(first_slot) + half
@@ -512,6 +524,8 @@ def fit_clock(
     channels: list[int] | None = None,
     method: str = "fast",
     offset_search: str = "auto",
+    expected_slot: int = 0,
+    prediction: tuple[int, float] | None = None,
 ) -> ClockFit:
     """Recover offset, drift and per-channel delays (see module docstring).
 
@@ -524,9 +538,20 @@ def fit_clock(
     slot_ps : float
         Alice's nominal slot period in ps.
     expected_offset_ps, max_offset_ps : float
-        Bob's time of Alice's slot 0 is searched within ``expected ± max``.
+        Bob's time of Alice's slot ``expected_slot`` is searched within ``expected ± max``.
     max_drift_ppm : float
         Frequency-offset search range (±).
+    expected_slot : int
+        The slot that ``expected_offset_ps`` refers to (default 0). Give an expectation for a
+        slot near the data (e.g. the chunk's first slot): ``expected_offset_ps`` for slot 0 is
+        converted to the first event's slot with the fitted period, so a drift ``d`` moves it
+        by ``d · slot`` — past ``max_offset_ps`` after ~5e10 slots at 20 ppm.
+    prediction : (int, float) or None
+        Fast ``auto`` search only: a slot and Bob's predicted time of it (ps), e.g. from the
+        fit of the previous chunk; the near search starts at the first event's slot that it
+        implies instead of the expected one. It changes only where the search starts, never
+        the range searched nor the result (a near peak is accepted only if no lag of the
+        range can beat it).
     method : {"fast", "reference"}
         ``fast``: numba passes over the events and the offset search described by
         ``offset_search``; ``reference``: the original NumPy implementation (its oracle). Both
@@ -553,6 +578,8 @@ def fit_clock(
         corr_window_slots=corr_window_slots,
         track_events=track_events,
         channels=channels,
+        expected_slot=expected_slot,
+        prediction=prediction,
     )
     if method == "reference":
         return _fit_clock_reference(events, pilot, **kw)
@@ -582,6 +609,8 @@ def _fit_clock_fast(
     track_events: int,
     channels: list[int] | None,
     offset_search: str,
+    expected_slot: int,
+    prediction: tuple[int, float] | None,
 ) -> ClockFit:
     ev = events if not events.flags.any() else events.photons()
     counts, bad = _kclock.scan(ev.t_ps, ev.channel)
@@ -620,7 +649,8 @@ def _fit_clock_fast(
         ph = _TWO_PI * ((tp[sel] - utref).astype(np.int64) % P) / P
         z = np.exp(1j * ph).sum()
         tau[c] = (np.angle(z) % _TWO_PI) / _TWO_PI * P
-    first_slot = (tref - expected_offset_ps) / P
+    # the slot of the first event if Bob's time of slot ``expected_slot`` is the expected one
+    first_slot = expected_slot + (tref - expected_offset_ps) / P
     half = math.ceil(max_offset_ps / P) + 1
     k_lo = max(math.floor(first_slot) - half, pilot_slot0 - corr_window_slots)
     k_hi = math.ceil(first_slot) + half
@@ -635,8 +665,13 @@ def _fit_clock_fast(
         # the first detection is ~1/rate slots after the expected first slot: search there first
         gap = 20.0 * float(np.int64(tp[-1] - tp[0])) / P / n_ev
         half_near = max(_NEAR_HALF, math.ceil(gap))
+        centre = first_slot
+        if prediction is not None:
+            centre = prediction[0] + (tref - float(prediction[1])) / P
+            if not math.isfinite(centre):
+                centre = first_slot
         near = _offset_near(
-            kk, kc, w, pilot_slot0, k_lo, k_hi, first_slot, half_near, (w_ss, w_lo, w_hi)
+            kk, kc, w, pilot_slot0, k_lo, k_hi, centre, half_near, (w_ss, w_lo, w_hi)
         )
     if near is not None:
         K, z = near
