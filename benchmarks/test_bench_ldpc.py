@@ -114,15 +114,26 @@ def test_ldpc_decode_ldpc_package(benchmark, q):
 
 
 @pytest.mark.parametrize(
-    ("mode", "algorithm"), [("rate_adaptive", "spa"), ("rate_adaptive", "nms"), ("blind", "spa")]
+    ("mode", "algorithm", "patience"),
+    [
+        # patience 0: every frame runs until it converges or max_iter (the previous default, the
+        # baseline of the default RATE_ADAPTIVE_PATIENCE / BLIND_PATIENCE rows)
+        ("rate_adaptive", "spa", 0),
+        ("rate_adaptive", "spa", None),
+        ("rate_adaptive", "nms", None),
+        # blind with patience 0: every round runs its full max_iter sweeps
+        ("blind", "spa", 0),
+        ("blind", "spa", None),  # default: BLIND_PATIENCE
+    ],
 )
 @pytest.mark.parametrize("q", [0.02, 0.05])
-def test_ldpc_stage_two_party(benchmark, q, mode, algorithm):
+def test_ldpc_stage_two_party(benchmark, q, mode, algorithm, patience):
     n_bits = 29491  # one de32k chunk (n - ceil(0.1 n))
     pairs = [correlated_pair(n_bits, q, frame_id=i, seed=i, exact=False) for i in range(N_FRAMES)]
     a = [p[0] for p in pairs]
     b = [p[1] for p in pairs]
-    cfg = [{"stage": "ldpc", "mode": mode, "algorithm": algorithm}]  # default family (de32k)
+    # default family (de32k)
+    cfg = [{"stage": "ldpc", "mode": mode, "algorithm": algorithm, "patience": patience}]
     run_pair(cfg, None, a[:1], b[:1])  # warm JIT and code cache
 
     def run():
@@ -141,4 +152,5 @@ def test_ldpc_stage_two_party(benchmark, q, mode, algorithm):
         bits_per_s=n_bits * N_FRAMES / _mean_s(benchmark),
         fer=1 - float(np.mean(ok)),
         f_mean=float(np.mean(fs)) if fs else None,
+        sweeps_mean=float(np.mean([fb.meta.tags.get("ldpc_iters", 0) for fb in r.bob])),
     )

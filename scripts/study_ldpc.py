@@ -2,14 +2,17 @@
 """LDPC reconciliation study: efficiency f, frame error rate and throughput vs QBER.
 
 For every protocol (``rate_adaptive``, ``blind``) and QBER, ``--frames`` frame pairs of one
-``de32k`` chunk (29491 bits, exactly ``round(q n)`` errors) go through the two-party
-``ldpc`` stage
+``de32k`` chunk (29491 bits, exactly ``round(q n)`` errors, or independent flips with
+``--binomial``) go through the two-party ``ldpc`` stage
 (:func:`qkdpp.testing.run_pair`, in-memory loopback). Reported per point:
 
 * ``f``   = mean over converged frames of ``leaked_by("ldpc") / (n_bits h(q))`` (REFERENCES.md §1),
 * ``fer`` = failed frames / frames (before verification),
 * ``mbps`` = sifted key bits / wall time of the whole two-party run (decoder + protocol, both
-  parties in one process, so both share the core).
+  parties in one process, so both share the core),
+* ``sweeps`` (mean decoder sweeps per frame, all rounds), ``revealed`` (mean blind reveal
+  bits of the corrected frames), ``f_max``, and ``failures``: each failed frame's index and
+  reason (not converged, or converged to wrong bits).
 
 ``--calibrate`` instead sweeps the rate-adaptive efficiency and prints, per QBER, the smallest f
 on the grid whose FER <= ``--target-fer`` (the numbers of ``EFFICIENCY_TABLE``).
@@ -26,6 +29,7 @@ import argparse
 import csv
 import math
 import time
+from typing import cast
 
 import numpy as np
 
@@ -37,9 +41,11 @@ from qkdpp.testing import correlated_pair, run_pair
 N_BITS = 29491  # one chunk of an n = 32768 family (de32k) at delta = 0.1
 
 
-def run_point(mode: str, q: float, frames: int, seed: int, **params: object) -> dict[str, float]:
+def run_point(
+    mode: str, q: float, frames: int, seed: int, exact: bool = True, **params: object
+) -> dict[str, object]:
     pairs = [
-        correlated_pair(N_BITS, q, frame_id=i, seed=seed * 100003 + i, exact=True)
+        correlated_pair(N_BITS, q, frame_id=i, seed=seed * 100003 + i, exact=exact)
         for i in range(frames)
     ]
     cfg = [{"stage": "ldpc", "mode": mode, **params}]
@@ -51,25 +57,39 @@ def run_point(mode: str, q: float, frames: int, seed: int, **params: object) -> 
     )
     wall = time.perf_counter() - t0
     h = bsc_entropy(round(q * N_BITS) / N_BITS)
-    fs, rounds, ok = [], [], 0
-    for fa, fb in zip(r.alice, r.bob, strict=True):
+    fs, rounds, sweeps, reveals, ok = [], [], [], [], 0
+    fails: list[str] = []
+    for i, (fa, fb) in enumerate(zip(r.alice, r.bob, strict=True)):
         good = fa.ok and fb.ok and np.array_equal(fa.bits, fb.bits)
         ok += good
+        if not good:  # which frame and why: not converged (FAILED) or a wrong codeword
+            why = fb.meta.failure or fa.meta.failure or "converged to wrong bits"
+            fails.append(f"frame {i}: {why} (revealed {fb.meta.leaked_by('ldpc')} leak)")
+        sweeps.append(fb.meta.tags.get("ldpc_iters", 0))
         if good:
             fs.append(fb.meta.leaked_by("ldpc") / (N_BITS * h))
             rounds.append(fb.meta.tags.get("ldpc_rounds", 1))
+            reveals.append(sum(e.bits for e in fb.meta.leakage if e.what == "revealed"))
     return {
         "mode": mode,
         "qber": q,
         "frames": frames,
         "f": float(np.mean(fs)) if fs else math.nan,
         "fer": 1.0 - ok / frames,
+        "failed": frames - ok,
+        "f_max": float(np.max(fs)) if fs else math.nan,
+        "sweeps": float(np.mean(sweeps)),
+        "revealed": float(np.mean(reveals)) if reveals else math.nan,
+        "exact": exact,
+        "seconds": wall,
+        "failures": "; ".join(fails),
         "mbps": N_BITS * frames / wall / 1e6,
         "rounds": float(np.mean(rounds)) if rounds else math.nan,
-        "efficiency_param": float(params.get("efficiency") or math.nan),  # type: ignore[arg-type]
+        "efficiency_param": float(cast(float, params.get("efficiency")) or math.nan),
         "algorithm": str(params.get("algorithm", "default")),
         "family": str(params.get("family", "default")),
         "blind_iter": str(params.get("blind_iter", "default")),
+        "patience": str(params.get("patience", "default")),
     }
 
 
@@ -159,6 +179,11 @@ def main() -> int:
     ap.add_argument("--family", default="de32k", help="code family (de32k; peg4k for tests)")
     ap.add_argument("--max-iter", type=int, default=None, help="decoder sweeps (stage default)")
     ap.add_argument("--blind-iter", type=int, default=None, help="sweeps per extra blind round")
+    ap.add_argument("--patience", type=int, default=None, help="stall give-up (stage default)")
+    ap.add_argument(
+        "--binomial", action="store_true", help="binomial error counts (default: exact round(qn))"
+    )
+    ap.add_argument("--seed", type=int, default=None, help="frame seed (default 7 / 11)")
     args = ap.parse_args()
     common: dict[str, object] = {"family": args.family}
     if args.algorithm is not None:
@@ -167,16 +192,27 @@ def main() -> int:
         common["group"] = args.group
     if args.max_iter is not None:
         common["max_iter"] = args.max_iter
+    if args.patience is not None:
+        common["patience"] = args.patience
+    exact = not args.binomial
 
     rows: list[dict[str, object]] = []
     if args.calibrate:
         for q in args.qber:
             chosen = None
             for f in args.grid:
-                row = run_point("rate_adaptive", q, args.frames, 7, efficiency=f, **common)
+                row = run_point(
+                    "rate_adaptive",
+                    q,
+                    args.frames,
+                    7 if args.seed is None else args.seed,
+                    exact,
+                    efficiency=f,
+                    **common,
+                )
                 rows.append(row)
                 print(row, flush=True)
-                if row["fer"] <= args.target_fer:
+                if cast(float, row["fer"]) <= args.target_fer:
                     chosen = f
                     break
             print(f"q={q}: smallest f on grid with FER <= {args.target_fer}: {chosen}", flush=True)
@@ -190,7 +226,8 @@ def main() -> int:
                         extra["blind_iter"] = args.blind_iter
                     if args.blind_start is not None:
                         extra["blind_start"] = args.blind_start
-                row = run_point(mode, q, args.frames, 11, **extra)
+                seed = 11 if args.seed is None else args.seed
+                row = run_point(mode, q, args.frames, seed, exact, **extra)
                 rows.append(row)
                 print(row, flush=True)
     with open(f"{args.out}.csv", "w", newline="") as fh:
@@ -219,8 +256,11 @@ def main() -> int:
         sel = [r for r in rows if r["mode"] == mode]
         ax1.plot([r["qber"] for r in sel], [r["f"] for r in sel], "o-", label=mode)
         ax2.semilogy(
-            [r["qber"] for r in sel], [max(float(r["fer"]), 1e-4) for r in sel], "o-", label=mode
-        )  # type: ignore[arg-type]
+            [r["qber"] for r in sel],
+            [max(cast(float, r["fer"]), 1e-4) for r in sel],
+            "o-",
+            label=mode,
+        )
     ax1.set_xlabel("QBER")
     ax1.set_ylabel("efficiency f")
     ax2.set_xlabel("QBER")

@@ -48,8 +48,8 @@ def test_rate_adaptive_corrects_and_books_leakage(decoder, n_bits):
         assert np.array_equal(f0.bits, f1.bits)
 
 
-@pytest.mark.parametrize("blind_iter", [None, 5])
-def test_blind_reveals_and_books_each_bit(blind_iter):
+@pytest.mark.parametrize(("blind_iter", "patience"), [(None, None), (5, 0), (None, 3)])
+def test_blind_reveals_and_books_each_bit(blind_iter, patience):
     a, b = pairs(3686, 0.045, 4, seed=10)
     cfg = [
         {
@@ -60,6 +60,7 @@ def test_blind_reveals_and_books_each_bit(blind_iter):
             "blind_step": 0.1,
             "blind_rounds": 10,
             "blind_iter": blind_iter,
+            "patience": patience,
         }
     ]
     r = run_pair(cfg, None, a, b)
@@ -133,7 +134,9 @@ def test_bad_peer_input_fails_block_and_session_continues(how):
 
 
 def test_config_round_trip_and_bad_params():
-    s = LdpcStage(Role.ALICE, mode="blind", family="peg4k", blind_rounds=3, blind_iter=7)
+    s = LdpcStage(
+        Role.ALICE, mode="blind", family="peg4k", blind_rounds=3, blind_iter=7, patience=5
+    )
     s2 = Stage.from_config(Role.BOB, s.get_config())
     assert isinstance(s2, LdpcStage) and s2.get_config() == s.get_config()
     for bad in (
@@ -144,6 +147,7 @@ def test_config_round_trip_and_bad_params():
         {"efficiency": 0.1},
         {"max_iter": 0},
         {"blind_iter": 0},
+        {"patience": -1},
     ):
         with pytest.raises(ConfigError):
             LdpcStage(Role.ALICE, **bad)
@@ -183,7 +187,7 @@ def test_packed_output_pad_bits_zero():
 @pytest.mark.parametrize("mode", ["rate_adaptive", "blind"])
 def test_default_family_de32k_at_two_percent(mode):
     """The default family and tables at 2 % QBER: every frame corrected, leakage exact, f as
-    calibrated (rate-adaptive: the table's 1.14 on rate 0.85; blind: at most 16 rounds of 99)."""
+    calibrated (rate-adaptive: the table's 1.14 on rate 0.85; blind: within 16 rounds of 99)."""
     from qkdpp.codes.construct import bsc_entropy
 
     n_bits = 29491  # one de32k chunk

@@ -75,6 +75,52 @@ def syndrome(row_ptr: np.ndarray, col_idx: np.ndarray, bits: np.ndarray) -> np.n
     return out
 
 
+class _Tracker:
+    """Per-frame bookkeeping of the layered decoders: early stop on a syndrome match and, with
+    ``patience > 0``, giving up a frame whose count of unsatisfied checks has not reached a new
+    low for ``patience`` sweeps in a row (the compiled driver ``_nb._sweeps`` does the same)."""
+
+    def __init__(self, row_ptr, col_idx, post, synd, patience: int) -> None:
+        self.row_ptr, self.col_idx, self.synd = row_ptr, col_idx, synd
+        self.patience = int(patience)
+        unsat = self.unsat(post)
+        nf = post.shape[1]
+        self.ok = unsat == 0
+        self.done = self.ok.copy()  # matched or given up
+        self.best = unsat
+        self.since = np.zeros(nf, dtype=np.int64)
+        self.iters = np.zeros(nf, dtype=np.int32)
+        self.out = (post < 0).astype(np.uint8)
+
+    def unsat(self, post: np.ndarray) -> np.ndarray:
+        """Unsatisfied checks per frame of the hard decisions ``post < 0``."""
+        bits = (post < 0).astype(np.uint8)
+        return (syndrome(self.row_ptr, self.col_idx, bits) != self.synd).sum(axis=0)
+
+    def after_sweep(self, post: np.ndarray, it: int) -> None:
+        bits = (post < 0).astype(np.uint8)
+        unsat = self.unsat(post)
+        live = ~self.done
+        now = live & (unsat == 0)
+        self.ok |= now
+        stop = now.copy()
+        if self.patience > 0:
+            going = live & ~now
+            better = going & (unsat < self.best)
+            self.best = np.where(better, unsat, self.best)
+            self.since = np.where(better, 0, np.where(going, self.since + 1, self.since))
+            stop |= going & (self.since >= self.patience)
+        self.out[:, stop] = bits[:, stop]
+        self.iters[stop] = it
+        self.done |= stop
+
+    def finish(self, post: np.ndarray, max_iter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        still = ~self.done
+        self.out[:, still] = (post[:, still] < 0).astype(np.uint8)
+        self.iters[still] = max_iter
+        return self.out, self.iters, self.ok
+
+
 def decode_layered_nms(
     row_ptr: np.ndarray,
     col_idx: np.ndarray,
@@ -82,6 +128,7 @@ def decode_layered_nms(
     synd: np.ndarray,
     max_iter: int,
     alpha: float = 0.8,
+    patience: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Layered normalised min-sum, one check row per layer, early stop per frame.
 
@@ -96,13 +143,18 @@ def decode_layered_nms(
         Maximum full sweeps over the rows.
     alpha : float
         Normalisation factor of the check messages (``float32(alpha) * min``).
+    patience : int
+        0: off. Otherwise a frame whose number of unsatisfied checks has not gone below its
+        lowest value so far (the value before the first sweep included) for ``patience`` sweeps
+        in a row is given up: frozen like a converged frame, but not ok.
 
     Returns
     -------
     bits : uint8[n, F]
-        Hard decisions at the sweep where the frame first matched the syndrome (else the last).
+        Hard decisions at the sweep where the frame first matched the syndrome or was given up
+        (else the last).
     iters : int32[F]
-        Sweeps used (``max_iter`` when not converged).
+        Sweeps used (the sweep it matched or was given up at, else ``max_iter``).
     ok : bool[F]
         Whether ``H bits == synd``.
     """
@@ -112,12 +164,9 @@ def decode_layered_nms(
     a = np.float32(alpha)
     post = llr.copy()
     msg = np.zeros((col_idx.size, nf), dtype=np.float32)
-    bits = (post < 0).astype(np.uint8)
-    ok = np.all(syndrome(row_ptr, col_idx, bits) == synd, axis=0)
-    iters = np.zeros(nf, dtype=np.int32)
-    out = bits.copy()
+    tr = _Tracker(row_ptr, col_idx, post, synd, patience)
     for it in range(1, max_iter + 1):
-        if ok.all():
+        if tr.done.all():
             break
         for c in range(m):
             lo, hi = int(row_ptr[c]), int(row_ptr[c + 1])
@@ -144,16 +193,8 @@ def decode_layered_nms(
             r = np.where(sign_neg, -r, r).astype(np.float32)
             msg[lo:hi] = r
             post[v] = q + r
-        bits = (post < 0).astype(np.uint8)
-        now = np.all(syndrome(row_ptr, col_idx, bits) == synd, axis=0)
-        newly = now & ~ok
-        out[:, newly] = bits[:, newly]
-        iters[newly] = it
-        ok |= now
-    still = ~ok
-    out[:, still] = bits[:, still]
-    iters[still] = max_iter
-    return out, iters, ok
+        tr.after_sweep(post, it)
+    return tr.finish(post, max_iter)
 
 
 def decode_layered_spa(
@@ -162,6 +203,7 @@ def decode_layered_spa(
     llr: np.ndarray,
     synd: np.ndarray,
     max_iter: int,
+    patience: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row-layered sum-product with the tabulated ``phi`` (the compiled kernel's default).
 
@@ -172,12 +214,9 @@ def decode_layered_spa(
     m = row_ptr.size - 1
     post = llr.copy()
     msg = np.zeros((col_idx.size, nf), dtype=np.float32)
-    bits = (post < 0).astype(np.uint8)
-    ok = np.all(syndrome(row_ptr, col_idx, bits) == synd, axis=0)
-    iters = np.zeros(nf, dtype=np.int32)
-    out = bits.copy()
+    tr = _Tracker(row_ptr, col_idx, post, synd, patience)
     for it in range(1, max_iter + 1):
-        if ok.all():
+        if tr.done.all():
             break
         for c in range(m):
             lo, hi = int(row_ptr[c]), int(row_ptr[c + 1])
@@ -195,16 +234,8 @@ def decode_layered_spa(
             r = np.where((parity[None, :] ^ neg).astype(bool), -mag, mag).astype(np.float32)
             msg[lo:hi] = r
             post[v] = q + r
-        bits = (post < 0).astype(np.uint8)
-        now = np.all(syndrome(row_ptr, col_idx, bits) == synd, axis=0)
-        newly = now & ~ok
-        out[:, newly] = bits[:, newly]
-        iters[newly] = it
-        ok |= now
-    still = ~ok
-    out[:, still] = bits[:, still]
-    iters[still] = max_iter
-    return out, iters, ok
+        tr.after_sweep(post, it)
+    return tr.finish(post, max_iter)
 
 
 def decode_flooding_spa(
