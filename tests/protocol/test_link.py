@@ -220,3 +220,23 @@ def test_tcp_connect_refused_is_a_clear_error() -> None:
         port = s.getsockname()[1]
     with pytest.raises(TransportError, match="cannot connect"):
         TcpTransport.connect("127.0.0.1", port, retry_for=0.2)
+
+
+def test_tcp_message_sizes_around_the_split_send() -> None:
+    """Small messages go as header + body in one buffer, large ones as two sends; the receiver
+    reads either into one buffer."""
+    lst = TcpListener("127.0.0.1", 0)
+    host, port = lst.address
+    client = TcpTransport.connect(host, port)
+    server = lst.accept(timeout=5)
+    rng = np.random.default_rng(5)
+    for n in (0, 1, 65_535, 65_536, 65_537, 2_500_000):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        t = threading.Thread(target=client.send_bytes, args=(data,))
+        t.start()
+        got = server.recv_bytes(5)
+        t.join(5)
+        assert type(got) is bytes and got == data
+    client.close()
+    server.close()
+    lst.close()

@@ -126,12 +126,30 @@ class KeyStore:
         self._db = sqlite3.connect(
             str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
         self._db.executescript(_SCHEMA)
 
     # -- plumbing ------------------------------------------------------------------------------
+    def _wal(self, wait_s: float = 30.0) -> None:
+        """Switch the file to write-ahead logging. The switch needs the file to itself, and
+        SQLite answers "database is locked" at once (no busy wait) while another process opens
+        the same new file (parallel lanes): retry until ``wait_s``, then say so."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                if str(self._db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise KeyStoreError(
+                        f"key store {self.path}: cannot switch to write-ahead logging ({exc}); "
+                        "is another program holding the file?"
+                    ) from exc
+                time.sleep(0.01)
+
     def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run ``fn`` in one durable transaction; SQLite failures (disk full, I/O error, a locked
         or corrupt file) become :class:`KeyStoreError` naming the file, and nothing is kept."""

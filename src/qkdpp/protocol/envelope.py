@@ -24,16 +24,13 @@ with :class:`~qkdpp.errors.ProtocolError` naming the offset. Transports add thei
 from __future__ import annotations
 
 import enum
-import struct
 import uuid
 from dataclasses import dataclass
 
-from qkdpp.errors import ProtocolError
+from qkdpp.protocol import codec
+from qkdpp.protocol._codec_ref import MAGIC, MAX_NAME, VERSION
 
-MAGIC = b"QKPP"
-VERSION = 1
-_HEAD = struct.Struct(">4sBBH16sQQ")
-MAX_NAME = 64
+__all__ = ["MAGIC", "MAX_NAME", "VERSION", "Envelope", "MsgType"]
 
 
 class MsgType(enum.IntEnum):
@@ -45,9 +42,17 @@ class MsgType(enum.IntEnum):
     CLOSE = 3
 
 
+_TYPES = tuple(MsgType)
+
+
 @dataclass(frozen=True)
 class Envelope:
-    """One message on the classical channel (see module docstring for the byte layout)."""
+    """One message on the classical channel (see module docstring for the byte layout).
+
+    The byte work is done by :mod:`qkdpp.protocol.codec` (``encode_envelope`` /
+    ``decode_envelope``); :class:`~qkdpp.protocol.link.PeerLink` calls those directly on its hot
+    path and builds Envelope objects only for control messages.
+    """
 
     type: MsgType
     session_id: uuid.UUID
@@ -59,75 +64,25 @@ class Envelope:
 
     def encode(self) -> bytes:
         """Serialise to the version-1 byte layout."""
-        stage = _name(self.stage, "stage")
-        kind = _name(self.kind, "kind")
-        if not 0 <= self.batch_id < 2**64 or not 0 <= self.seq < 2**64:
-            raise ProtocolError(f"batch id {self.batch_id} or seq {self.seq} out of u64 range")
-        return b"".join(
-            (
-                _HEAD.pack(
-                    MAGIC,
-                    VERSION,
-                    int(self.type),
-                    0,
-                    self.session_id.bytes,
-                    self.batch_id,
-                    self.seq,
-                ),
-                struct.pack(">B", len(stage)),
-                stage,
-                struct.pack(">B", len(kind)),
-                kind,
-                struct.pack(">I", len(self.payload)),
-                self.payload,
-            )
+        return codec.encode_envelope(
+            int(self.type),
+            self.session_id.bytes,
+            self.batch_id,
+            self.seq,
+            self.stage,
+            self.kind,
+            self.payload,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Envelope:
         """Parse bytes; every inconsistency raises ProtocolError with the offset."""
-        if len(data) < _HEAD.size + 6:
-            raise ProtocolError(f"envelope too short: {len(data)} bytes < {_HEAD.size + 6}")
-        magic, version, mtype, reserved, sid, batch, seq = _HEAD.unpack_from(data, 0)
-        if magic != MAGIC:
-            raise ProtocolError(f"bad envelope magic at offset 0: {magic!r}, expected {MAGIC!r}")
-        if version != VERSION:
-            raise ProtocolError(f"unsupported envelope version {version} at offset 4 (need 1)")
-        try:
-            mt = MsgType(mtype)
-        except ValueError as exc:
-            raise ProtocolError(f"unknown envelope type {mtype} at offset 5") from exc
-        if reserved != 0:
-            raise ProtocolError(f"reserved field at offset 6 is {reserved}, expected 0")
-        pos = _HEAD.size
-        stage, pos = _read_name(data, pos, "stage")
-        kind, pos = _read_name(data, pos, "kind")
-        if pos + 4 > len(data):
-            raise ProtocolError(f"envelope truncated at offset {pos}: no payload length")
-        (plen,) = struct.unpack_from(">I", data, pos)
-        pos += 4
-        if pos + plen != len(data):
-            raise ProtocolError(
-                f"payload length {plen} at offset {pos - 4} does not match the "
-                f"{len(data) - pos} bytes that follow"
-            )
-        return cls(mt, uuid.UUID(bytes=sid), batch, seq, stage, kind, bytes(data[pos:]))
+        return cls.from_parts(data, codec.decode_envelope(data))
 
-
-def _name(value: str, what: str) -> bytes:
-    raw = value.encode("ascii", errors="replace")
-    if not 1 <= len(raw) <= MAX_NAME or not value.isascii():
-        raise ProtocolError(f"envelope {what} must be 1..{MAX_NAME} ASCII chars, got {value!r}")
-    return raw
-
-
-def _read_name(data: bytes, pos: int, what: str) -> tuple[str, int]:
-    if pos >= len(data):
-        raise ProtocolError(f"envelope truncated at offset {pos}: no {what} length")
-    n = data[pos]
-    if not 1 <= n <= MAX_NAME or pos + 1 + n > len(data):
-        raise ProtocolError(f"bad {what} length {n} at offset {pos}")
-    raw = bytes(data[pos + 1 : pos + 1 + n])
-    if not raw.isascii():
-        raise ProtocolError(f"{what} at offset {pos + 1} is not ASCII")
-    return raw.decode("ascii"), pos + 1 + n
+    @classmethod
+    def from_parts(cls, data: bytes, parts: tuple[int, bytes, int, int, str, str, int]) -> Envelope:
+        """The Envelope of ``data`` given ``codec.decode_envelope(data)``."""
+        mtype, sid, batch, seq, stage, kind, start = parts
+        return cls(
+            _TYPES[mtype], uuid.UUID(bytes=sid), batch, seq, stage, kind, bytes(data[start:])
+        )
