@@ -143,10 +143,10 @@ def test_stuck_lane_is_stopped_with_a_reason(
 
     original = run_mod._run_lane
 
-    def lane_that_hangs(config, alice, bob, folder, lane, transports, on_block):  # type: ignore[no-untyped-def]
+    def lane_that_hangs(config, alice, bob, folder, lane, *rest):  # type: ignore[no-untyped-def]
         if lane == 1:
             time.sleep(3600)
-        return original(config, alice, bob, folder, lane, transports, on_block)
+        return original(config, alice, bob, folder, lane, *rest)
 
     monkeypatch.setattr(run_mod, "_run_lane", lane_that_hangs)  # the fork inherits it
     alice, bob = link_data

@@ -50,6 +50,7 @@ from qkdpp.protocol.link import PeerLink
 from qkdpp.protocol.transports import Transport, loopback_pair
 from qkdpp.stages.accumulate import Accumulator
 from qkdpp.stages.authentication import AuthenticationStage
+from qkdpp.stages.commit import CommitStage
 from qkdpp.stages.sifting import alice_frame, bob_frame
 
 TIMING_BATCH = 0
@@ -222,6 +223,7 @@ def run_party(
     workdir: str | Path,
     on_block: Callable[[Frame], None] | None = None,
     lane: int | None = None,
+    lane_sessions: frozenset[str] = frozenset(),
 ) -> PartyResult:
     """One party's whole run over a handshaken ``link``.
 
@@ -229,6 +231,8 @@ def run_party(
     :func:`~qkdpp.engine.inputs.party_files` under ``workdir``. ``lane``: this run is lane
     ``lane`` of ``config["session"]["lanes"]`` (see the module docstring; only
     :func:`run_local` runs lanes, so without ``lane`` the configuration must have one lane).
+    ``lane_sessions``: the session ids of all lanes of this run (the other lanes' undecided
+    blocks in the shared key stores are left to them by the commit recovery).
     """
     role = Role(role)
     t0 = time.perf_counter()
@@ -245,6 +249,9 @@ def run_party(
     blocks_cfg = block_stage_configs(config, workdir, role.value)
     sift = Pipeline.from_config(role, stage_configs(config, SIFT_STAGES))
     blocks = Pipeline.from_config(role, blocks_cfg)
+    for s in blocks.stages:
+        if isinstance(s, CommitStage):
+            s.live_elsewhere = frozenset(lane_sessions) - {sid}
     key_length = next(s for s in blocks.stages if s.name == "key_length")
     n_int = len(key_length.params.get("mu", (0, 0, 0)))
 
@@ -346,8 +353,9 @@ def run_local(
     lanes = int(config["session"].get("lanes", 1))
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
+    sids = [str(uuid.uuid4()) for _ in range(lanes)]
     if lanes == 1:
-        return _run_lane(config, alice, bob, folder, 0, transports, on_block)
+        return _run_lane(config, alice, bob, folder, 0, sids, transports, on_block)
     if not hasattr(os, "fork"):
         raise ConfigError("[session] lanes > 1 needs os.fork (Linux): set lanes = 1")
     ctx = mp.get_context("fork")
@@ -356,7 +364,7 @@ def run_local(
         recv, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(
             target=_lane_child,
-            args=(send, config, alice, bob, folder, lane),
+            args=(send, config, alice, bob, folder, lane, sids),
             name=f"qkdpp-lane-{lane}",
         )
         proc.start()
@@ -364,7 +372,7 @@ def run_local(
         children.append((lane, proc, recv))
     t0 = time.perf_counter()
     try:
-        first = _run_lane(config, alice, bob, folder, 0, transports, on_block)
+        first = _run_lane(config, alice, bob, folder, 0, sids, transports, on_block)
     finally:
         # the other lanes carry the same share of the work as lane 0: one that is not done
         # within twice lane 0's time plus two message timeouts is stuck, and is stopped
@@ -411,11 +419,12 @@ def _lane_child(
     bob: EventChunk,
     folder: Path,
     lane: int,
+    sids: list[str],
 ) -> None:
     """A forked lane: run it, send its results (or its error) to the parent, exit at once (no
     cleanup of objects inherited from the parent, such as its SQLite connections)."""
     try:
-        out: Any = _run_lane(config, alice, bob, folder, lane, None, None)
+        out: Any = _run_lane(config, alice, bob, folder, lane, sids, None, None)
     except BaseException as exc:  # everything goes back to the parent
         out = exc if isinstance(exc, QkdppError) else RuntimeError(f"lane {lane}: {exc!r}")
     try:
@@ -430,12 +439,14 @@ def _run_lane(
     bob: EventChunk,
     folder: Path,
     lane: int,
+    sids: list[str],
     transports: tuple[Transport, Transport] | None,
     on_block: Callable[[Role, Frame], None] | None,
 ) -> tuple[PartyResult, PartyResult]:
-    """Lane ``lane``: both parties in two threads of this process over one link."""
+    """Lane ``lane`` (session ``sids[lane]``): both parties in two threads of this process over
+    one link."""
     ta, tb = transports or loopback_pair()
-    sid = str(uuid.uuid4())
+    sid = sids[lane]
     timeout = float(config["session"]["timeout_s"])
     links = {
         Role.ALICE: PeerLink(ta, Role.ALICE, sid, timeout=timeout),
@@ -455,6 +466,7 @@ def _run_lane(
                 workdir=folder,
                 on_block=(lambda f: on_block(role, f)) if on_block else None,
                 lane=lane,
+                lane_sessions=frozenset(sids),
             )
         except BaseException as exc:
             out[role] = exc

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from qkdpp.errors import CommitRefused, KeyStoreError, ProtocolError, UnknownKey
 from qkdpp.frame import Role
-from qkdpp.keystore.sqlite import KeyStore
+from qkdpp.keystore.sqlite import KeyRecord, KeyStore
 
 
 class Channel(Protocol):
@@ -180,17 +180,27 @@ def split_block(key: bytes | bytearray, n_bits: int, auth_bytes: int) -> tuple[b
     return data[:auth_bytes], data[auth_bytes:], n_bits - 8 * auth_bytes
 
 
-def recover(store: KeyStore, chan: Channel, role: Role) -> dict[str, int]:
+def recover(
+    store: KeyStore, chan: Channel, role: Role, live_elsewhere: frozenset[str] = frozenset()
+) -> dict[str, int]:
     """Resolve every undecided key with the peer after a restart (see module docstring).
+
+    ``live_elsewhere``: session ids of other links that use the same key stores at this moment
+    (parallel lanes); their blocks are theirs to decide and are left alone. Both parties must
+    pass the same set.
 
     Returns counts ``{"committed": …, "voided": …}`` of keys resolved on this side.
     """
+
+    def mine(state: str) -> list[KeyRecord]:
+        return [r for r in store.records(state) if r.session_id not in live_elsewhere]
+
     if Role(role) is Role.ALICE:
         voided = 0
-        for rec in store.records("pending"):
+        for rec in mine("pending"):
             store.void(rec.key_id)
             voided += 1
-        unacked = [r.key_id for r in store.records("committed") if not r.peer_ack]
+        unacked = [r.key_id for r in mine("committed") if not r.peer_ack]
         chan.send("2pc.recover", {"committed": _ids_to_bytes(unacked)})
         msg = chan.recv("2pc.recover.reply")
         confirmed = set(
@@ -214,6 +224,8 @@ def recover(store: KeyStore, chan: Channel, role: Role) -> dict[str, int]:
             rec = store.record(kid)
         except UnknownKey:
             continue  # never prepared here: Alice will void it
+        if rec.session_id in live_elsewhere:
+            raise ProtocolError(f"2pc.recover names key {kid} of a session live elsewhere")
         if rec.state == "pending":
             store.commit(kid, peer_ack=True)
             committed += 1
@@ -221,7 +233,7 @@ def recover(store: KeyStore, chan: Channel, role: Role) -> dict[str, int]:
             confirmed_ids.append(kid)
     voided = 0
     decided_set = set(decided)
-    for rec in store.records("pending"):
+    for rec in mine("pending"):
         if rec.key_id not in decided_set:
             store.void(rec.key_id)
             voided += 1

@@ -98,6 +98,9 @@ class CommitStage(Stage):
             raise ConfigError("commit: low_water_bytes must be >= 0 and refill_bytes > 0")
         self.auth: LinkAuth | None = None
         self._generation: tuple[int, int] | None = None
+        # sessions of other links that share this key store now (parallel lanes, set by the
+        # engine): their undecided blocks are theirs, recovery leaves them alone
+        self.live_elsewhere: frozenset[str] = frozenset()
 
     @property
     def store(self) -> KeyStore | None:
@@ -136,7 +139,7 @@ class CommitStage(Stage):
         try:
             generation = (id(peer.link), peer.link.generation)
             if generation != self._generation:
-                counts = recover(store, chan, self.role)
+                counts = recover(store, chan, self.role, self.live_elsewhere)
                 self._generation = generation
                 if any(counts.values()):
                     log.info("key store recovery with the peer: %s", counts)
