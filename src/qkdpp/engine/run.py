@@ -396,7 +396,7 @@ def _lane_result(
     """A forked lane's results, or the error that says why there are none."""
     try:
         if recv.poll(wait_s):
-            return recv.recv()  # type: ignore[no-any-return]
+            return recv.recv()
         proc.terminate()
         proc.join(5.0)
         if proc.is_alive():
