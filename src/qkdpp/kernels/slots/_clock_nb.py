@@ -371,6 +371,33 @@ def _select(a, n, k):
 
 
 @njit
+def _median_in(a, n, lo_v, hi_v, tmp):
+    """Median of ``a[:n]`` selected among its values in ``[lo_v, hi_v]`` (copied to ``tmp``;
+    ``a`` unchanged). Returns ``(median, m)``, ``m`` the number of values in the bracket, or
+    ``(nan, −1)`` when the bracket misses the middle order statistics."""
+    below = 0
+    m = 0
+    for i in range(n):  # branch-free: the store is always done, the count only advanced
+        v = a[i]
+        tmp[m] = v
+        below += v < lo_v
+        m += (v >= lo_v) & (v <= hi_v)
+    k = n // 2
+    k0 = k - 1 if n % 2 == 0 else k  # lowest order statistic needed
+    kk = k - below  # k-th smallest overall is the kk-th of tmp[:m]
+    if below > k0 or below + m <= k or (n % 2 == 0 and kk == 0):
+        return np.nan, -1
+    kth = _select(tmp, m, kk)
+    if n % 2 == 1:
+        return kth, m
+    lower = tmp[0]  # the lower middle value: the largest of tmp[:kk] (all ≤ tmp[kk])
+    for i in range(1, kk):
+        if tmp[i] > lower:
+            lower = tmp[i]
+    return (lower + kth) / 2, m
+
+
+@njit
 def median_bracket(a, n, tmp):
     """Median of ``a[:n]`` like :func:`median_inplace`, faster on large ``n``: the order
     statistics are bracketed by two values of a sorted stride sample, only the values between
@@ -383,31 +410,8 @@ def median_bracket(a, n, tmp):
     for i in range(ns):
         smp[i] = a[(i * n) // ns]
     smp.sort()
-    lo_v = smp[ns // 2 - 24]
-    hi_v = smp[ns // 2 + 24]
-    below = 0
-    m = 0
-    for i in range(n):  # branch-free: the store is always done, the count only advanced
-        v = a[i]
-        tmp[m] = v
-        below += v < lo_v
-        m += (v >= lo_v) & (v <= hi_v)
-    k = n // 2
-    k0 = k - 1 if n % 2 == 0 else k  # lowest order statistic needed
-    if below > k0 or below + m <= k:
-        return median_inplace(a, n)
-    # k-th smallest overall is the (k − below)-th of tmp[:m]; select it in place
-    kk = k - below
-    kth = _select(tmp, m, kk)
-    if n % 2 == 1:
-        return kth
-    if kk == 0:  # the lower middle value is the largest value below the bracket (kk ≥ 0 ⇒ none)
-        return median_inplace(a, n)
-    lower = tmp[0]
-    for i in range(1, kk):
-        if tmp[i] > lower:
-            lower = tmp[i]
-    return (lower + kth) / 2
+    med, m = _median_in(a, n, smp[ns // 2 - 24], smp[ns // 2 + 24], tmp)
+    return median_inplace(a, n) if m < 0 else med
 
 
 @njit
@@ -433,26 +437,10 @@ def median_near(a, n, lo_v, hi_v, tmp):
     Returns ``(median, m)``: ``m`` the number of values in the bracket, −1 when it missed the
     middle order statistics and the median came from :func:`median_bracket` (the result is the
     exact median either way; ``a`` is unchanged unless the bracket missed)."""
-    below = 0
-    m = 0
-    for i in range(n):  # branch-free: the store is always done, the count only advanced
-        v = a[i]
-        tmp[m] = v
-        below += v < lo_v
-        m += (v >= lo_v) & (v <= hi_v)
-    k = n // 2
-    k0 = k - 1 if n % 2 == 0 else k  # lowest order statistic needed
-    kk = k - below
-    if below > k0 or below + m <= k or (n % 2 == 0 and kk == 0):
+    med, m = _median_in(a, n, lo_v, hi_v, tmp)
+    if m < 0:
         return median_bracket(a, n, tmp), -1
-    kth = _select(tmp, m, kk)
-    if n % 2 == 1:
-        return kth, m
-    lower = tmp[0]  # the lower middle value: the largest of tmp[:kk] (all ≤ tmp[kk])
-    for i in range(1, kk):
-        if tmp[i] > lower:
-            lower = tmp[i]
-    return (lower + kth) / 2, m
+    return med, m
 
 
 @njit
