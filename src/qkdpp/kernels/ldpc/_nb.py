@@ -197,6 +197,19 @@ def _spa_layer_sweep1(row_ptr, col_idx, post, msg, synd, q, ph):
 
 
 @njit(cache=True)
+def _freeze(f, o, wpost, wmsg, bits, post, msg, n, ne, state):
+    """Working column ``f`` → the caller's column ``o``: hard decisions, and with ``state`` also
+    the posteriors and messages (so a later call resumes from them)."""
+    for v in range(n):
+        bits[v, o] = np.uint8(wpost[v, f] < 0)
+    if state:
+        for v in range(n):
+            post[v, o] = wpost[v, f]
+        for e in range(ne):
+            msg[e, o] = wmsg[e, f]
+
+
+@njit(cache=True)
 def _sweeps(kind, row_ptr, col_idx, post, msg, synd, max_iter, alpha, bits, iters, ok, patience):
     """Driver shared by :func:`nms_sweeps` (``kind`` 0) and :func:`spa_sweeps` (``kind`` 1).
 
@@ -324,25 +337,12 @@ def _sweeps(kind, row_ptr, col_idx, post, msg, synd, max_iter, alpha, bits, iter
                     if since[f] >= patience:  # given up: frozen, state kept for a resume
                         live[f] = 0
                         remaining -= 1
-                        for v in range(n):
-                            bits[v, o] = np.uint8(wpost[v, f] < 0)
-                        if buffered:
-                            for v in range(n):
-                                post[v, o] = wpost[v, f]
-                            for e in range(ne):
-                                msg[e, o] = wmsg[e, f]
-                        else:
+                        _freeze(f, o, wpost, wmsg, bits, post, msg, n, ne, buffered)
+                        if not buffered:
                             force = True  # leave the caller's column as it is now
     for f in range(width):
         if live[f] == 1:
-            o = orig[f]
-            for v in range(n):
-                bits[v, o] = np.uint8(wpost[v, f] < 0)
-            if buffered:
-                for v in range(n):
-                    post[v, o] = wpost[v, f]
-                for e in range(ne):
-                    msg[e, o] = wmsg[e, f]
+            _freeze(f, orig[f], wpost, wmsg, bits, post, msg, n, ne, buffered)
     return it
 
 
