@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from qkdpp.engine.config import load_config
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.node import LinkNode
 from qkdpp.keystore.sqlite import KeyStore
+from qkdpp.testing import free_port
 
 pytestmark = pytest.mark.two_party
 
@@ -39,12 +39,6 @@ mu = [0.58, 0.26, 2e-4]
 mu = [0.58, 0.26, 2e-4]
 p_mu = [0.31, 0.52, 0.17]
 """
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _committed(path: Path) -> int:
@@ -86,7 +80,7 @@ def _bob(cfg: Path, work: Path, port: int) -> subprocess.Popen:
 def test_node_survives_peer_kill_and_stops_on_sigterm(workdir: Path) -> None:
     cfg_path = workdir / "link.toml"
     cfg_path.write_text(LINK)
-    port = _port()
+    port = free_port()
     alice = LinkNode(
         "alice", load_config(cfg_path), ("127.0.0.1", port), workdir=workdir, speed=0, max_chunks=40
     )

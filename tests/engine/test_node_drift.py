@@ -7,7 +7,6 @@ the first tag to slot 0 with the nominal period, off by drift × slot0: at 1e12 
 
 from __future__ import annotations
 
-import socket
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from qkdpp.engine.config import load_config
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.node import LinkNode
+from qkdpp.testing import free_port
 
 pytestmark = pytest.mark.two_party
 
@@ -45,19 +45,13 @@ p_mu = [0.31, 0.52, 0.17]
 """
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize("drift_ppm", [20.0, -20.0])
 def test_node_keeps_producing_keys_at_1e12_slots_with_drift(
     workdir: Path, drift_ppm: float
 ) -> None:
     cfg_path = workdir / "link.toml"
     cfg_path.write_text(LINK.format(chunk=CHUNK, drift=drift_ppm))
-    port = _port()
+    port = free_port()
     nodes = {
         role: LinkNode(
             role,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 
 from qkdpp.frame import KeyState, Role
 from qkdpp.pipeline import Pipeline, Stage
 from qkdpp.pipeline.tcp import run_pair_tcp
-from qkdpp.testing import correlated_pair, run_pair
+from qkdpp.testing import correlated_pair, free_port, run_pair
 from qkdpp.testing.stages import BlockParityCheck
 
 CONFIG = [{"stage": "qkdpp.testing.stages:BlockParityCheck", "block": 32, "max_bad": 1}]
@@ -56,17 +54,11 @@ def test_loopback_pair_agrees() -> None:
     assert len(data(res.alice_link, "sent")) > 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.two_party
 def test_tcp_processes_match_loopback() -> None:
     fa, fb = _frames()
     loop = run_pair(CONFIG, None, fa, fb, batch_size=2)
-    a, b = run_pair_tcp(CONFIG, fa, fb, port=_free_port(), batch_size=2, timeout=60)
+    a, b = run_pair_tcp(CONFIG, fa, fb, port=free_port(), batch_size=2, timeout=60)
     assert _summary(a) == _summary(loop.alice)
     assert _summary(b) == _summary(loop.bob)
     assert all(np.array_equal(x.bits, y.bits) for x, y in zip(a, loop.alice, strict=True))

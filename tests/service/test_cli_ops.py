@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from qkdpp.cli import main
 from qkdpp.keystore.sqlite import KeyStore
 from qkdpp.service.devpair import NodePair, seed_blocks
 from qkdpp.service.etsi014 import EtsiClient
+from qkdpp.testing import free_port
 
 
 def test_keystore_stats_export_purge(tmp_path: Path, pki, client_ctx, capsys) -> None:
@@ -65,16 +65,10 @@ def test_keystore_stats_export_purge(tmp_path: Path, pki, client_ctx, capsys) ->
     assert main(["keystore", "stats", str(tmp_path / "missing.sqlite")]) == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_kme_serve_two_processes(tmp_path: Path, pki, client_ctx) -> None:
     with KeyStore(tmp_path / "a.sqlite") as sa, KeyStore(tmp_path / "b.sqlite") as sb:
         seed_blocks(sa, sb, 4, 8192)
-    ports = {"a": _free_port(), "b": _free_port()}
+    ports = {"a": free_port(), "b": free_port()}
     procs = []
     try:
         for me, peer, half in (("a", "b", 0), ("b", "a", 1)):

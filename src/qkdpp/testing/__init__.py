@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -16,6 +17,13 @@ from qkdpp.pipeline.runner import Pipeline
 from qkdpp.pipeline.stage import Stage
 from qkdpp.protocol.link import PeerLink
 from qkdpp.protocol.transports import Transport, loopback_pair
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for tests that start listeners)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class InterceptTransport:
