@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from qkdpp.errors import ProtocolError
 from qkdpp.protocol import codec
 
+from .test_envelope import _golden_payload
+
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 SID = uuid.UUID("0123456789abcdef0123456789abcdef").bytes
 REF = codec.impl("reference")
@@ -30,20 +32,6 @@ DTYPES = ["b1", "u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f4", "f8"]
 needs_compiled = pytest.mark.skipif(
     "compiled" not in BACKENDS, reason="compiled codec not built (reference only)"
 )
-
-
-def _golden() -> dict[str, Any]:
-    return {
-        "n": 5,
-        "big": 2**70 + 3,
-        "x": 0.25,
-        "name": "cascade",
-        "raw": b"\x00\xff",
-        "ok": True,
-        "none": None,
-        "par": np.array([1, 0, 1], dtype=np.uint8),
-        "idx": np.array([[1, 2], [3, 4]], dtype=np.int64),
-    }
 
 
 def _outcome(fn: Any, *args: Any) -> tuple[str, Any]:
@@ -140,7 +128,7 @@ payloads = st.dictionaries(names, values, max_size=6)
 def test_golden_fixtures_every_backend(backend: str) -> None:
     m = codec.impl(backend)
     golden = (VECTORS / "payload_v1.hex").read_text().strip()
-    assert m.encode_payload(_golden()).hex() == golden
+    assert m.encode_payload(_golden_payload()).hex() == golden
     decoded = m.decode_payload(bytes.fromhex(golden))
     assert _same(("ok", decoded), ("ok", REF.decode_payload(bytes.fromhex(golden))))
     env = (VECTORS / "envelope_v1.hex").read_text().strip()
