@@ -7,7 +7,6 @@ is off by drift × slot0 — 20 ms at 1e12 slots and 20 ppm, far outside the ±1
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,8 @@ from qkdpp.io.simulator import LinkParams, simulate_link
 from qkdpp.testing import run_pair
 from qkdpp.timing import event_slots, fit_clock, pilot_from_record
 from qkdpp.timing.recover import TimingError
+
+from .test_timing_fast import _near_taken
 
 MU = (0.58, 0.26, 2e-4)
 STAGE = [{"stage": "timing", "mu": list(MU)}]
@@ -48,21 +49,6 @@ def _true_slots(p: LinkParams, c: int, seed: int = 7) -> np.ndarray:
     """The true (absolute) slot of each of Bob's events of chunk ``c``."""
     cseed = int(np.random.SeedSequence([seed, c]).generate_state(1)[0])
     return simulate_link(p, CHUNK, cseed)[2].slot + c * CHUNK
-
-
-def _near_taken(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Record what every near-offset search of the fast fit returned."""
-    mod = sys.modules["qkdpp.timing.recover"]
-    seen: list[Any] = []
-    orig = mod._offset_near
-
-    def spy(*a: Any, **k: Any) -> Any:
-        r = orig(*a, **k)
-        seen.append(r)
-        return r
-
-    monkeypatch.setattr(mod, "_offset_near", spy)
-    return seen
 
 
 def _right(b: Frame, truth: np.ndarray) -> float:
