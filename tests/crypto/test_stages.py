@@ -191,6 +191,45 @@ def test_authenticate_bootstrap_pool_enters_the_store_once(tmp_path: Path) -> No
     again.close()
 
 
+def test_a_spent_bootstrap_pool_is_not_loaded_into_a_new_key_store(tmp_path: Path) -> None:
+    """Deleting a party's key store but keeping its bootstrap file must not bring the spent
+    bootstrap pads back (pad reuse breaks Wegman–Carter): the consumed marker refuses it, with a
+    reason; a new bootstrap key is taken as usual."""
+    ka, kb = bootstrap_pair(tmp_path)
+    sa, sb = auth_pipeline("alice", ka), auth_pipeline("bob", kb)
+    run_pair(sa, sb, *frames([(20000, 0.0)], key_length=10000))
+    sa[-1].close()
+    sb[-1].close()
+    marker = Path(f"{ka}.used")
+    assert marker.exists() and marker.stat().st_mode & 0o077 == 0
+    assert Path(ka).read_bytes()[16:] not in marker.read_bytes()
+    store = tmp_path / "keys-alice.sqlite"
+    for f in tmp_path.glob("keys-alice.sqlite*"):
+        f.unlink()
+    again = AuthenticationStage("alice", bootstrap=ka, keystore=str(store))
+    with pytest.raises(ConfigError, match="already loaded into a key store"):
+        again.setup()
+    # a corrupt marker is an error too (never silently ignored)
+    marker.write_text("{")
+    with pytest.raises(ConfigError, match="is corrupt"):
+        AuthenticationStage("alice", bootstrap=ka, keystore=str(store)).setup()
+    # a new bootstrap key at the same path is a new pool: taken, and the marker follows it
+    Path(ka).unlink()
+    write_bootstrap(Path(ka), os.urandom(4096 + 16))
+    marker.unlink()
+    fresh = AuthenticationStage("alice", bootstrap=ka, keystore=str(store))
+    fresh.setup()
+    assert fresh.auth is not None and fresh.auth.store.pad_bytes_left("ab", need_ack=True) > 0
+    fresh.close()
+    Path(ka).unlink()
+    write_bootstrap(Path(ka), os.urandom(4096 + 16))  # stale marker of the previous pool
+    for f in tmp_path.glob("keys-alice.sqlite*"):
+        f.unlink()
+    newer = AuthenticationStage("alice", bootstrap=ka, keystore=str(store))
+    newer.setup()
+    newer.close()
+
+
 def test_authenticate_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be switched off"):
         AuthenticationStage("alice", keystore=str(tmp_path / "k.sqlite"))

@@ -24,7 +24,13 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from qkdpp.auth.bootstrap import load_bootstrap
+from qkdpp.auth.bootstrap import (
+    load_bootstrap,
+    pool_fingerprint,
+    read_used_marker,
+    used_marker_path,
+    write_used_marker,
+)
 from qkdpp.auth.selftest import self_test
 from qkdpp.auth.wegman_carter import wc_tag
 from qkdpp.errors import AuthenticationFailed, ConfigError, KeyStoreError
@@ -200,8 +206,25 @@ def open_link_auth(
     self_test()
     boot = load_bootstrap(bootstrap)
     try:
+        fingerprint = pool_fingerprint(boot.pool)
         store = KeyStore(keystore)
-        store.add_pad_segment(boot.pool)
+        refuse = None
+        if read_used_marker(bootstrap) == fingerprint:
+            refuse = (
+                f"bootstrap key {bootstrap} was already loaded into a key store "
+                f"({used_marker_path(bootstrap)} says so), and the key store {keystore} does "
+                "not hold it: the store is new or was replaced. Loading the pool again would "
+                "reuse one-time pads that may have been spent, which breaks authentication. "
+                "Restore the original key store, or install a new bootstrap key at both ends "
+                "(`qkdpp bootstrap`)."
+            )
+        try:
+            store.add_pad_segment(boot.pool, refuse=refuse)
+        except ConfigError:
+            store.close()
+            raise
+        if refuse is None:
+            write_used_marker(bootstrap, fingerprint, keystore)
         return LinkAuth(store, boot.hash_key, role, tag_bits=tag_bits, lease=lease)
     finally:
         boot.wipe()

@@ -473,11 +473,15 @@ class KeyStore:
     # (``used_*``: the first unused offset); the receiver accepts every byte of the peer's half at
     # most once (``seen_*``: one bit per byte), in any order, so that concurrent links (lanes)
     # sharing the store may deliver their tags in any order while a replay still fails.
-    def add_pad_segment(self, data: bytes | bytearray, seg_id: str = "bootstrap") -> bool:
+    def add_pad_segment(
+        self, data: bytes | bytearray, seg_id: str = "bootstrap", *, refuse: str | None = None
+    ) -> bool:
         """Insert the segment that needs no commit (the bootstrap pool), once: returns False (and
         changes nothing) if it was ever inserted, so a restart never reuses its pads. Every other
         segment belongs to a key (:meth:`put_pending`) and is usable only while that key's row
-        says committed / delivered / erased."""
+        says committed / delivered / erased. ``refuse``: instead of inserting, raise
+        :class:`ConfigError` with this message (in the same transaction as the check, so a
+        concurrent opener that inserted it first is not refused)."""
         if seg_id != "bootstrap":
             raise ConfigError("only the bootstrap segment is added directly")
         if len(data) % 2 or not data:
@@ -486,6 +490,8 @@ class KeyStore:
         def run(db: sqlite3.Connection) -> bool:
             if db.execute("SELECT 1 FROM auth_segments WHERE seg_id=?", (seg_id,)).fetchone():
                 return False
+            if refuse is not None:
+                raise ConfigError(refuse)
             db.execute(
                 "INSERT INTO auth_segments (seg_id, data, created) VALUES (?,?,?)",
                 (seg_id, bytes(data), self._clock()),
