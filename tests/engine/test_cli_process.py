@@ -97,7 +97,7 @@ def test_process_two_processes_over_tcp(capture: Path, tmp_path: Path) -> None:
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (o, e) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, o + e
+        assert p.returncode == 0, "\n---\n".join(o + e for o, e in outs)
     check = compare_stores(tmp_path / "keys-alice.sqlite", tmp_path / "keys-bob.sqlite")
     assert check["identical"] and check["keys"] >= 1, check
 

@@ -7,9 +7,9 @@ validates a file and every stage parameter of both roles):
    Lim et al. 2014 Fig. 2 are already within ~20 % of asymptotic at n_X = 1e6 near 25 km),
    ``batch_size`` blocks in lock-step (default 4), ``chunk_slots`` slots sifted per step
    (default 50 000 000, a multiple of 8), ``timeout_s`` per message (default 60), ``lanes``
-   (default 1): independent runs over interleaved chunks at the same time, one forked process
-   each, so that several cores work (``qkdpp process`` without ``--role``, ``qkdpp demo``; the
-   two-process mode and ``qkdpp node`` use one lane).
+   (default 1): independent runs over contiguous shares of the chunks at the same time, one
+   forked process each, so that several cores work (``qkdpp process`` without ``--role``,
+   ``qkdpp demo``; the two-process mode and ``qkdpp node`` use one lane).
 ``[simulate]`` :class:`qkdpp.io.simulator.LinkParams` fields (defaults after Lim et al. 2014 §IV,
    25 km) plus ``n_slots`` (default 200 000 000) and ``seed``.
 ``[timing]``, ``[sifting]``, ``[estimation]``, ``[reconcile]`` (with ``[reconcile.cascade]`` and

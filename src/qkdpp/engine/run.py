@@ -15,9 +15,12 @@ Steps
 
 Lanes (``[session] lanes = L``, :func:`run_local` only): L independent runs at the same time in
 L processes (lane 0 in this one, the others forked), each with its own links, session id,
-handshake, configuration check, timing step, transcript and authentication; lane ``k`` takes the
-chunks ``c`` with ``(c − 1) mod L = k``. All lanes share each party's key store and pads (SQLite
-transactions; pads are withdrawn and accepted atomically, the receiver accepts them in any order).
+handshake, configuration check, timing step, transcript and authentication; lane ``k`` takes
+the ``k``-th of ``L`` contiguous shares of the chunks (:func:`lane_share`), and fits the clock
+on its own share only: Alice's slots of it, Bob's tags from his predicted time of its first slot
+(his first tag + slot · period) to that of its end. All lanes share each party's key store and
+pads (SQLite transactions; pads are withdrawn and accepted atomically, the receiver accepts them
+in any order).
 Processes, not threads: the Cascade driver is Python between its kernels, and four threads
 sharing one interpreter lock made every lane slower (measured: 1.5 vs 2.7 Mbit/s).
 """
@@ -135,11 +138,13 @@ class PartyResult:
     error: str | None = None
 
 
-def alice_chunks(rec: AliceRecord, chunk_slots: int, session_id: str) -> Iterator[Frame]:
-    """Alice's record cut into RAW chunk frames 1, 2, … of ``chunk_slots`` slots."""
+def alice_chunks(
+    rec: AliceRecord, chunk_slots: int, session_id: str, first_chunk: int = 1
+) -> Iterator[Frame]:
+    """Alice's record cut into RAW chunk frames ``first_chunk``, … of ``chunk_slots`` slots."""
     if chunk_slots % 8:
         raise ConfigError(f"chunk_slots must be a multiple of 8, got {chunk_slots}")
-    for c, start in enumerate(range(0, rec.n_slots, chunk_slots), start=1):
+    for c, start in enumerate(range(0, rec.n_slots, chunk_slots), start=first_chunk):
         n = min(chunk_slots, rec.n_slots - start)
         b0, b1 = start // 8, (start + n + 7) // 8
         part = AliceRecord(
@@ -153,15 +158,20 @@ def alice_chunks(rec: AliceRecord, chunk_slots: int, session_id: str) -> Iterato
 
 
 def _clean(packed: np.ndarray, n: int) -> np.ndarray:
+    """``packed`` (the bytes of ``n`` slots) with the padding bits after slot ``n`` cleared: a
+    copy if there are any, else ``packed`` itself."""
+    if n % 8 == 0:
+        return packed
     out = packed.copy()
-    if n % 8:
-        out[-1] &= (0xFF << (8 - n % 8)) & 0xFF
+    out[-1] &= (0xFF << (8 - n % 8)) & 0xFF
     return out
 
 
-def bob_chunks(det: BobDetections, chunk_slots: int, session_id: str) -> Iterator[Frame]:
+def bob_chunks(
+    det: BobDetections, chunk_slots: int, session_id: str, first_chunk: int = 1
+) -> Iterator[Frame]:
     """Bob's detections cut into RAW chunk frames with the same slot ranges as Alice's."""
-    for c, start in enumerate(range(0, det.n_slots, chunk_slots), start=1):
+    for c, start in enumerate(range(0, det.n_slots, chunk_slots), start=first_chunk):
         n = min(chunk_slots, det.n_slots - start)
         lo, hi = np.searchsorted(det.slot, [det.slot0 + start, det.slot0 + start + n])
         part = BobDetections(
@@ -183,7 +193,7 @@ def authenticate_now(blocks: Pipeline, link: PeerLink, batch_id: int) -> None:
 
 
 def _timing_frame(
-    role: Role, data: AliceRecord | EventChunk, n_slots: int, session_id: str
+    role: Role, data: AliceRecord | EventChunk, n_slots: int, session_id: str, slot0: int = 0
 ) -> Frame:
     meta = FrameMeta(session_id, TIMING_BATCH, role, state=KeyState.RAW)
     if role is Role.ALICE:
@@ -193,8 +203,58 @@ def _timing_frame(
     return Frame(
         meta,
         np.zeros(0, np.uint8),
-        {"t_ps": data.t_ps, "channel": data.channel, "slot0": 0, "n_slots": n_slots},
+        {"t_ps": data.t_ps, "channel": data.channel, "slot0": slot0, "n_slots": n_slots},
     )
+
+
+def lane_share(n_slots: int, chunk_slots: int, lanes: int, lane: int) -> tuple[int, int, int]:
+    """Lane ``lane``'s contiguous share of a run of ``n_slots`` slots: ``(first_chunk, slot0,
+    n)`` — chunks ``first_chunk``, … (numbered from 1 over the whole run) covering slots
+    ``[slot0, slot0 + n)``. The chunks are split as evenly as whole chunks allow. One lane
+    takes everything (``n_slots`` may be 0 there: Bob of a two-process run learns the slot
+    range from Alice's pilot)."""
+    if lanes == 1:
+        return 1, 0, n_slots
+    total = -(-n_slots // chunk_slots)
+    if lanes > total:
+        raise ConfigError(
+            f"[session] lanes = {lanes} but the capture has only {total} chunks of "
+            f"{chunk_slots} slots: use fewer lanes or smaller chunks"
+        )
+    lo = lane * total // lanes
+    hi = (lane + 1) * total // lanes
+    slot0 = lo * chunk_slots
+    return lo + 1, slot0, min(n_slots, hi * chunk_slots) - slot0
+
+
+def _alice_share(rec: AliceRecord, slot0: int, n: int) -> AliceRecord:
+    """Alice's record of slots ``[slot0, slot0 + n)`` (``slot0`` a multiple of 8): views."""
+    b0, b1 = slot0 // 8, (slot0 + n + 7) // 8
+    return AliceRecord(
+        rec.slot0 + slot0,
+        n,
+        _clean(rec.basis[b0:b1], n),
+        _clean(rec.value[b0:b1], n),
+        rec.intensity[slot0 : slot0 + n],
+    )
+
+
+def _bob_share(
+    ev: EventChunk, t_first: float, slot_ps: float, slot0: int, n: int, n_slots: int
+) -> EventChunk:
+    """Bob's tags from his predicted time of slot ``slot0`` to that of ``slot0 + n`` (from the
+    start for the first lane, to the end for the last of the ``n_slots``): time ``t_first`` +
+    slot · ``slot_ps`` (his first tag ≈ slot 0, as the timing step assumes). A clock drift moves
+    the cuts by up to drift · slot; the detections a cut gives the wrong lane fall outside that
+    lane's slots and are dropped there: losses, on which both parties agree (Alice only sifts
+    the detections Bob reports)."""
+    cuts = [t_first + s * slot_ps for s in (slot0, slot0 + n)]
+    i0, i1 = (int(np.searchsorted(ev.t_ps, np.uint64(max(0.0, c)))) for c in cuts)
+    if slot0 == 0:
+        i0 = 0
+    if slot0 + n >= n_slots:
+        i1 = len(ev)
+    return EventChunk(ev.t_ps[i0:i1], ev.channel[i0:i1], ev.flags[i0:i1])
 
 
 def _prepare_in_background(blocks: Pipeline, session_id: str, n_bits: int) -> threading.Thread:
@@ -268,6 +328,18 @@ def run_party(
         lane = 0
     if not 0 <= lane < lanes:
         raise ConfigError(f"lane {lane} outside [0, {lanes})")
+    first_chunk, slot0, n_lane = lane_share(n_slots, int(sess["chunk_slots"]), lanes, lane)
+    if lanes > 1:
+        if role is Role.ALICE:
+            assert isinstance(data, AliceRecord)
+            data = _alice_share(data, slot0, n_lane)
+        else:
+            assert isinstance(data, EventChunk)
+            tparams = timing.stages[0].params
+            t_first = tparams.get("expected_offset_ps")
+            if t_first is None:
+                t_first = float(data.t_ps[0]) if len(data) else 0.0
+            data = _bob_share(data, t_first, float(tparams["slot_ps"]), slot0, n_lane, n_slots)
 
     def prelude() -> Frame:
         agree_config(
@@ -281,7 +353,7 @@ def run_party(
             },
         )
         (frame,) = timing.run_batch(
-            [_timing_frame(role, data, n_slots, sid)], link, batch_id=TIMING_BATCH
+            [_timing_frame(role, data, n_lane, sid, slot0)], link, batch_id=TIMING_BATCH
         )
         # tag the configuration check and the pilot before anything is derived from them
         authenticate_now(blocks, link, TIMING_BATCH)
@@ -305,7 +377,7 @@ def run_party(
     result.timing = dict(tf.meta.tags)
     if role is Role.ALICE:
         assert isinstance(data, AliceRecord)
-        chunks = alice_chunks(data, sess["chunk_slots"], sid)
+        chunks = alice_chunks(data, sess["chunk_slots"], sid, first_chunk)
     else:
         det = BobDetections(
             int(tf.aux["slot0"]),
@@ -315,9 +387,7 @@ def run_party(
             tf.aux["det_value"],
             tf.aux["det_double"],
         )
-        chunks = bob_chunks(det, sess["chunk_slots"], sid)
-    if lanes > 1:
-        chunks = (c for c in chunks if (c.meta.frame_id - 1) % lanes == lane)
+        chunks = bob_chunks(det, sess["chunk_slots"], sid, first_chunk)
     for block in engine.run(chunks):
         result.blocks.append(block)
         if on_block is not None:
