@@ -61,10 +61,10 @@ def test_ldpc_decode_compiled(benchmark, q, algorithm):
         # one group of all frames: converged frames leave the kernel's working set
         return [dec(0, N_FRAMES, 60)]
 
+    benchmark.group = f"ldpc-decode-q{q}-n{code.n}"  # set before the run (kept in the JSON)
     out = benchmark.pedantic(run, rounds=3, iterations=1)
     ok = np.concatenate([o[2] for o in out])
     bits = np.concatenate([o[0] for o in out], axis=1)
-    benchmark.group = f"ldpc-decode-q{q}-n{code.n}"
     benchmark.extra_info.update(
         n_bits=code.n * N_FRAMES,
         bits_per_s=code.n * N_FRAMES / _mean_s(benchmark),
@@ -101,11 +101,11 @@ def test_ldpc_decode_ldpc_package(benchmark, q):
     def run():
         return [dec.decode(target[:, j].copy()) for j in range(nf)]
 
+    benchmark.group = f"ldpc-decode-q{q}-n{code.n}"
     est = benchmark.pedantic(run, rounds=1, iterations=1)
     ok = np.array(
         [np.array_equal(e_hat.astype(np.uint8), (x ^ y)[:, j]) for j, e_hat in enumerate(est)]
     )
-    benchmark.group = f"ldpc-decode-q{q}-n{code.n}"
     benchmark.extra_info.update(
         n_bits=code.n * nf,
         bits_per_s=code.n * nf / _mean_s(benchmark),
@@ -123,6 +123,9 @@ def test_ldpc_decode_ldpc_package(benchmark, q):
         ("rate_adaptive", "nms", None),
         # blind with patience 0: every round runs its full max_iter sweeps
         ("blind", "spa", 0),
+        # the previous blind defaults (start 1.08 at 2 %, 1.06 from 5 %; patience 10): the
+        # baseline of the default row below (BLIND_START_TABLE, BLIND_PATIENCE)
+        ("blind", "spa", "prev"),
         ("blind", "spa", None),  # default: BLIND_PATIENCE
     ],
 )
@@ -133,12 +136,16 @@ def test_ldpc_stage_two_party(benchmark, q, mode, algorithm, patience):
     a = [p[0] for p in pairs]
     b = [p[1] for p in pairs]
     # default family (de32k)
-    cfg = [{"stage": "ldpc", "mode": mode, "algorithm": algorithm, "patience": patience}]
+    params: dict[str, object] = {"mode": mode, "algorithm": algorithm, "patience": patience}
+    if patience == "prev":
+        params.update(patience=10, blind_start=1.08 if q < 0.035 else 1.06)
+    cfg = [{"stage": "ldpc", **params}]
     run_pair(cfg, None, a[:1], b[:1])  # warm JIT and code cache
 
     def run():
         return run_pair(cfg, None, a, b, timeout=600.0)
 
+    benchmark.group = f"ldpc-stage-q{q}-n{n_bits}"
     r = benchmark.pedantic(run, rounds=2, iterations=1)
     ok = [
         fa.ok and fb.ok and np.array_equal(fa.bits, fb.bits)
@@ -146,7 +153,6 @@ def test_ldpc_stage_two_party(benchmark, q, mode, algorithm, patience):
     ]
     good = [fb for fb, o in zip(r.bob, ok, strict=True) if o]
     fs = [fb.meta.leaked_by("ldpc") / (n_bits * bsc_entropy(q)) for fb in good]
-    benchmark.group = f"ldpc-stage-q{q}-n{n_bits}"
     benchmark.extra_info.update(
         n_bits=n_bits * N_FRAMES,
         bits_per_s=n_bits * N_FRAMES / _mean_s(benchmark),

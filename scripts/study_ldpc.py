@@ -155,6 +155,181 @@ def compare_package(q: float, rate: float, frames: int) -> list[dict[str, object
     return out
 
 
+def _mother_frames(code, q: float, nf: int, seed: int = 0):
+    """``nf`` words of ``code`` with exactly ``round(q n)`` errors: ``(x, syndrome, llr)``."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 2, (code.n, nf), dtype=np.uint8)
+    e = np.zeros((code.n, nf), np.uint8)
+    for j in range(nf):
+        e[rng.choice(code.n, round(q * code.n), replace=False), j] = 1
+    s = _ref.syndrome(code.row_ptr, code.col_idx, x)
+    llr = np.where((x ^ e) == 1, -1.0, 1.0).astype(np.float32) * np.float32(math.log((1 - q) / q))
+    return x, s, llr
+
+
+def sweep_costs(cid: str) -> None:
+    """ns per edge and frame of one SPA sweep + syndrome check: the frame-minor kernel at several
+    widths and the one-frame kernel (the driver's ``SOLO_WIDTH`` choice), best of 5."""
+    code = load_code(cid)
+    rp, ci, ne = code.row_ptr, code.col_idx, code.edges
+    _x, s0, llr0 = _mother_frames(code, 0.0187, 16)
+    dmax = int(np.diff(rp).max())
+
+    def best(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
+
+    from numba import njit
+
+    tab = _ref.PHI_TABLE
+    fm = {"nnan", "ninf", "nsz"}
+
+    @njit(cache=False, fastmath=fm)
+    def lookups(x, out):  # the kernels' phi lookup over an array (vectorised gathers)
+        for i in range(x.size):
+            out[i] = tab[np.int32(min(np.sqrt(abs(x[i])) * np.float32(512.0), np.float32(2047.0)))]
+
+    @njit(cache=False, fastmath=fm)
+    def index_only(x, out):  # the same without the table load
+        for i in range(x.size):
+            out[i] = np.float32(np.int32(min(np.sqrt(abs(x[i])) * np.float32(512.0), 2047.0)))
+
+    @njit(cache=False, fastmath=fm)
+    def poly_exp(x, out):  # exp(-|x|) for |x| <= 16: degree-5 Taylor of exp(-|x|/16), ^16
+        for i in range(x.size):
+            t = -abs(x[i]) * np.float32(0.0625)
+            p = np.float32(1.0) + t * (
+                np.float32(1.0)
+                + t
+                * (
+                    np.float32(0.5)
+                    + t * (np.float32(1 / 6) + t * (np.float32(1 / 24) + t * np.float32(1 / 120)))
+                )
+            )
+            p = p * p
+            p = p * p
+            p = p * p
+            out[i] = p * p
+
+    xs = np.random.default_rng(0).random(1 << 16).astype(np.float32) * 8
+    out = np.empty_like(xs)
+    for name, fn in (("phi lookup", lookups), ("index only", index_only), ("poly exp", poly_exp)):
+        t = best(lambda fn=fn: fn(xs, out))
+        print(f"{name}: {t / xs.size * 1e9:.3f} ns per value", flush=True)
+    p1, m1, s1 = llr0[:, 0].copy(), np.zeros(ne, np.float32), s0[:, 0].copy()
+    sc = [np.empty(dmax, np.float32) for _ in range(3)]
+    t = best(lambda: (_nb._spa_layer_sweep1(rp, ci, p1, m1, s1, *sc), _nb._check1(rp, ci, p1, s1)))
+    print(f"{cid} one frame alone: {t / ne * 1e9:.2f} ns/edge", flush=True)
+    for nf in (2, 3, 4, 5, 6, 8, 12, 16):
+        post = np.ascontiguousarray(llr0[:, :nf])
+        s = np.ascontiguousarray(s0[:, :nf])
+        msg = np.zeros((ne, nf), np.float32)
+        q, ph = np.empty((dmax, nf), np.float32), np.empty((dmax, nf), np.float32)
+        v1, par, un = np.empty(nf, np.float32), np.empty(nf, np.uint8), np.empty(nf, np.int32)
+
+        a = (rp, ci, post, msg, s, q, ph, v1, par)
+        t = best(lambda a=a, un=un: (_nb._spa_layer_sweep(*a), _nb._check(*a[:3], a[4], un, a[8])))
+        print(
+            f"{cid} frame-minor {nf:2d} frames: {t / ne / nf * 1e9:.2f} ns/edge-frame", flush=True
+        )
+
+
+def check_rules(cid: str, q: float, nf: int, specs: list[str]) -> None:
+    """Measurement prototypes (not shipped decoders) of cheaper check rules against the layered
+    SPA on an unpunctured mother code: lambda-min (Guilloud, Boutillon & Danger 2003: the SPA
+    rule over the ``lam`` smallest |q| of a check only) and offset/normalised min-sum
+    (``alpha * min - beta``, clamped at 0). Scalar numba, one frame at a time, 60 sweeps; FER over
+    ``nf`` frames with exactly ``round(q n)`` errors. ``specs``: ``lmin:LAM`` or ``ms:ALPHA:BETA``.
+    """
+    from numba import njit
+
+    tab = _ref.PHI_TABLE
+
+    @njit(cache=False)
+    def phi(x):
+        return tab[np.int32(min(np.sqrt(x) * np.float32(512.0), np.float32(2047.0)))]
+
+    @njit(cache=False)
+    def proto(row_ptr, col_idx, llr, synd, max_iter, rule, lam, alpha, beta):
+        n, nfr = llr.shape
+        m = row_ptr.size - 1
+        ok = np.zeros(nfr, np.uint8)
+        bits = np.zeros((n, nfr), np.uint8)
+        q1 = np.empty(256, np.float32)
+        tv = np.empty(256, np.float32)
+        ti = np.empty(256, np.int64)
+        ts = np.empty(256, np.float32)
+        for f in range(nfr):
+            post = llr[:, f].copy()
+            msg = np.zeros(col_idx.size, np.float32)
+            for _it in range(max_iter):
+                for c in range(m):
+                    lo, hi = row_ptr[c], row_ptr[c + 1]
+                    par = synd[c, f]
+                    for j in range(lam):
+                        tv[j] = np.float32(1e30)
+                        ti[j] = -1
+                    for k in range(hi - lo):  # the lam smallest |q|, sorted (insertion)
+                        x = post[col_idx[lo + k]] - msg[lo + k]
+                        q1[k] = x
+                        par ^= np.uint8(x < 0)
+                        cur, ci_ = abs(x), k
+                        for j in range(lam):
+                            if cur < tv[j]:
+                                tv[j], cur = cur, tv[j]
+                                ti[j], ci_ = ci_, ti[j]
+                    tot = np.float32(0.0)
+                    for j in range(lam):
+                        ts[j] = phi(tv[j]) if ti[j] >= 0 else np.float32(0.0)
+                        tot += ts[j]
+                    for k in range(hi - lo):
+                        if rule == 0:  # lambda-min
+                            r = phi(tot)
+                            for j in range(lam):
+                                if ti[j] == k:
+                                    r = phi(max(tot - ts[j], np.float32(0.0)))
+                        else:  # offset / normalised min-sum (lam = 2)
+                            r = tv[1] if ti[0] == k else tv[0]
+                            r = max(alpha * r - beta, np.float32(0.0))
+                        x = q1[k]
+                        r = -r if (par ^ np.uint8(x < 0)) != 0 else r
+                        msg[lo + k] = r
+                        post[col_idx[lo + k]] = x + r
+                good = True
+                for c in range(m):
+                    p = synd[c, f]
+                    for e in range(row_ptr[c], row_ptr[c + 1]):
+                        p ^= np.uint8(post[col_idx[e]] < 0)
+                    if p != 0:
+                        good = False
+                        break
+                if good:
+                    ok[f] = 1
+                    break
+            for v in range(n):
+                bits[v, f] = np.uint8(post[v] < 0)
+        return bits, ok
+
+    code = load_code(cid)
+    x, s, llr = _mother_frames(code, q, nf)
+    print(f"{cid} q={q} f={code.m / (code.n * bsc_entropy(q)):.3f} frames={nf}", flush=True)
+    b, _it, o = _nb.decode_layered_spa(code.row_ptr, code.col_idx, llr, s, 60)
+    print(f"  spa (shipped): FER {1 - float(((b == x).all(0) & o).mean()):.3f}", flush=True)
+    for spec in specs:
+        kind, *vals = spec.split(":")
+        if kind == "lmin":
+            args = (0, int(vals[0]), np.float32(1.0), np.float32(0.0))
+        else:
+            args = (1, 2, np.float32(vals[0]), np.float32(vals[1]))
+        b, o = proto(code.row_ptr, code.col_idx, llr, s, 60, *args)
+        print(f"  {spec}: FER {1 - float(((b == x).all(0) & o).mean()):.3f}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=200)
@@ -184,7 +359,24 @@ def main() -> int:
         "--binomial", action="store_true", help="binomial error counts (default: exact round(qn))"
     )
     ap.add_argument("--seed", type=int, default=None, help="frame seed (default 7 / 11)")
+    ap.add_argument(
+        "--sweep-costs", metavar="CODE", help="only time one sweep per width (e.g. de32k-r0.85)"
+    )
+    ap.add_argument(
+        "--check-rules",
+        nargs="+",
+        metavar="SPEC",
+        help="only compare prototype check rules with SPA on a mother code (--rule-code, "
+        "--qber[0], --frames): lmin:LAM or ms:ALPHA:BETA",
+    )
+    ap.add_argument("--rule-code", default="de32k-r0.85")
     args = ap.parse_args()
+    if args.sweep_costs:
+        sweep_costs(args.sweep_costs)
+        return 0
+    if args.check_rules:
+        check_rules(args.rule_code, args.qber[0], args.frames, args.check_rules)
+        return 0
     common: dict[str, object] = {"family": args.family}
     if args.algorithm is not None:
         common["algorithm"] = args.algorithm

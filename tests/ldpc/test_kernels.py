@@ -216,3 +216,33 @@ def test_given_up_frames_keep_their_state_in_any_group(algorithm):
     np.testing.assert_array_equal(rb, bits[:, :4])
     np.testing.assert_array_equal(ri, it[:4])
     np.testing.assert_array_equal(ro, ok[:4].astype(bool))
+
+
+@pytest.mark.parametrize("cid", ["peg4k-r0.70", "de32k-r0.85"])
+def test_one_frame_sweep_matches_frame_minor_sweep(cid):
+    """The one-frame SPA sweep (vectorised along a check's edges; the driver uses it for working
+    sets of at most ``SOLO_WIDTH`` frames) gives the frame-minor sweep's floats bit for bit, and
+    ``_check1`` its unsatisfied-check count, sweep after sweep."""
+    nb = pytest.importorskip("qkdpp.kernels.ldpc._nb")
+    code = load_code(cid)
+    rng = np.random.default_rng(2)
+    nf, q = 3, 0.03
+    x = rng.integers(0, 2, (code.n, nf), dtype=np.uint8)
+    y = x ^ (rng.random((code.n, nf)) < q).astype(np.uint8)
+    s = nb.syndrome(code.row_ptr, code.col_idx, x)
+    llr = np.where(y == 1, -1.0, 1.0).astype(np.float32) * np.float32(np.log((1 - q) / q))
+    llr[rng.random((code.n, nf)) < 0.02] = 0.0  # punctured
+    post, msg = llr.copy(), np.zeros((code.edges, nf), np.float32)
+    dmax = int(np.diff(code.row_ptr).max())
+    q2, ph2 = np.empty((dmax, nf), np.float32), np.empty((dmax, nf), np.float32)
+    tot, par, unsat = np.empty(nf, np.float32), np.empty(nf, np.uint8), np.empty(nf, np.int32)
+    cols = [(llr[:, j].copy(), np.zeros(code.edges, np.float32), s[:, j].copy()) for j in range(nf)]
+    scratch = [np.empty(dmax, np.float32) for _ in range(3)]
+    for _ in range(4):
+        nb._spa_layer_sweep(code.row_ptr, code.col_idx, post, msg, s, q2, ph2, tot, par)
+        nb._check(code.row_ptr, code.col_idx, post, s, unsat, par)
+        for j, (p1, m1, s1) in enumerate(cols):
+            nb._spa_layer_sweep1(code.row_ptr, code.col_idx, p1, m1, s1, *scratch)
+            np.testing.assert_array_equal(p1, post[:, j])
+            np.testing.assert_array_equal(m1, msg[:, j])
+            assert nb._check1(code.row_ptr, code.col_idx, p1, s1) == unsat[j]

@@ -84,22 +84,26 @@ EFFICIENCY_TABLE_NMS: tuple[tuple[float, float], ...] = (
 )
 
 # Blind mode's starting efficiency by QBER when ``blind_start`` is None (linear interpolation,
-# clamped), for de32k, step 0.03 (200 frames each, docs/ldpc.md): 1.08 at 2 % (mean f 1.096,
-# 3.3 rounds, no failure), 1.06 from 5 % (5 %: f 1.074, 4.8 rounds; 8 %: f 1.080, 6.9 rounds; no
-# failure). A start at 1.04 (64 frames, degree-<= 30 codes) gave f 1.084 at 5 % in 8.5 rounds
-# and hit the round limit at 8 %.
+# clamped), for de32k, step 0.03, with BLIND_PATIENCE (200 frames each, exact error counts,
+# ``scripts/study_ldpc.py --frames 200 --modes blind --blind-step 0.03 --qber Q``; docs/ldpc.md):
+# 1.09 at 2 % (mean f 1.101, 35.0 sweeps per frame, no failure; binomial counts f 1.115), 1.08
+# from 5 % (5 %: f 1.083, 35.1 sweeps; 8 %: f 1.084, 37.9 sweeps; no failure). The previous
+# table (1.08 at 2 %, 1.06 from 5 %, patience 10) gave f 1.098 / 1.074 / 1.081 with 47.9 / 65.6
+# / 87.7 sweeps per frame: its lower f cost up to 2.3x more sweeps, mostly in extra rounds at
+# narrow widths (2-4x lower throughput at 5 % and 8 %); a start of 1.09 at 5 % gave f 1.090
+# (binomial: 1.095 and 1 failure in 200), too close to the 1.10 target. 3000 frames each (exact
+# counts, same command with --frames 3000): 0 failed at 2 / 5 / 8 %, f 1.103 / 1.082 / 1.084.
 BLIND_START_TABLE: tuple[tuple[float, float], ...] = (
-    (0.02, 1.08),
-    (0.05, 1.06),
+    (0.02, 1.09),
+    (0.05, 1.08),
 )
 
 # Blind mode's default ``patience``: a chunk whose count of unsatisfied checks has made no new
-# low for 10 sweeps goes on to the next reveal instead of using up the round's ``max_iter``
+# low for 6 sweeps goes on to the next reveal instead of using up the round's ``max_iter``
 # sweeps (it resumes from its messages). Measured (study script, 200 frames, de32k, step 0.03,
-# same frames): 2 % (p = 12): f 1.0960 -> 1.0979, sweeps per frame 70.5 -> 49.0; 5 %: f 1.0737
-# -> 1.0746, sweeps 105 -> 66, wall 1.42x faster; 8 %: f 1.0798 -> 1.0806, sweeps 174 -> 88,
-# 1.61x faster (docs/ldpc.md).
-BLIND_PATIENCE = 10
+# same frames, previous start table): 0 -> 12 at 2 %: sweeps per frame 70.5 -> 49.0 for f
+# +0.002; 10 -> 5 at 2 %: 47.9 -> 41.0 sweeps, f 1.098 -> 1.102 (docs/ldpc.md).
+BLIND_PATIENCE = 6
 
 # Rate-adaptive mode's default ``patience``: there a given-up chunk fails its frame, so the
 # value is larger; it only shortens hopeless frames. Measured (200 frames, same frames,
@@ -259,7 +263,7 @@ class LdpcStage(Stage):
         Give a chunk up (for this round) after this many sweeps in a row without a new low of its
         count of unsatisfied checks; 0: off (every round runs its full sweep budget). In blind
         mode a given-up chunk goes on to the next reveal at once (its decoder state is kept).
-        None: :data:`BLIND_PATIENCE` in blind mode, :data:`RATE_ADAPTIVE_PATIENCE` in
+        None: :data:`BLIND_PATIENCE` (6) in blind mode, :data:`RATE_ADAPTIVE_PATIENCE` in
         rate-adaptive mode (where a given-up chunk fails its frame).
     group : int
         Chunks of one code decoded together (frame-minor SIMD group; converged chunks leave the
