@@ -349,6 +349,18 @@ def test_variant_block_sizes_follow_the_paper() -> None:
         get_variant("nope")
 
 
+def test_compiled_engine_refuses_more_than_16_passes() -> None:
+    """The shared block table of the passes of few blocks has 2 bits for each of passes 0-15."""
+    import dataclasses
+
+    v = dataclasses.replace(get_variant("option3"), name="option3x17", passes=17)
+    n = 1000
+    bits = np.zeros(n, dtype=np.uint8)
+    with pytest.raises(ConfigError, match="at most 16 passes"):
+        BobFrame(bits, 0.02, v, PassShuffles("s", n, v.passes))
+    BobFrame(bits, 0.02, v, PassShuffles("s", n, v.passes, backend="reference"), "reference")
+
+
 @pytest.mark.parametrize("variant", ["option7", "yanetal", "option4"])
 @pytest.mark.parametrize("n,q,seed", [(4001, 0.03, 1), (3001, 0.08, 3), (1000, 0.1, 4)])
 def test_lazy_pass_rows_equal_eager(variant: str, n: int, q: float, seed: int) -> None:

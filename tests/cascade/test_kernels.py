@@ -176,6 +176,50 @@ def test_parities_compiled_equals_reference(n: int, k: int, seed: int, data) -> 
         assert np.array_equal(res, ref)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.sampled_from([1, 2, 3, 7, 64, 65, 1000, 1001, 4099]),
+    version=st.sampled_from([1, 2]),
+    div=st.sampled_from([1, 2, 3]),
+)
+def test_few_table_equals_reference(n: int, version: int, div: int) -> None:
+    """The shared block table of the passes of few blocks (built from their masks) == the
+    block ``pos // k`` of every bit, for every pass of the key, zero for the others."""
+    passes = 6
+    k = max(-(-n // div), 1)
+    key = ((2, k), (3, max(n // 2, 1) if -(-n // max(n // 2, 1)) <= 3 else n), (5, n))
+    sh = PassShuffles("s", n, passes, version=version)
+    got = sh.few_table(key)
+    poss = {p: sh.get(p)[1] for p, _ in key}
+    assert np.array_equal(got, _ref.few_table(poss, key))
+    assert sh.few_table(key) is got  # cached
+    for p in (0, 1, 4):  # passes outside the key: zero
+        assert not ((got >> np.uint32(2 * p)) & np.uint32(3)).any()
+    with pytest.raises(ConfigError):
+        sh.few_table(((passes, k),))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=ODD_SIZES, k=st.integers(1, 300), seed=st.integers(0, 2**31), data=st.data())
+def test_copy_tops_equal_reference(n: int, k: int, seed: int, data) -> None:  # type: ignore[no-untyped-def]
+    """Top-level parities taken from a freshly built packed copy == the reference's, and the
+    copy is the permuted key (row 0: the identity pass, row 1: a shuffled one)."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2, n, dtype=np.uint8)
+    perm = permutation("s", n, 2)
+    perms = np.stack([np.full(n, -1, dtype=np.int32), perm])  # row 0 is never read
+    end = data.draw(st.integers(0, n))
+    nw = (n + 63) // 64 + 1
+    for r, pr in ((0, np.arange(n)), (1, perm)):
+        words = np.full((2, nw), 0xFFFF, dtype=np.uint64)  # garbage: must be rebuilt
+        out = np.empty(-(-end // k), dtype=np.uint8)
+        _nb.build_copy_tops(bits, perms, bits, r, words, k, end, out)
+        assert np.array_equal(out, _ref.top_parities(bits, pr, k, end))
+        want = np.zeros(nw * 64, dtype=np.uint8)
+        want[:n] = bits[pr]
+        assert np.array_equal(np.unpackbits(words[r].view(np.uint8), bitorder="little"), want)
+
+
 @pytest.mark.parametrize("n", [0, 1, 5, 64])
 def test_prf_words_compiled_equals_reference(n: int) -> None:
     k0, k1 = shuffle_seed("x", n, 1, None)
@@ -205,9 +249,10 @@ def test_shuffle_seed_follows_its_specification() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 6), min_size=0, max_size=70), st.integers(0, 5))
 def test_task_sort_is_stable_like_numpy(keys: list[int], spare: int) -> None:
-    """The step's merge sort of parked tasks orders them as a stable sort (ties by position)."""
+    """The step's natural merge sort of parked tasks orders them as a stable sort (ties by
+    position)."""
     m = len(keys)
-    srt = np.full((3, m + spare), -7, dtype=np.int64)
+    srt = np.full((4, m + 1 + spare), -7, dtype=np.int64)
     srt[0, :m] = keys
     row = _nb._sort_index(srt, m)
     assert row in (1, 2)

@@ -406,6 +406,36 @@ def _build_copy_row(bits, perms, bperm, r, words, wr):
 
 
 @njit
+def build_copy_tops(bits, perms, bperm, r, words, k, end, out):
+    """Build the packed copy ``words[r]`` of row ``r`` (see :func:`_build_copy_row`) and
+    compute from it the top-level block parities ``out[b]`` = parity of copy bits
+    ``[b*k, min((b+1)*k, end))`` (``uint8`` 0/1). The same parities as
+    :func:`top_parities` / :func:`identity_top_parities`, but the gather also leaves the copy
+    that the BINARY answers of the pass read afterwards (before, both were computed, each
+    with a pass over the key)."""
+    _build_copy_row(bits, perms, bperm, r, words, r)
+    for b in range(out.size):
+        s = b * k
+        out[b] = _copy_parity_row(words, r, s, min(s + k, end))
+
+
+@njit
+def few_table_add(tab: np.ndarray, m0: np.ndarray, m1: np.ndarray, shift: int) -> None:
+    """Add one pass of at most three blocks to a block table: bits ``shift, shift + 1`` of
+    ``tab[i]`` (``uint32``) become the block of key bit ``i`` (0 where bit ``i`` of the
+    packed mask ``m0`` is set, 1 where ``m1``'s is, else 2; masks in ``numpy.packbits``
+    order, ``uint8``)."""
+    sh = np.uint32(shift)
+    for y in range((tab.size + 7) >> 3):
+        a0 = m0[y]
+        a1 = m1[y]
+        for t in range(min(8, tab.size - 8 * y)):
+            bit = np.uint8(1 << (7 - t))
+            c = np.uint32(0) if a0 & bit else (np.uint32(1) if a1 & bit else np.uint32(2))
+            tab[8 * y + t] |= c << sh
+
+
+@njit
 def build_copy(bits: np.ndarray, perm: np.ndarray, words: np.ndarray) -> None:
     """Packed permuted copy: bit ``j`` of ``words`` (see :func:`copy_parity`) is
     ``bits[perm[j]]`` for ``j < n``; zero after."""
@@ -529,8 +559,17 @@ def answer_batch(
         if q[j, 0] < 0 or q[j, 0] >= npass or q[j, 1] < 0 or q[j, 2] > n or q[j, 1] >= q[j, 2]:
             return j
     lim = n >> ALICE_COPY_SHIFT
+    wflat = words.reshape(words.size)  # for prefetching the copy words (a view)
+    npl = words.shape[1]
+    nwr = words.shape[2]
+    fa = 0  # frame of question j + PREFETCH
     for f in range(bounds.size - 1):
         for j in range(bounds[f], bounds[f + 1]):
+            ja = j + PREFETCH
+            if ja < m:  # the copy word of a later question (the cache misses overlap)
+                while fa + 2 < bounds.size and ja >= bounds[fa + 1]:
+                    fa += 1
+                _prefetch(wflat, (fa * npl + q[ja, 0]) * nwr + (q[ja, 1] >> 6))
             p, s, e = q[j, 0], q[j, 1], q[j, 2]
             if p > 0 and loaded[p] == 0:
                 fill_row(perms, poss, p, seeds[p, 0], seeds[p, 1], version)
@@ -582,6 +621,7 @@ def _prefetch_intrinsic(typingctx, arr, i):
         idx = context.cast(builder, args[1], signature.args[1], types.intp)
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
         i32 = ir.IntType(32)
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())  # one declaration for all dtypes
         fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
         builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
@@ -649,16 +689,22 @@ def _grow_rows(a):
     return b
 
 
+# The heap orders rows by their first entry, the task key (size, slot, start, is-left), alone:
+# equal keys name the same node (ranges of one pass's trees are nested or disjoint, and nested
+# ones differ in size), hence equal rows (parent end, block and node follow from the node), so
+# the sequence of popped rows is the one of a heap ordered like Python tuples (the reference's),
+# with one comparison per level instead of up to four.
+
+
 @njit
 def _hpush(hp, hn, a, b, c, d):
-    """Push ``(a, b, c, d)`` on the binary min-heap ``hp[:hn]`` (rows ordered like Python
-    tuples; room checked by the caller); returns the new size."""
+    """Push ``(a, b, c, d)`` on the binary min-heap ``hp[:hn]`` ordered by ``a`` (room
+    checked by the caller); returns the new size."""
     i = hn
     while i > 0:
         par = (i - 1) >> 1
-        p0, p1, p2, p3 = hp[par, 0], hp[par, 1], hp[par, 2], hp[par, 3]
-        if (a, b, c, d) < (p0, p1, p2, p3):
-            hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = p0, p1, p2, p3
+        if a < hp[par, 0]:
+            hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = hp[par, 0], hp[par, 1], hp[par, 2], hp[par, 3]
             i = par
         else:
             break
@@ -677,14 +723,9 @@ def _hpop(hp, hn):
         m = 2 * i + 1
         if m >= last:
             break
-        if m + 1 < last and (hp[m + 1, 0], hp[m + 1, 1], hp[m + 1, 2], hp[m + 1, 3]) < (
-            hp[m, 0],
-            hp[m, 1],
-            hp[m, 2],
-            hp[m, 3],
-        ):
+        if m + 1 < last and hp[m + 1, 0] < hp[m, 0]:
             m += 1
-        if (hp[m, 0], hp[m, 1], hp[m, 2], hp[m, 3]) < (a, b, c, d):
+        if hp[m, 0] < a:
             hp[i, 0], hp[i, 1], hp[i, 2], hp[i, 3] = hp[m, 0], hp[m, 1], hp[m, 2], hp[m, 3]
             i = m
         else:
@@ -696,48 +737,64 @@ def _hpop(hp, hn):
 @njit
 def _sort_index(srt, m):
     """Stable sort of the task keys ``srt[0, :m]``: returns the row of ``srt`` (1 or 2) whose
-    first ``m`` entries are the indices ``0 .. m-1`` in key order. Bottom-up merge sort between
-    rows 1 and 2, and no pass at all when the keys are in order already (the usual case).
+    first ``m`` entries are the indices ``0 .. m-1`` in key order. A natural merge sort: the
+    ascending runs of the keys (the parked tasks come as a few sorted runs: about ten of
+    ~260 tasks per step, option8 at 2 %) are merged pairwise between rows 1 and 2, left run
+    first on ties (stable), so ``log2(runs)`` merge passes instead of ``log2(m)``; none when
+    the keys are in order already. Row 3 (``m + 1`` entries) holds the run boundaries.
     (One 2-D array, indexed directly: row views cost atomic reference counts in numba.)"""
     for i in range(m):
         srt[1, i] = i
+    if m < 2:
+        return 1
+    nr = 0
+    srt[3, 0] = 0
     for i in range(1, m):
         if srt[0, i] < srt[0, i - 1]:
-            break
-    else:
-        return 1
+            nr += 1
+            srt[3, nr] = i
+    nr += 1
+    srt[3, nr] = m
     src = 1
-    width = 1
-    while width < m:
+    while nr > 1:
         dst = 3 - src
-        lo = 0
-        while lo < m:
-            mid = min(lo + width, m)
-            hi = min(lo + 2 * width, m)
-            if mid >= hi or srt[0, srt[src, mid - 1]] <= srt[0, srt[src, mid]]:
-                for t in range(lo, hi):
-                    srt[dst, t] = srt[src, t]
+        nn = 0
+        t = 0
+        while t < nr:
+            lo = srt[3, t]
+            if t + 1 < nr:
+                mid = srt[3, t + 1]
+                hi = srt[3, t + 2]
             else:
-                a, b, t = lo, mid, lo
+                mid = srt[3, t + 1]
+                hi = mid
+            if mid >= hi or srt[0, srt[src, mid - 1]] <= srt[0, srt[src, mid]]:
+                for x in range(lo, hi):
+                    srt[dst, x] = srt[src, x]
+            else:
+                a, b, x = lo, mid, lo
                 while a < mid and b < hi:
                     if srt[0, srt[src, b]] < srt[0, srt[src, a]]:
-                        srt[dst, t] = srt[src, b]
+                        srt[dst, x] = srt[src, b]
                         b += 1
                     else:
-                        srt[dst, t] = srt[src, a]
+                        srt[dst, x] = srt[src, a]
                         a += 1
-                    t += 1
+                    x += 1
                 while a < mid:
-                    srt[dst, t] = srt[src, a]
+                    srt[dst, x] = srt[src, a]
                     a += 1
-                    t += 1
+                    x += 1
                 while b < hi:
-                    srt[dst, t] = srt[src, b]
+                    srt[dst, x] = srt[src, b]
                     b += 1
-                    t += 1
-            lo = hi
+                    x += 1
+            srt[3, nn] = lo  # nn <= t: boundaries still to be read lie further right
+            nn += 1
+            t += 2
+        srt[3, nn] = m
+        nr = nn
         src = dst
-        width *= 2
     return src
 
 
@@ -750,6 +807,7 @@ def bob_step(
     bpos,
     slot_few,
     fmask,
+    fewtab,
     slot_k,
     slot_end,
     slot_casc,
@@ -789,9 +847,12 @@ def bob_step(
         Permutations (and inverses) of the cascade passes (slots ``0 .. P-1``).
     bperm, bpos : int32[n]
         This frame's current BICONF permutation (slot ``P``).
-    slot_few, fmask : uint8[S], uint8[S, 2, 8w]
-        Slots of at most three top-level blocks and their packed membership masks (blocks 0
-        and 1; see :func:`block_masks`).
+    slot_few, fmask, fewtab : uint8[S], uint8[1, 2, 8w], uint32[n] (or ``[1]``)
+        Slots of at most three top-level blocks; the block of key bit ``i`` in such a slot
+        ``q`` is bits ``2q, 2q + 1`` of ``fewtab[i]`` for a cascade pass (a table shared by
+        all frames of the session, :meth:`..engine.PassShuffles.few_table`: one load per flip
+        for all these passes), from the packed membership masks ``fmask[0]`` (blocks 0 and 1;
+        see :func:`block_masks`) for the BICONF slot.
     node, dirty : uint8[N], uint8[N >> PAGE_SHIFT + 1]
         Node trees (see the module docstring) and the flags of their written pages.
     asked : int64[m, 6]
@@ -819,8 +880,8 @@ def bob_step(
         questions, waiting tasks, questions as they go on the wire, and the task heap. They
         must not alias ``asked`` or ``parked``; one that is too small is replaced by a larger
         one (returned).
-    srt : int64[3, >= p]
-        Scratch for sorting the parked tasks (keys, and two index rows).
+    srt : int64[4, >= p + 1]
+        Scratch for sorting the parked tasks (keys, two index rows, run boundaries).
     depth : int
         Tail acceleration (see :meth:`._ref.BobEngine.step`): an unknown left child is asked
         together with the left children of the ``depth - 1`` levels below it; 1 = plain BINARY.
@@ -834,12 +895,31 @@ def bob_step(
     nperm = perms.shape[0]
     n = bits.size
     na_in = asked.shape[0]
+    wflat = words.reshape(words.size)  # for prefetching the copy words (a view)
+    nwr = words.shape[1]
+    pflat = perms.reshape(perms.size)
     for r in range(na_in):
-        if r + PREFETCH < na_in:  # the node of a later answer (the loads overlap)
+        # A one-bit question leads to a flip at s or s + 1 in the task loop: fetch the
+        # permutation entry (2 * PREFETCH ahead), then the key byte it names (PREFETCH
+        # ahead), so the flip finds both in cache (the serial miss pair was ~12 % of a step).
+        rr = r + 2 * PREFETCH
+        if rr < na_in and asked[rr, 2] - asked[rr, 1] == 1 and 0 < asked[rr, 0] < nperm:
+            _prefetch(pflat, asked[rr, 0] * n + asked[rr, 1])
+        if r + PREFETCH < na_in:  # the node and copy word of a later answer (loads overlap)
             rr = r + PREFETCH
             _prefetch(
                 node, slot_off[asked[rr, 0]] + asked[rr, 4] * slot_t[asked[rr, 0]] + asked[rr, 5]
             )
+            _prefetch(wflat, asked[rr, 0] * nwr + (asked[rr, 1] >> 6))
+            if asked[rr, 2] - asked[rr, 1] == 1:
+                sl = asked[rr, 0]
+                s1 = asked[rr, 1]
+                if sl == 0:
+                    _prefetch(bits, s1)
+                elif sl < nperm and (loaded[sl] != 0):
+                    _prefetch(bits, perms[sl, s1])
+                    if s1 + 1 < n:
+                        _prefetch(bits, perms[sl, s1 + 1])
         slot, s, e, pe, blk, h = (
             asked[r, 0],
             asked[r, 1],
@@ -895,14 +975,14 @@ def bob_step(
     nw = 0
     flips = 0
     xs = np.empty(max(nslots, 1), dtype=np.int64)
+    qbs = np.empty(max(nslots, 1), dtype=np.int64)
     while ptr < npk or hn > 0:
         if ptr < npk and (hn == 0 or srt[0, srt[orow, ptr]] <= hp[0, 0]):
             if ptr + PREFETCH < npk:  # the node of a later parked task
                 rr = srt[orow, ptr + PREFETCH]
-                _prefetch(
-                    node,
-                    slot_off[parked[rr, 0]] + parked[rr, 4] * slot_t[parked[rr, 0]] + parked[rr, 5],
-                )
+                pb = slot_off[parked[rr, 0]] + parked[rr, 4] * slot_t[parked[rr, 0]]
+                _prefetch(node, pb + parked[rr, 5])
+                _prefetch(node, pb + 2 * parked[rr, 5])  # its children (a descent reads them)
             r = srt[orow, ptr]
             ptr += 1
             hk, pe, blk, h = srt[0, r], parked[r, 3], parked[r, 4], parked[r, 5]
@@ -971,9 +1051,20 @@ def bob_step(
                 break
             if ((st >> 2) ^ (st >> 3)) & 1 == 0:
                 if pe >= 0:  # even left half: the error is in the right half
+                    hk = _hkey(pe - e, slot, e, False)
+                    # The right half is the next task in shortest-first order when its key
+                    # is below the next parked task's (parked tasks win ties) and at most the
+                    # heap's smallest (a tie there is this same node): then it is processed
+                    # here, in place, instead of through a push and a pop (the usual case).
+                    if (ptr >= npk or hk < srt[0, srt[orow, ptr]]) and (hn == 0 or hk <= hp[0, 0]):
+                        s = e
+                        e = pe
+                        pe = -1
+                        h = h + 1
+                        continue
                     if hn == hp.shape[0]:
                         hp = _grow_rows(hp)
-                    hn = _hpush(hp, hn, _hkey(pe - e, slot, e, False), -1, blk, h + 1)
+                    hn = _hpush(hp, hn, hk, -1, blk, h + 1)
                 break
             if e - s == 1:
                 break
@@ -1016,13 +1107,20 @@ def bob_step(
                 xs[q] = x
                 if has_copy[q] != 0:
                     words[q, x >> 6] ^= np.uint64(1) << np.uint64(x & 63)
+                if x < slot_end[q]:  # the block's root, fetched now (the walks are serial)
+                    qbs[q] = _block_of(x, slot_k[q])
+                    _prefetch(node, slot_off[q] + qbs[q] * slot_t[q] + 1)
+        ftv = np.int64(fewtab[i]) if fewtab.size == n else np.int64(0)
         for q in range(nslots):
             if slot_few[q] != 0:
-                # passes of <= 3 blocks: the block from the packed membership masks (cache
-                # friendly); while no sub-block of it is known, only its root changes.
-                if fmask[q, 0, ibyte] & ibit:
+                # passes of <= 3 blocks: the block from the shared block table (cascade
+                # passes) or the packed membership masks (BICONF); while no sub-block of it
+                # is known, only its root changes.
+                if q < nperm:
+                    qb = (ftv >> (2 * q)) & 3
+                elif fmask[0, 0, ibyte] & ibit:
                     qb = np.int64(0)
-                elif fmask[q, 1, ibyte] & ibit:
+                elif fmask[0, 1, ibyte] & ibit:
                     qb = np.int64(1)
                 else:
                     qb = np.int64(2)
@@ -1049,7 +1147,7 @@ def bob_step(
             if x >= end:
                 continue
             k = slot_k[q]
-            qb = _block_of(x, k)
+            qb = qbs[q] if slot_few[q] == 0 else _block_of(x, k)
             bs = qb * k
             be = min(bs + k, end)
             qbase = slot_off[q] + qb * slot_t[q]

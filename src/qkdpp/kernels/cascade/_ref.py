@@ -127,6 +127,18 @@ def block_masks(pos: np.ndarray, k: int, end: int) -> tuple[np.ndarray, np.ndarr
     )
 
 
+def few_table(poss: dict[int, np.ndarray], key: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Block table of passes of at most three blocks (``uint32[n]``, see
+    :meth:`..engine.PassShuffles.few_table`): bits ``2p, 2p + 1`` of entry ``i`` are
+    ``pos_p[i] // k`` for every ``(p, k)`` of ``key`` (``poss[p]``: the inverse permutation
+    of pass ``p``), zero elsewhere."""
+    n = next(iter(poss.values())).size if poss else 0
+    out = np.zeros(n, dtype=np.uint32)
+    for p, k in key:
+        out |= (poss[p].astype(np.uint32) // np.uint32(k)) << np.uint32(2 * p)
+    return out
+
+
 def xor_range(a: np.ndarray, s: int, e: int) -> int:
     """Parity (0/1) of ``a[s:e]`` for an unpacked 0/1 ``uint8`` array."""
     return int(np.bitwise_xor.reduce(a[s:e], initial=0)) & 1

@@ -18,6 +18,7 @@ import struct
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,10 @@ class BufferPool:
     """Work buffers recycled across frames *and sessions* (fresh pages cost a page fault each;
     the node trees of one option7 frame of 1e6 bits reserve ~60 MB). Thread-safe."""
 
-    POOL = 16  # buffers kept per (kind, size)
+    # buffers kept per (kind, size): a batch of up to 64 frames recycles all of its buffers
+    # (fresh ones fault in their pages: with 64 frames of 1e6 bits and a pool of 16, option8
+    # spent 2.3 s of a 7.6 s batch in start_pass, 36 ms per frame instead of 6)
+    POOL = 64
 
     def __init__(self) -> None:
         self._free: dict[tuple[str, int], list[np.ndarray]] = {}
@@ -149,6 +153,7 @@ class PassShuffles:
         self.pool = BufferPool() if pool is None else pool
         self._biconf: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._masks: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._few: dict[tuple[tuple[int, int], ...], np.ndarray] = {}
         self.keep_biconf = max(8, self.BICONF_CACHE_BYTES // max(8 * n, 1))
 
     def _fill(self, pid: int, perm: np.ndarray, pos: np.ndarray) -> None:
@@ -199,6 +204,30 @@ class PassShuffles:
                     del self._masks[next(iter(self._masks))]
         return got
 
+    FEW_TABLES = 4  # block tables kept (one per set of block sizes in use)
+
+    def few_table(self, key: tuple[tuple[int, int], ...]) -> np.ndarray:
+        """Block table of the cascade passes of at most three blocks (``uint32[n]``): bits
+        ``2p, 2p + 1`` of entry ``i`` are the top-level block (0, 1 or 2) that key bit ``i``
+        falls in, in pass ``p``, for every ``(p, k)`` of ``key`` (passes ``p < 16`` with block
+        size ``k``, top-level blocks up to ``n``); 0 for the other passes. Built once from the
+        membership masks (:meth:`masks`) and shared by all frames of the session: Bob's flip
+        bookkeeping finds a flipped bit's block in all these passes with one load (before,
+        two mask bytes per pass from a per-frame copy of the masks)."""
+        with self.lock:
+            got = self._few.get(key)
+            if got is None:
+                got = np.zeros(self.n, dtype=np.uint32)
+                for p, k in key:
+                    if not 0 <= p < min(self.passes, 16):
+                        raise ConfigError(f"block table: pass {p} outside [0, 16)")
+                    m0, m1 = self.masks(p, k, self.n)
+                    _nb.few_table_add(got, m0.view(np.uint8), m1.view(np.uint8), 2 * p)
+                self._few[key] = got
+                while len(self._few) > self.FEW_TABLES:
+                    del self._few[next(iter(self._few))]
+        return got
+
     def get(self, pid: int) -> tuple[np.ndarray, np.ndarray]:
         """``(perm, pos)`` of pass ``pid`` (read-only by convention)."""
         with self.lock:
@@ -245,6 +274,17 @@ class PassShuffles:
             if p > 0 and few < self.PREPARE_FEW_FULL:
                 self.get(p)
             few += 1
+        if n and self.backend == "compiled":
+            for bs in block_sizes:
+                key = few_key(bs, n)
+                if key:
+                    self.few_table(key)
+
+
+def few_key(block_sizes: Sequence[int], n: int) -> tuple[tuple[int, int], ...]:
+    """``(pass, block size)`` of the cascade passes of at most three top-level blocks (the key
+    of :meth:`PassShuffles.few_table`; passes from 16 on are left out)."""
+    return tuple((p, int(k)) for p, k in enumerate(block_sizes) if p < 16 and -(-n // int(k)) <= 3)
 
 
 def packed_words(bits: np.ndarray) -> np.ndarray:
@@ -294,6 +334,10 @@ class _CompiledBob:
         self, bits: np.ndarray, reuse: bool, all_odd: bool, sh: PassShuffles, slot_sizes: list[int]
     ) -> None:
         self.bits, self.reuse, self.all_odd, self.sh = bits, reuse, all_odd, sh
+        if sh.passes > 16:  # the block table holds 2 bits for each of passes 0-15
+            raise ConfigError(
+                f"the compiled Cascade engine takes at most 16 passes, got {sh.passes}"
+            )
         ns = sh.passes + 1
         n = int(bits.size)
         self.bperm = np.zeros(1, dtype=np.int32)  # this frame's current BICONF permutation
@@ -317,8 +361,12 @@ class _CompiledBob:
         # packed copies; rows are (re)built before use, so a recycled buffer needs no clearing
         self.cur = sh.acquire("cur", ns * nw * 8)
         self.words = self.cur.view(np.uint64).reshape(ns, nw)
-        nb8 = (n + 63) // 64 * 8
-        self.fmask = sh.acquire("mask", ns * 2 * nb8).reshape(ns, 2, nb8)
+        # BICONF slot's membership masks (acquired at its first round); the cascade passes of
+        # few blocks use the session's shared block table (PassShuffles.few_table)
+        self.fmask = np.zeros((1, 2, 8), dtype=np.uint8)
+        self._fmask_buf: np.ndarray | None = None
+        self.few_key = few_key(slot_sizes[: sh.passes], n)
+        self.fewtab = np.zeros(1, dtype=np.uint32)
         self.slot_few = np.zeros(ns, dtype=np.uint8)
         self.flog = sh.acquire("flog", 4 * min(max(n, 16), self.FLOG_CAP)).view(np.int32)
         self.nlog = np.zeros(1, dtype=np.int64)
@@ -337,8 +385,9 @@ class _CompiledBob:
         self._wait = [np.empty((cap, 6), dtype=np.int64) for _ in range(2)]
         self._qs = [np.empty((cap, 3), dtype=np.int64) for _ in range(2)]
         self._hp = np.empty((64, 4), dtype=np.int64)
-        self._sort = np.empty((3, cap), dtype=np.int64)
+        self._sort = np.empty((4, cap), dtype=np.int64)
         self._buf = 0
+        self._args: list[Any] | None = None
 
     def start_pass(
         self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
@@ -367,12 +416,35 @@ class _CompiledBob:
                 self._packed = packed_words(self.bits)
                 self._packed_at = self.flips
             words = self._packed
-        bob_top = top_parities(self.bits, self.sh, pid, k, top_end, words)
+        n = self.bits.size
+        if nb > 3 and s < self.sh.passes:
+            # many blocks: build the packed copy now (BINARY reads it next) and take the
+            # top-level parities from it (same parities as top_parities, one pass fewer)
+            if pid > 0:
+                self.sh.get(pid)
+            bob_top = np.empty(nb, dtype=np.uint8)
+            _nb.build_copy_tops(
+                self.bits, self.sh.perms, self.bperm, s, self.words, k, top_end, bob_top
+            )
+            self.has_copy[s] = 1
+            self.applied[s] = self.nlog[0]
+        else:
+            bob_top = top_parities(self.bits, self.sh, pid, k, top_end, words)
         self.slot_few[s] = 0
-        if 0 < nb <= 3 and (nb == 1 or top_end == self.bits.size):
-            m0, m1 = self.sh.masks(pid, k, top_end)
-            self.fmask[s, 0] = m0.view(np.uint8)
-            self.fmask[s, 1] = m1.view(np.uint8)
+        if 0 < nb <= 3 and (nb == 1 or top_end == n):
+            if s < self.sh.passes:
+                if (pid, k) not in self.few_key:
+                    raise ConfigError(f"pass {pid}: block size {k} not planned")
+                if self.fewtab.size != n:
+                    self.fewtab = self.sh.few_table(self.few_key)
+            else:
+                m0, m1 = self.sh.masks(pid, k, top_end)
+                if self._fmask_buf is None:
+                    nb8 = (n + 63) // 64 * 8
+                    self._fmask_buf = self.sh.acquire("mask", 2 * nb8)
+                    self.fmask = self._fmask_buf.reshape(1, 2, nb8)
+                self.fmask[0, 0] = m0.view(np.uint8)
+                self.fmask[0, 1] = m1.view(np.uint8)
             self.slot_few[s] = 1
         _nb.insert_top(
             self.node,
@@ -392,6 +464,7 @@ class _CompiledBob:
         top[:, 4] = np.arange(starts.size)
         top[:, 5] = 1
         self.parked = np.concatenate([self.parked, top])
+        self._args = None  # slot state, masks or the BICONF permutation changed
 
     def release(self) -> None:
         """Return the work buffers to the shuffles' pool (the engine is unusable after)."""
@@ -399,7 +472,9 @@ class _CompiledBob:
         self.sh.release("node", self.node)
         self.sh.release("dirty", self.dirty)
         self.sh.release("cur", self.cur)
-        self.sh.release("mask", self.fmask)
+        if self._fmask_buf is not None:
+            self.sh.release("mask", self._fmask_buf)
+            self._fmask_buf = None
         self.sh.release("flog", self.flog.view(np.uint8))
 
     def drop_pass(self, pid: int) -> None:
@@ -408,14 +483,10 @@ class _CompiledBob:
         self.slot_casc[s] = 0
         self.has_copy[s] = 0
 
-    def step(self, answers: np.ndarray, depth: int = 1) -> np.ndarray:
-        """One round (see :func:`._nb.bob_step`): the new questions, ``int64[q, 3]`` rows
-        ``(pass id, start, end)`` — a view of a work buffer, valid until the step after next.
-        ``depth``: tail acceleration (levels per BINARY round trip; 1 = off)."""
-        b = self._buf = 1 - self._buf
-        if self._sort.shape[1] < self.parked.shape[0]:
-            self._sort = np.empty((3, 2 * self.parked.shape[0]), dtype=np.int64)
-        asks, wait, qs, self._hp, na, nw, flips = _nb.bob_step(
+    def _step_args(self) -> list[Any]:
+        """The arguments of :func:`._nb.bob_step` (rebuilt after :meth:`start_pass`; the
+        per-round ones, at positions 19-21 and 32-37, are set by :meth:`step`)."""
+        return [
             self.bits,
             self.sh.perms,
             self.sh.poss,
@@ -423,6 +494,7 @@ class _CompiledBob:
             self.bpos,
             self.slot_few,
             self.fmask,
+            self.fewtab,
             self.slot_k,
             self.slot_end,
             self.slot_casc,
@@ -434,9 +506,9 @@ class _CompiledBob:
             self.all_odd,
             self.node,
             self.dirty,
-            self.asked,
-            np.ascontiguousarray(answers, dtype=np.uint8),
-            self.parked,
+            None,  # 19: asked
+            None,  # 20: answers
+            None,  # 21: parked
             self.words,
             self.has_copy,
             self.work,
@@ -447,13 +519,35 @@ class _CompiledBob:
             self.sh.loaded,
             self.sh.seeds,
             self.sh.version,
-            self._asks[b],
-            self._wait[b],
-            self._qs[b],
-            self._hp,
-            self._sort,
-            depth,
-        )
+            None,  # 32-36: work buffers of this round, 37: depth
+            None,
+            None,
+            None,
+            None,
+            1,
+        ]
+
+    def step(self, answers: np.ndarray, depth: int = 1) -> np.ndarray:
+        """One round (see :func:`._nb.bob_step`): the new questions, ``int64[q, 3]`` rows
+        ``(pass id, start, end)`` — a view of a work buffer, valid until the step after next.
+        ``depth``: tail acceleration (levels per BINARY round trip; 1 = off)."""
+        b = self._buf = 1 - self._buf
+        if self._sort.shape[1] <= self.parked.shape[0]:
+            self._sort = np.empty((4, 2 * self.parked.shape[0] + 1), dtype=np.int64)
+        a = self._args
+        if a is None:
+            a = self._args = self._step_args()
+        # only the per-round arguments change (rebuilding all 38 cost ~1.5 us per frame-round)
+        a[19] = self.asked
+        a[20] = np.ascontiguousarray(answers, dtype=np.uint8)
+        a[21] = self.parked
+        a[32] = self._asks[b]
+        a[33] = self._wait[b]
+        a[34] = self._qs[b]
+        a[35] = self._hp
+        a[36] = self._sort
+        a[37] = depth
+        asks, wait, qs, self._hp, na, nw, flips = _nb.bob_step(*a)
         self._asks[b], self._wait[b], self._qs[b] = asks, wait, qs
         self.flips += flips
         self.asked, self.parked = asks[:na], wait[:nw]
@@ -588,10 +682,18 @@ class AliceFrame:
         """Parities of the top-level blocks ``[b*k, min((b+1)*k, end))`` of pass ``pid``."""
         if not (0 <= end <= self.n and k >= 1):
             raise ProtocolError(f"cascade top-level request k={k}, end={end} for {self.n} bits")
-        self._check_pid(pid)
+        slot = self._check_pid(pid)
         nb = -(-end // k)
         if self.backend == "reference":
             out = _ref.top_parities(self.bits, self.sh.get(pid)[0], k, end)
+        elif nb > 3 and pid < self.passes:
+            # many blocks: build the packed copy the BINARY answers of this pass read, and
+            # take the top-level parities from it (one pass over the key instead of two)
+            if pid > 0:
+                self.sh.get(pid)  # computes the row of the pass table if needed
+            out = np.empty(nb, dtype=np.uint8)
+            _nb.build_copy_tops(self.bits, self.sh.perms, self.bits, slot, self.words, k, end, out)
+            self.has_copy[slot] = 1
         else:
             if self._words is None:
                 self._words = packed_words(self.bits)
