@@ -64,6 +64,13 @@ def _bench(  # type: ignore[no-untyped-def]
             "round_trips": int(res.bob[0].meta.tags["cascade_round_trips"]),
             "bits_per_s": n * frames / benchmark.stats.stats.mean if benchmark.stats else 0.0,
             "bits_per_cpu_s": n * frames * cpu[1] / cpu[0] if cpu[0] else 0.0,
+            # CPU of both roles per round trip (µs), per-round costs included
+            "cpu_us_per_round": 1e6
+            * cpu[0]
+            / cpu[1]
+            / int(res.bob[0].meta.tags["cascade_round_trips"])
+            if cpu[1]
+            else 0.0,
         }
     )
 

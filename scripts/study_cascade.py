@@ -230,6 +230,68 @@ def session_cost(
     }
 
 
+def per_round_cost(variant: str, n: int, q: float, frames: int, reps: int) -> dict:
+    """Thread CPU of both ``process_batch`` threads per batch and per round trip, one fixed
+    session (same permutations in every run, so old and new code can be compared batch for
+    batch): stages reused, two untimed batches, then ``reps`` timed ones (both roles in one
+    process, loopback PeerLink)."""
+    import threading
+
+    from qkdpp.stages.cascade import CascadeStage
+    from qkdpp.testing import correlated_pair, run_pair
+
+    cpu: dict[str, float] = {}
+    lock = threading.Lock()
+
+    class Timed(CascadeStage):
+        def process_batch(self, fr, peer):  # type: ignore[no-untyped-def]
+            t0 = time.thread_time()
+            try:
+                return super().process_batch(fr, peer)
+            finally:
+                with lock:
+                    cpu[self.role.value] = time.thread_time() - t0
+
+    sa, sb = Timed("alice", variant=variant), Timed("bob", variant=variant)
+    sa.setup()
+    sb.setup()
+    pairs = [correlated_pair(n, q, seed=i) for i in range(frames)]
+    sid = "6b1e3c5a-0000-4000-8000-00000000ca55"
+
+    def batch():  # type: ignore[no-untyped-def]
+        def mk(k: int) -> list:
+            return [
+                p[k].evolve(
+                    bits=p[k].bits.copy(),
+                    meta=p[k].meta.replace(frame_id=i, qber=q, session_id=sid),
+                )
+                for i, p in enumerate(pairs)
+            ]
+
+        res = run_pair([sa], [sb], mk(0), mk(1), batch_size=frames, session_id=sid)
+        if not all(f.ok for f in res.bob) or any(
+            a.bits.tobytes() != b.bits.tobytes() for a, b in zip(res.alice, res.bob, strict=True)
+        ):
+            raise RuntimeError(f"{variant}: a frame failed in the stage run")
+        return cpu["alice"] + cpu["bob"], res
+
+    batch()
+    batch()
+    cs = []
+    for _ in range(reps):
+        c, res = batch()
+        cs.append(c)
+    rt = int(res.bob[0].meta.tags["cascade_round_trips"])
+    return {
+        "cpu_ms_min": 1e3 * min(cs),
+        "cpu_ms_median": 1e3 * float(np.median(cs)),
+        "us_per_round_min": 1e6 * min(cs) / rt,
+        "mbps_cpu": n * frames / min(cs) / 1e6,
+        "round_trips": rt,
+        "f_mean": float(np.mean([f.meta.tags["cascade_f"] for f in res.bob])),
+    }
+
+
 def round_trip_ratio(
     variant: str,
     n: int,
@@ -380,8 +442,29 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --sessions: call CascadeStage.prepare on both sides before each session",
     )
+    ap.add_argument(
+        "--per-round",
+        type=int,
+        default=0,
+        metavar="REPS",
+        help="instead: stage CPU per batch and per round trip, one fixed session, REPS timed "
+        "batches of --frames frames (compare code versions run after run)",
+    )
     ap.add_argument("--out", default="study_cascade", help="output prefix (.csv, .png)")
     args = ap.parse_args(argv)
+    if args.per_round:
+        for variant in args.variants:
+            for n in args.sizes:
+                for q in args.qbers:
+                    r = per_round_cost(variant, n, q, args.frames, args.per_round)
+                    print(
+                        f"{variant:9s} n={n:>8d} q={q:.4f} F={args.frames}: CPU/batch min "
+                        f"{r['cpu_ms_min']:.0f} median {r['cpu_ms_median']:.0f} ms, "
+                        f"{r['us_per_round_min']:.0f} us/round (min), {r['mbps_cpu']:.1f} "
+                        f"Mbit/s per CPU s, round trips {r['round_trips']}, f {r['f_mean']:.4f}",
+                        flush=True,
+                    )
+        return 0
     if args.sessions:
         for variant in args.variants:
             for n in args.sizes:

@@ -131,6 +131,43 @@ class _PeerAsk(AskPeer):
         parts = [bitsout[a:b] for a, b in itertools.pairwise(offs)]
         return parts[:nf], parts[nf:]
 
+    def exchange_flat(
+        self, tops: list[np.ndarray] | None, counts: np.ndarray, q: np.ndarray
+    ) -> tuple[list[np.ndarray] | None, np.ndarray]:
+        """One round with the questions of all frames already in wire form (``q``
+        ``uint32[m, 3]``, ``counts`` per frame; see :meth:`AskPeer.exchange_flat`): the same
+        messages as :meth:`exchange`, without per-frame arrays."""
+        m = q.shape[0]
+        if tops is not None:
+            msg = {
+                "op": "ask",
+                "tcounts": np.array([t.shape[0] for t in tops], dtype=np.int64),
+                "t": np.concatenate([_E3, *tops]),
+                "counts": counts,
+                "q": q,
+            }
+            ntop = [top_count(t) for t in tops]
+        else:
+            msg = {"op": "bin", "counts": counts, "q": q}
+            ntop = []
+        reply = self.peer.request(KIND, msg)
+        nt = sum(ntop)
+        total = nt + m
+        self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
+        par = reply["par"]
+        if par.dtype != np.uint8 or par.ndim != 1 or par.size != (total + 7) // 8:
+            raise ProtocolError(
+                f"cascade: expected {total} packed parities ({(total + 7) // 8} bytes), got "
+                f"{par.dtype} array of shape {par.shape}"
+            )
+        if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
+            raise ProtocolError("cascade: nonzero pad bits after the last parity")
+        bitsout = np.unpackbits(par, count=total)
+        if tops is None:
+            return None, bitsout
+        offs = [0, *itertools.accumulate(ntop)]
+        return [bitsout[a:b] for a, b in itertools.pairwise(offs)], bitsout[nt:]
+
 
 _E3 = np.empty((0, 3), dtype=np.int64)
 
@@ -241,6 +278,7 @@ class CascadeStage(Stage):
         bob_reconcile([bob], AliceOracle(batch.frames[:1]))
         # the batched answer kernel (two frames, one question each)
         batch.answer(np.array([0, 1, 2], np.int64), np.array([[0, 0, 5], [0, 3, 9]], np.int64))
+        batch.answer_wire(np.array([1, 1], np.int64), np.array([[0, 0, 5], [0, 3, 9]], np.uint32))
         batch.release()
 
     def _shuffles(self, session: str, n: int, frame_id: int | None) -> PassShuffles:
@@ -385,8 +423,10 @@ class CascadeStage(Stage):
                     break
                 if op == "bin":  # the usual round: range questions only
                     peer.expect_fields(msg, KIND, op=str, counts=np.ndarray, q=np.ndarray)
-                    qb = _bounds(msg["counts"], nf, "counts")
-                    par = batch.answer(qb, _rows(msg, "q", int(qb[-1]), 3))
+                    par = batch.answer_wire(msg["counts"], msg["q"])  # one compiled call
+                    if par is None:  # anything unusual: the general path (checks, BICONF)
+                        qb = _bounds(msg["counts"], nf, "counts")
+                        par = batch.answer(qb, _rows(msg, "q", int(qb[-1]), 3))
                 elif op == "ask":
                     peer.expect_fields(
                         msg,

@@ -23,6 +23,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from numba.typed import List
 
 from qkdpp._numba import njit
 
@@ -597,6 +598,34 @@ def answer_batch(
                 b &= np.uint8(1)
             out[j >> 3] |= b << np.uint8(7 - (j & 7))
     return -1
+
+
+@njit
+def answer_round(
+    bits, perms, poss, loaded, seeds, version, words, has_copy, work, counts, q, limit, out
+) -> int:
+    """:func:`answer_batch` for a round as it comes off the wire: ``counts`` (``int64[F]``,
+    questions per frame) and ``q`` (``uint32[m, 3]``). Returns -2 when a count is negative or
+    above ``limit`` or the counts do not add up to ``m`` (nothing answered), otherwise what
+    :func:`answer_batch` returns."""
+    nf = counts.size
+    bounds = np.empty(nf + 1, dtype=np.int64)
+    bounds[0] = 0
+    for f in range(nf):
+        c = counts[f]
+        if c < 0 or c > limit:
+            return -2
+        bounds[f + 1] = bounds[f] + c
+    if bounds[nf] != q.shape[0]:
+        return -2
+    q64 = np.empty((q.shape[0], 3), dtype=np.int64)
+    for j in range(q.shape[0]):
+        q64[j, 0] = q[j, 0]
+        q64[j, 1] = q[j, 1]
+        q64[j, 2] = q[j, 2]
+    return answer_batch(
+        bits, perms, poss, loaded, seeds, version, words, has_copy, work, bounds, q64, out
+    )
 
 
 @njit
@@ -1194,3 +1223,223 @@ def bob_step(
         qs[r, 1] = asks[r, 1]
         qs[r, 2] = asks[r, 2]
     return asks, wait, qs, hp, na, nw, flips
+
+
+# -- Bob's step for all frames of a round ------------------------------------------------------
+# Columns of the per-frame scalar table ``sc`` (int64[F, SC_COLS]) of :func:`bob_step_frames`.
+SC_NSLOTS, SC_CASC, SC_REUSE, SC_ALLODD, SC_VER, SC_BUF, SC_NA, SC_NW, SC_FLIPS = range(9)
+SC_LEAK, SC_ROUNDS = 9, 10  # parities received (bits) and rounds with a request, per frame
+SC_COLS = 11
+# Rows of the stacked per-slot tables: ``isl`` int64[F, 7, S], ``usl`` uint8[F, 3, S].
+IS_PID, IS_K, IS_END, IS_OFF, IS_T, IS_WORK, IS_APPLIED = range(7)
+US_CASC, US_FEW, US_COPY = range(3)
+
+
+# Typed lists are built and changed by these (cached) kernels: the methods of
+# ``numba.typed.List`` called from Python compile for every new item type in every process
+# (about 1 s for the two lists of the batched driver).
+@njit
+def new_list(item):
+    """A typed list holding ``item``."""
+    lst = List()
+    lst.append(item)
+    return lst
+
+
+@njit
+def list_append(lst, item) -> None:
+    """``lst.append(item)``."""
+    lst.append(item)
+
+
+@njit
+def list_set(lst, i, item) -> None:
+    """``lst[i] = item``."""
+    lst[i] = item
+
+
+@njit
+def _gather_questions(bf, sc, counts):
+    """The questions of every frame as they go on the wire: ``uint32[m, 3]`` rows (pass id,
+    start, end), frame after frame; ``counts[f]`` is set to frame ``f``'s number of rows."""
+    nf = len(bf)
+    total = 0
+    for f in range(nf):
+        counts[f] = sc[f, SC_NA]
+        total += counts[f]
+    out = np.empty((total, 3), dtype=np.uint32)
+    r = 0
+    for f in range(nf):
+        q = bf[f][4 + sc[f, SC_BUF]]
+        for i in range(counts[f]):
+            out[r, 0] = q[i, 0]
+            out[r, 1] = q[i, 1]
+            out[r, 2] = q[i, 2]
+            r += 1
+    return out
+
+
+@njit
+def bob_step_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts):
+    """One round of Bob's engine for every frame ``f`` with ``run[f] != 0``: :func:`bob_step`
+    called frame after frame from one compiled call (the same steps, in the same order, as
+    one call per frame; the results do not depend on the order of the frames).
+
+    Parameters
+    ----------
+    fr : typed List of tuples
+        Per frame ``(bits, perms, poss, bperm, bpos, fmask, fewtab, node, dirty, words, flog,
+        loaded, seeds)``: the arrays of :func:`bob_step` (see there).
+    bf : typed List of 8-tuples of ``int64`` 2-D arrays
+        Per frame the work buffers ``(asks0, asks1, wait0, wait1, qs0, qs1, hp, srt)``: the
+        questions asked and tasks parked are rows ``[:sc[f, SC_NA]]`` of ``asks_b`` and
+        ``[:sc[f, SC_NW]]`` of ``wait_b``, ``b = sc[f, SC_BUF]``; a step writes set ``1 - b``.
+        A buffer that grows is replaced in the list.
+    isl, usl, nlog : int64[F, 7, S], uint8[F, 3, S], int64[F, 1]
+        Per-slot state of every frame (rows ``IS_*``, ``US_*``) and the flip-log lengths.
+    sc : int64[F, SC_COLS]
+        Per-frame scalars (``SC_*``): slots in use, cascade on, sub-block reuse, all-odd,
+        shuffle version, buffer set, question and task counts, flips so far (updated).
+    run : uint8[F]
+        Which frames step.
+    ans, aoff : uint8[M], int64[F + 1]
+        Alice's parities (0/1) of the questions of frame ``f``: ``ans[aoff[f]:aoff[f + 1]]``.
+    depth : int
+        Tail acceleration (levels per BINARY round trip, 1 = off).
+    counts : int64[F]
+        Set to the number of new questions of every frame.
+
+    Returns
+    -------
+    uint32[m, 3]
+        The questions of all frames (pass id, start, end), frame after frame.
+    """
+    nf = len(fr)
+    for f in range(nf):
+        if run[f] == 0:
+            continue
+        bits, perms, poss, bperm, bpos, fmask, fewtab, node, dirty, words, flog, loaded, seeds = fr[
+            f
+        ]
+        a0, a1, w0, w1, q0, q1, hp, srt = bf[f]
+        b = sc[f, SC_BUF]
+        na = sc[f, SC_NA]
+        nw = sc[f, SC_NW]
+        if b == 0:
+            asked = a0[:na]
+            parked = w0[:nw]
+            oa, ow, oq = a1, w1, q1
+        else:
+            asked = a1[:na]
+            parked = w1[:nw]
+            oa, ow, oq = a0, w0, q0
+        grown = False
+        if srt.shape[1] <= nw:
+            srt = np.empty((4, 2 * nw + 1), dtype=np.int64)
+            grown = True
+        asks, wait, qs, hp2, na2, nw2, fl = bob_step(
+            bits,
+            perms,
+            poss,
+            bperm,
+            bpos,
+            usl[f, US_FEW],
+            fmask,
+            fewtab,
+            isl[f, IS_K],
+            isl[f, IS_END],
+            usl[f, US_CASC],
+            isl[f, IS_OFF],
+            isl[f, IS_T],
+            sc[f, SC_NSLOTS],
+            sc[f, SC_CASC] != 0,
+            sc[f, SC_REUSE] != 0,
+            sc[f, SC_ALLODD] != 0,
+            node,
+            dirty,
+            asked,
+            ans[aoff[f] : aoff[f + 1]],
+            parked,
+            words,
+            usl[f, US_COPY],
+            isl[f, IS_WORK],
+            flog,
+            nlog[f],
+            isl[f, IS_APPLIED],
+            isl[f, IS_PID],
+            loaded,
+            seeds,
+            sc[f, SC_VER],
+            oa,
+            ow,
+            oq,
+            hp,
+            srt,
+            depth,
+        )
+        if (
+            grown
+            or asks.shape[0] != oa.shape[0]
+            or wait.shape[0] != ow.shape[0]
+            or qs.shape[0] != oq.shape[0]
+            or hp2.shape[0] != hp.shape[0]
+        ):
+            if b == 0:
+                bf[f] = (a0, asks, w0, wait, q0, qs, hp2, srt)
+            else:
+                bf[f] = (asks, a1, wait, w1, qs, q1, hp2, srt)
+        sc[f, SC_BUF] = 1 - b
+        sc[f, SC_NA] = na2
+        sc[f, SC_NW] = nw2
+        sc[f, SC_FLIPS] += fl
+    return _gather_questions(bf, sc, counts)
+
+
+@njit
+def bob_round(fr, bf, isl, usl, nlog, sc, counts, ans, depth, need):
+    """The usual round of :func:`bob_step_frames`: every frame with ``counts[f] > 0``
+    questions in the last round steps with its answers (``ans``, frame after frame), and its
+    parities and round are counted (``sc[f, SC_LEAK]``, ``sc[f, SC_ROUNDS]``). ``need[f]`` is
+    set to 1 for a frame that stepped and has no question now (it opens its next pass, starts a
+    BICONF round or ends: the caller's work), 0 otherwise. Returns the new questions of all
+    frames (``counts`` is overwritten with their numbers per frame) and how many frames need
+    the caller."""
+    nf = len(fr)
+    run = np.zeros(nf, dtype=np.uint8)
+    aoff = np.zeros(nf + 1, dtype=np.int64)
+    for f in range(nf):
+        c = counts[f]
+        aoff[f + 1] = aoff[f] + c
+        if c > 0:
+            run[f] = 1
+            sc[f, SC_LEAK] += c
+            sc[f, SC_ROUNDS] += 1
+    out = bob_step_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts)
+    nneed = 0
+    for f in range(nf):
+        need[f] = 0
+        if run[f] != 0 and sc[f, SC_NA] == 0:
+            need[f] = 1
+            nneed += 1
+    return out, nneed
+
+
+@njit
+def append_parked(bf, sc, f, top):
+    """Append the rows ``top`` (``int64[t, 6]``, the top-level blocks of a pass being opened)
+    to frame ``f``'s parked tasks in ``bf`` (growing the buffer when needed)."""
+    a0, a1, w0, w1, q0, q1, hp, srt = bf[f]
+    b = sc[f, SC_BUF]
+    nw = sc[f, SC_NW]
+    w = w0 if b == 0 else w1
+    need = nw + top.shape[0]
+    if w.shape[0] < need:
+        w2 = np.empty((max(2 * w.shape[0], need), 6), dtype=np.int64)
+        w2[:nw] = w[:nw]
+        w = w2
+        if b == 0:
+            bf[f] = (a0, a1, w, w1, q0, q1, hp, srt)
+        else:
+            bf[f] = (a0, a1, w0, w, q0, q1, hp, srt)
+    w[nw:need] = top
+    sc[f, SC_NW] = need

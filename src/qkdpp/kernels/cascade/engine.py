@@ -6,6 +6,12 @@ and hands them to one ``ask`` callback (one round trip over the PeerScope in the
 in-process :class:`AliceOracle` in tests), so round trips per batch do not grow with the number of
 frames.
 
+With the compiled backend Bob's frames of a batch are stepped together: one compiled call per
+round for all frames (:class:`_BobBatch`, :func:`._nb.bob_round`), which also writes the
+questions in wire form (:meth:`AskPeer.exchange_flat`); Python runs per frame only when a frame
+opens a pass, starts a BICONF round or ends. Same questions, answers and results as stepping
+frame by frame (the path the reference backend takes).
+
 Leakage convention: every parity Alice sends is one disclosed bit (booked on both sides). Bob's
 questions (pass id, start, end) only name public positions; they depend on where Bob's parities
 differ from Alice's (the error pattern), as in every Cascade analysis, and are not counted.
@@ -392,6 +398,17 @@ class _CompiledBob:
     def start_pass(
         self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
     ) -> None:
+        self.parked = np.concatenate(
+            [self.parked, self.open_pass(pid, k, top_end, cascades, alice_top)]
+        )
+        self._args = None  # slot state, masks or the BICONF permutation changed
+
+    def open_pass(
+        self, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
+    ) -> np.ndarray:
+        """Book a new pass (slot state, top-level parities of both parties); returns its
+        top-level blocks as task rows ``int64[b, 6]`` for the parked tasks (the caller
+        appends them: :meth:`start_pass`, or :class:`_BobBatch`)."""
         s = min(pid, self.sh.passes)
         if s == self.sh.passes:  # BICONF: computed now (cascade passes: when first needed)
             self.bperm, self.bpos = self.sh.get(pid)
@@ -463,8 +480,7 @@ class _CompiledBob:
         top[:, 3] = -1
         top[:, 4] = np.arange(starts.size)
         top[:, 5] = 1
-        self.parked = np.concatenate([self.parked, top])
-        self._args = None  # slot state, masks or the BICONF permutation changed
+        return top
 
     def release(self) -> None:
         """Return the work buffers to the shuffles' pool (the engine is unusable after)."""
@@ -805,6 +821,7 @@ class AliceBatch:
             and all(k.size == sh.n for k in keys)
         )
         self.cur: np.ndarray | None = None
+        self.leaked: np.ndarray | None = np.zeros(len(keys), dtype=np.int64)
         if not self.fast or sh is None:
             self.frames = [
                 AliceFrame(k, passes, s, backend) for k, s in zip(keys, shuffles, strict=True)
@@ -867,8 +884,52 @@ class AliceBatch:
         ]
         return np.packbits(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint8)
 
+    def answer_wire(self, counts: np.ndarray, q: np.ndarray) -> np.ndarray | None:
+        """:meth:`answer` for a round as the corrector's messages carry it (``counts``
+        ``int64[F]``, ``q`` ``uint32[m, 3]``), checks included, in one compiled call
+        (:func:`._nb.answer_round`). Returns the packed parities, or ``None`` when this path
+        does not apply (other dtypes or shapes, a BICONF pass, a bad count or question): then
+        the caller takes the general path, which answers or raises the ProtocolError."""
+        nf = len(self.frames)
+        if not (
+            self.fast
+            and counts.dtype == np.int64
+            and counts.shape == (nf,)
+            and q.dtype == np.uint32
+            and q.ndim == 2
+            and q.shape[1] == 3
+        ):
+            return None
+        m = q.shape[0]
+        out = np.zeros((m + 7) // 8, dtype=np.uint8)
+        sh = self.sh
+        code = _nb.answer_round(
+            self.bits,
+            sh.perms,
+            sh.poss,
+            sh.loaded,
+            sh.seeds,
+            sh.version,
+            self.words,
+            self.has_copy,
+            self.work,
+            counts,
+            np.ascontiguousarray(q),
+            self.limit,
+            out,
+        )
+        if code != -1:
+            return None
+        self.leaked += counts
+        return out
+
     def release(self) -> None:
-        """Recycle the work buffers (call when the batch is finished)."""
+        """Recycle the work buffers (call when the batch is finished; adds the parities
+        answered by :meth:`answer_wire` to the frames' ``leaked``)."""
+        if self.leaked is not None:
+            for a, c in zip(self.frames, self.leaked, strict=True):
+                a.leaked += int(c)
+            self.leaked = None
         for a in self.frames:
             a.release()
         if self.cur is not None:
@@ -893,6 +954,37 @@ class AskPeer:
         self, tops: list[np.ndarray], asks: list[np.ndarray]
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         raise NotImplementedError
+
+    def exchange_flat(
+        self, tops: list[np.ndarray] | None, counts: np.ndarray, q: np.ndarray
+    ) -> tuple[list[np.ndarray] | None, np.ndarray]:
+        """The same exchange with the range questions of all frames in one array (what the
+        compiled driver produces): ``q`` (``uint32[m, 3]`` rows pass id, start, end, frame
+        after frame; ``counts[f]`` rows for frame ``f``), ``tops`` as in :meth:`exchange` or
+        ``None`` (no pass opened this round). Returns the top-level parities per frame (or
+        ``None`` when ``tops`` is) and the ``m`` range parities in question order. This
+        default splits the arrays and calls :meth:`exchange`."""
+        nf = int(counts.size)
+        offs = np.zeros(nf + 1, dtype=np.int64)
+        np.cumsum(counts, out=offs[1:])
+        asks = [q[offs[i] : offs[i + 1]].astype(np.int64) for i in range(nf)]
+        t_ans, q_ans = self.exchange([_EMPTY3] * nf if tops is None else tops, asks)
+        if len(t_ans) != nf or len(q_ans) != nf:
+            raise ProtocolError(f"answers for {len(t_ans)}/{len(q_ans)} frames, expected {nf}")
+        for i, a in enumerate(q_ans):
+            if a.shape != (int(counts[i]),):
+                raise ProtocolError(
+                    f"expected {int(counts[i])} BINARY parities (0/1), got array of shape {a.shape}"
+                )
+        flat = np.concatenate([np.empty(0, dtype=np.uint8), *q_ans])
+        if tops is None:
+            for a in t_ans:
+                if a.shape != (0,):
+                    raise ProtocolError(
+                        f"expected 0 top-level parities (0/1), got array of shape {a.shape}"
+                    )
+            return None, flat
+        return list(t_ans), flat
 
 
 def top_count(spec: np.ndarray) -> int:
@@ -1021,6 +1113,270 @@ def tail_depth_of_round(active: int, frames: int, tail_depth: int, tail_fraction
     return d
 
 
+class _BobBatch:
+    """Bob's compiled frames of one batch, stepped by one compiled call per round
+    (:func:`._nb.bob_step_frames`) instead of one call (and its Python) per frame and round.
+
+    The per-slot arrays of the frames' engines are rebound to rows of stacked tables
+    (``isl``, ``usl``, ``nlog``), their scalars and work buffers live in ``sc`` and the typed
+    list ``bf``, their other arrays in the typed list ``fr``; the engines' own step state
+    (``asked``, ``parked``, ``flips``, buffers) is not used while the batch runs (``flips`` is
+    written back by :meth:`finish`). Pass openings and BICONF bookkeeping stay in Python
+    (:meth:`start_pass`, rare: a few per frame). Built by :meth:`make`, which returns
+    ``None`` when the frames do not fit (then the per-frame driver runs).
+    """
+
+    def __init__(self, engs: list[_CompiledBob]) -> None:
+        nf = len(engs)
+        ns = int(engs[0].slot_k.size)
+        self.engs = engs
+        self.isl = np.zeros((nf, 7, ns), dtype=np.int64)
+        self.usl = np.zeros((nf, 3, ns), dtype=np.uint8)
+        self.nlog = np.zeros((nf, 1), dtype=np.int64)
+        self.sc = np.zeros((nf, _nb.SC_COLS), dtype=np.int64)
+        self.counts = np.zeros(nf, dtype=np.int64)
+        self.need = np.zeros(nf, dtype=np.uint8)
+        self.fr: Any = None  # typed lists (built by cached kernels, see _nb.new_list)
+        self.bf: Any = None
+        self._frp: list[tuple[np.ndarray, ...]] = []
+        irows = ("slot_pid", "slot_k", "slot_end", "slot_off", "slot_t", "work", "applied")
+        urows = ("slot_casc", "slot_few", "has_copy")
+        for i, e in enumerate(engs):
+            for r, name in enumerate(irows):
+                self.isl[i, r] = getattr(e, name)
+                setattr(e, name, self.isl[i, r])
+            for r, name in enumerate(urows):
+                self.usl[i, r] = getattr(e, name)
+                setattr(e, name, self.usl[i, r])
+            self.nlog[i] = e.nlog
+            e.nlog = self.nlog[i]
+            e._args = None
+            sc = self.sc[i]
+            sc[_nb.SC_NSLOTS] = e.nslots
+            sc[_nb.SC_CASC] = e.cascade_on
+            sc[_nb.SC_REUSE] = e.reuse
+            sc[_nb.SC_ALLODD] = e.all_odd
+            sc[_nb.SC_VER] = e.sh.version
+            sc[_nb.SC_BUF] = e._buf
+            sc[_nb.SC_FLIPS] = e.flips
+            ft, bt = self._fr_tuple(e), (*e._asks, *e._wait, *e._qs, e._hp, e._sort)
+            if i == 0:
+                self.fr, self.bf = _nb.new_list(ft), _nb.new_list(bt)
+            else:
+                _nb.list_append(self.fr, ft)
+                _nb.list_append(self.bf, bt)
+            self._frp.append((e.bperm, e.bpos, e.fmask, e.fewtab))
+
+    @staticmethod
+    def _fr_tuple(e: _CompiledBob) -> tuple[np.ndarray, ...]:
+        sh = e.sh
+        return (
+            e.bits,
+            sh.perms,
+            sh.poss,
+            e.bperm,
+            e.bpos,
+            e.fmask,
+            e.fewtab,
+            e.node,
+            e.dirty,
+            e.words,
+            e.flog,
+            sh.loaded,
+            sh.seeds,
+        )
+
+    @classmethod
+    def make(cls, frames: list[BobFrame]) -> _BobBatch | None:
+        """The batch of these frames, or ``None`` if they cannot be stepped together (not all
+        compiled, different numbers of passes, a frame already stepped, an array that is not
+        a writable C-contiguous one)."""
+        engs = [f.eng for f in frames if isinstance(f.eng, _CompiledBob)]
+        if not engs or len(engs) != len(frames):
+            return None
+        ns = engs[0].slot_k.size
+        for e in engs:
+            if e.slot_k.size != ns or e.asked.shape[0] or e.parked.shape[0]:
+                return None
+            if not all(a.flags.c_contiguous and a.flags.writeable for a in cls._fr_tuple(e)):
+                return None
+        return cls(engs)
+
+    def step(self, run: np.ndarray, ans: np.ndarray, aoff: np.ndarray, depth: int) -> np.ndarray:
+        """Step the frames with ``run[f] != 0`` (answers ``ans[aoff[f]:aoff[f+1]]``); returns
+        all frames' questions (``uint32[m, 3]``; :attr:`counts` per frame)."""
+        return _nb.bob_step_frames(
+            self.fr,
+            self.bf,
+            self.isl,
+            self.usl,
+            self.nlog,
+            self.sc,
+            run,
+            ans,
+            aoff,
+            depth,
+            self.counts,
+        )
+
+    def round(self, counts: np.ndarray, ans: np.ndarray, depth: int) -> tuple[np.ndarray, int]:
+        """The usual round (:func:`._nb.bob_round`): frames with ``counts[f] > 0`` questions
+        step with their answers; returns all questions and how many frames are flagged in
+        :attr:`need` (no question now). ``counts`` is overwritten with the new counts."""
+        return _nb.bob_round(
+            self.fr,
+            self.bf,
+            self.isl,
+            self.usl,
+            self.nlog,
+            self.sc,
+            counts,
+            ans,
+            depth,
+            self.need,
+        )
+
+    def start_pass(
+        self, i: int, pid: int, k: int, top_end: int, cascades: bool, alice_top: np.ndarray
+    ) -> None:
+        """Open a pass of frame ``i`` (see :meth:`_CompiledBob.start_pass`)."""
+        e = self.engs[i]
+        sc = self.sc[i]
+        e.flips = int(sc[_nb.SC_FLIPS])  # open_pass repacks the key after flips
+        rows = e.open_pass(pid, k, top_end, cascades, alice_top)
+        _nb.append_parked(self.bf, self.sc, i, rows)
+        sc[_nb.SC_NSLOTS] = e.nslots
+        sc[_nb.SC_CASC] = e.cascade_on
+        cur = (e.bperm, e.bpos, e.fmask, e.fewtab)
+        if any(a is not b for a, b in zip(cur, self._frp[i], strict=True)):
+            _nb.list_set(self.fr, i, self._fr_tuple(e))
+            self._frp[i] = cur
+
+    def flips(self, i: int) -> int:
+        return int(self.sc[i, _nb.SC_FLIPS])
+
+    def finish(self) -> None:
+        """Write the flip counts back to the engines."""
+        for i, e in enumerate(self.engs):
+            e.flips = int(self.sc[i, _nb.SC_FLIPS])
+
+
+def _reconcile_batched(
+    frames: list[BobFrame],
+    peer: AskPeer,
+    bb: _BobBatch,
+    tail_depth: int,
+    tail_fraction: float,
+) -> int:
+    """:func:`bob_reconcile` with one compiled call per round for all frames (same questions,
+    answers, flips and leakage as the per-frame driver)."""
+    nf = len(frames)
+    binary = peer.binary_answers
+    prog = [_Progress(f) for f in frames]
+    sc = bb.sc
+    tops: dict[int, np.ndarray] = {i: g.want for i, g in enumerate(prog) if g.want.shape[0]}
+    qflat = np.empty((0, 3), dtype=np.uint32)
+    leaked = np.zeros(nf, dtype=np.int64)
+    rounds = np.zeros(nf, dtype=np.int64)
+    zoff = np.zeros(nf + 1, dtype=np.int64)
+    no_ans = np.empty(0, dtype=np.uint8)
+    rerun = np.zeros(nf, dtype=np.uint8)
+
+    def next_action(i: int) -> None:
+        # frame i has no question: open its next pass, ask a BICONF round, or finish
+        g, f = prog[i], frames[i]
+        v = f.variant
+        if g.biconf_round < 0 and g.next_pass < v.passes:
+            p = g.next_pass
+            g.next_pass += 1
+            bb.start_pass(i, p, f.block_sizes[p], int(f.bits.size), True, g.tops[p])
+            rerun[i] = 1
+            return
+        if not v.biconf_streak:
+            g.done = True
+            return
+        if g.biconf_round >= 0:  # a BICONF round just finished
+            f.eng.drop_pass(v.passes + g.biconf_round)
+            g.streak = 0 if bb.flips(i) != g.flips_before else g.streak + 1
+            if g.streak >= v.biconf_streak:
+                g.done = True
+                return
+        g.biconf_round += 1
+        if g.biconf_round >= MAX_BICONF_ROUNDS:
+            f.failure = f"BICONF did not settle in {MAX_BICONF_ROUNDS} rounds"
+            g.done = True
+            return
+        tops[i] = g.biconf_spec(f)
+
+    trips = 0
+    counts = bb.counts  # questions per frame (the kernels write it)
+    while tops or qflat.shape[0]:
+        opened = tops
+        tops = {}
+        t_ans, ans = peer.exchange_flat(
+            [opened.get(i, _EMPTY3) for i in range(nf)] if opened else None, counts, qflat
+        )
+        trips += 1
+        m = qflat.shape[0]
+        if ans.shape != (m,) or (not binary and m and (int(ans.min()) < 0 or int(ans.max()) > 1)):
+            raise ProtocolError(
+                f"expected {m} BINARY parities (0/1), got array of shape {ans.shape}"
+            )
+        if ans.dtype != np.uint8 or not ans.flags.c_contiguous:
+            ans = np.ascontiguousarray(ans, dtype=np.uint8)
+        if t_ans is not None:
+            if len(t_ans) != nf:
+                raise ProtocolError(f"answers for {len(t_ans)} frames, expected {nf}")
+            for i, ta in enumerate(t_ans):
+                spec = opened.get(i)
+                want = top_count(spec) if spec is not None else 0
+                if ta.shape != (want,) or (not binary and ta.size and int(ta.max()) > 1):
+                    raise ProtocolError(
+                        f"expected {want} top-level parities (0/1), got array of shape {ta.shape}"
+                    )
+                leaked[i] += want
+        elif opened:
+            raise ProtocolError("no top-level parities for the passes opened")
+        depth = 1
+        if tail_depth > 1:
+            active = int(np.count_nonzero(counts)) + len(opened)
+            depth = tail_depth_of_round(active, nf, tail_depth, tail_fraction)
+        for i in opened:  # a frame asking for top-level parities has no range question
+            rounds[i] += 1
+        qflat, nneed = bb.round(counts, ans, depth)
+        if not (opened or nneed):
+            continue
+        # the rare part: pass openings, BICONF rounds, frames that end
+        for i in opened:  # top-level parities: of every cascade pass, or of a BICONF half
+            g, f = prog[i], frames[i]
+            ta = t_ans[i] if t_ans is not None else no_ans
+            if g.biconf_round < 0:
+                counts_i = [-(-int(e) // int(k)) for _, k, e in g.want]
+                g.tops = np.split(ta, np.cumsum(counts_i)[:-1]) if counts_i else []
+                next_action(i)
+            else:
+                pid, k, end = (int(x) for x in g.biconf_spec(f)[0])
+                g.flips_before = bb.flips(i)
+                bb.start_pass(i, pid, k, end, False, ta)
+                rerun[i] = 1
+        for j in np.flatnonzero(bb.need).tolist():
+            next_action(j)
+        while rerun.any():
+            r = rerun.copy()
+            rerun[:] = 0
+            qflat = bb.step(r, no_ans, zoff, depth)
+            for j in np.flatnonzero(r & (sc[:, _nb.SC_NA] == 0)).tolist():
+                next_action(j)
+    leaked += sc[:, _nb.SC_LEAK]
+    rounds += sc[:, _nb.SC_ROUNDS]
+    bb.finish()
+    for i, f in enumerate(frames):
+        f.leaked += int(leaked[i])
+        f.rounds += int(rounds[i])
+        f.release()
+    return trips
+
+
 def bob_reconcile(
     frames: list[BobFrame], peer: AskPeer, tail_depth: int = 1, tail_fraction: float = 0.125
 ) -> int:
@@ -1043,6 +1399,9 @@ def bob_reconcile(
         raise ConfigError(f"tail_fraction must be in [0, 1], got {tail_fraction}")
     if not frames:
         return 0
+    bb = _BobBatch.make(frames)
+    if bb is not None:
+        return _reconcile_batched(frames, peer, bb, tail_depth, tail_fraction)
     nf = len(frames)
     binary = peer.binary_answers
     prog = [_Progress(f) for f in frames]
