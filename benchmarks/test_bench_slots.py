@@ -111,3 +111,44 @@ def test_fit_clock_1e7(benchmark, method: str, capture) -> None:
     assert abs(fit.t0_ps - 6.0e11) < 5.0 and abs(fit.drift_ppm + 11.0) < 0.01
     assert abs(fit.delays_ps[4] - 900.0 * (1 - 11e-6)) < 5.0
     record_rate(benchmark, n_events=len(ev))
+
+
+N_STEP = 800_000_000  # slots: the issue's one-lane share (25 km demo link, ≈ 7.9e6 events)
+
+
+@pytest.fixture(scope="module")
+def demo_capture() -> tuple[EventChunk, np.ndarray, dict[str, object]]:
+    """The 25 km demo link (``qkdpp.engine.demo``) over 8e8 slots: Bob's events, the pilot the
+    timing stage sends (intensity classes of the first 2^21 slots as μ), the stage's arguments."""
+    from qkdpp.engine.demo import demo_config
+    from qkdpp.io.simulator import simulate_link
+
+    cfg = demo_config(N_STEP)
+    alice, bob, _ = simulate_link(cfg["simulate"]["params"], N_STEP, 7)
+    pilot = np.asarray(cfg["timing"]["mu"], np.float32)[alice.intensity[: 1 << 21]]
+    kw: dict[str, object] = {
+        "slot_ps": 1000.0,
+        "expected_offset_ps": float(bob.t_ps[0]),
+        "channels": [1, 2, 3, 4],
+    }
+    return bob, pilot, kw
+
+
+@pytest.mark.parametrize("method", ["fast", "reference"])
+def test_timing_step_8e8(benchmark, method: str, demo_capture) -> None:
+    """Bob's timing step as the stage runs it: ``fit_clock`` + ``assign_slots`` (fast path) vs
+    the reference fit + the same assignment (baseline), same group."""
+    from qkdpp.stages.timing import DEFAULT_CHANNELS
+    from qkdpp.timing.recover import assign_slots
+
+    ev, pilot, kw = demo_capture
+
+    def step():
+        fit = fit_clock(ev, pilot, method=method, **kw)
+        return assign_slots(ev, fit, dict(DEFAULT_CHANNELS), slot0=0, n_slots=N_STEP)
+
+    step()  # JIT warm-up (and the numba cache load)
+    benchmark.group = "timing-step-8e8"
+    _det, stats = benchmark.pedantic(step, rounds=5 if method == "fast" else 2)
+    assert stats.n_detections > 0.99 * len(ev) and stats.n_gated < 0.01 * len(ev)
+    record_rate(benchmark, n_events=len(ev))

@@ -37,9 +37,16 @@ and tracking corrections (to rounding; ``tests/timing/test_timing_fast.py``). In
   z-score drops ~10× and the weakest links of the timing tests would lose their peak;
 * step 3 makes two passes — the least-squares sums (about each channel's first event, so the
   centred sums need no second pass) and the tracking medians — that recompute each event's
-  slot instead of storing it, read per-channel tables indexed by the raw channel number, and
-  select each tracking block's median among the values near the previous block's median
-  (exact medians).
+  slot instead of storing it, and select each tracking block's median among the values near
+  the previous block's median (exact medians, found through bucket counts: ``_order_pair``);
+* with ≤ 4 channels (the usual detector set) the passes over the events are SIMD loops: the
+  per-channel values (phase, offset, intercept, start) come from selects among 4 candidates
+  instead of table lookups (gathers, which keep LLVM from vectorising), the sums go to lane
+  accumulators summed pairwise (``line_sums4``, ``track4``; the slot assignment's
+  ``_fused4``); the line-sum pass also checks the time order, so no separate scan reads the
+  times (an unordered chunk still fails with the same ConfigError: the steps before the line
+  sums read the events only within bounds, and any error they raise on it is re-checked).
+  More than 4 channels: the table kernels, with the order checked first. See ``docs/timing.md``.
 
 * the search range is ``expected ± max_offset_ps`` for Bob's time of slot ``expected_slot``
   (default 0); for a chunk far from slot 0 give the expectation for its own first slot — from
@@ -52,18 +59,11 @@ and tracking corrections (to rounding; ``tests/timing/test_timing_fast.py``). In
    (``double`` when different detectors clicked). The tracking correction is applied inside the
    same fused pass (``assign_merge_tracked``: no array of corrected times).
 
-Measured on the 2-core development host while other work ran (wall clock, min of 15 runs that
-alternate with the code before these changes; 25 km demo capture, expected offset = first tag):
-
-================  ===============  =============  ======================
-slots (events)    ``fit_clock``    assignment     timing stage, 2 roles
-================  ===============  =============  ======================
-4e8 (4.0e6)       79 ms (278)      21 ms (26)     119 ms (306)
-8e8 (7.9e6)       124 ms (370)     47 ms (88)     218 ms (512)
-================  ===============  =============  ======================
-
-(before in brackets). ``benchmarks/test_bench_slots.py`` (1e7 events): fast fit 14–28× the
-reference's speed in the same run, 6–10× before.
+Measured (25 km demo capture, 8e8 slots, 7.9e6 events, expected offset = first tag; thread CPU,
+best of 15 runs alternating with the code before, 2-core host shared with other work;
+``docs/timing.md``): ``fit_clock`` 73 ms (119 before), assignment 40 ms (45), the two 113 ms
+(164). ``benchmarks/test_bench_slots.py::test_timing_step_8e8``: fit + assignment 111 ms, the
+reference fit + the same assignment 2.38 s, same run.
 """
 
 from __future__ import annotations
@@ -355,7 +355,8 @@ def _fit_period_fast(
     span is found by binary search instead of a mask over all events).
     """
     n_all = tp.size
-    span_total = float(np.int64(tp[-1] - tp[0])) if n_all else 0.0
+    # (as arrays: unordered times wrap silently, then fail the span check)
+    span_total = float((tp[-1:] - tp[:1]).astype(np.int64)[0]) if n_all else 0.0
     if n_all < 50 or span_total <= 0:
         raise TimingError(f"too few events for clock recovery ({n_all})")
     t0 = tp[0]
@@ -613,17 +614,69 @@ def _fit_clock_fast(
     prediction: tuple[int, float] | None,
 ) -> ClockFit:
     ev = events if not events.flags.any() else events.photons()
-    counts, bad = _kclock.scan(ev.t_ps, ev.channel)
+    counts = _kclock.channel_counts(ev.channel)
     if channels is not None:
         want = np.zeros(256, bool)
         want[np.asarray(channels, np.uint8)] = True  # as the reference's np.isin on uint8
         if counts[~want].any():
             ev = ev.select(want[ev.channel])
-            counts, bad = _kclock.scan(ev.t_ps, ev.channel)
+            counts = _kclock.channel_counts(ev.channel)
     if len(ev) < 50:
         raise TimingError(f"too few detections for clock recovery ({len(ev)})")
+    n_ch = int(np.count_nonzero(counts))
+    if n_ch > 4:  # the general kernels: the order is checked first
+        _check_order(ev.t_ps, ev.channel)
+    # ≤ 4 channels: the line-sum pass checks the order; the steps before it read the events
+    # only within bounds whatever their order (numpy indexing, or numba kernels whose indices
+    # come from counts and ranges), so an unordered chunk can only make them raise: it is
+    # then reported as such
+    try:
+        return _fit_fast_events(
+            ev,
+            counts,
+            pilot,
+            slot_ps=slot_ps,
+            pilot_slot0=pilot_slot0,
+            expected_offset_ps=expected_offset_ps,
+            max_offset_ps=max_offset_ps,
+            max_drift_ppm=max_drift_ppm,
+            max_delay_slots=max_delay_slots,
+            corr_window_slots=corr_window_slots,
+            track_events=track_events,
+            offset_search=offset_search,
+            expected_slot=expected_slot,
+            prediction=prediction,
+        )
+    except Exception:
+        _check_order(ev.t_ps, ev.channel)
+        raise
+
+
+def _check_order(tp: np.ndarray, ch: np.ndarray) -> None:
+    """:class:`ConfigError` naming the first event earlier than its predecessor, if any."""
+    bad = int(_kclock.scan(tp, ch)[1])
     if bad >= 0:
         raise ConfigError(f"fit_clock: events must be time-ordered (event {bad} goes back)")
+
+
+def _fit_fast_events(
+    ev: EventChunk,
+    counts: np.ndarray,
+    pilot: np.ndarray,
+    *,
+    slot_ps: float,
+    pilot_slot0: int,
+    expected_offset_ps: float,
+    max_offset_ps: float,
+    max_drift_ppm: float,
+    max_delay_slots: int,
+    corr_window_slots: int,
+    track_events: int,
+    offset_search: str,
+    expected_slot: int,
+    prediction: tuple[int, float] | None,
+) -> ClockFit:
+    """:func:`_fit_clock_fast` after the channel selection (``counts``: events per channel)."""
     tp, ch = ev.t_ps, ev.channel
     tref = int(tp[0])
     utref = np.uint64(tref)
@@ -643,12 +696,8 @@ def _fit_clock_fast(
         )
     offs = np.concatenate([[0], np.cumsum([r.size for r in ranks])]).astype(np.int64)
     sel_all = _kclock.pick_ranks(ch, chans, np.concatenate(ranks).astype(np.int64), offs)
-    tau = np.empty(n_ch)
-    for c in range(n_ch):
-        sel = sel_all[offs[c] : offs[c + 1]]
-        ph = _TWO_PI * ((tp[sel] - utref).astype(np.int64) % P) / P
-        z = np.exp(1j * ph).sum()
-        tau[c] = (np.angle(z) % _TWO_PI) / _TWO_PI * P
+    z = _kclock.phase_sums(tp, utref, sel_all, offs, P)
+    tau = (np.angle(z) % _TWO_PI) / _TWO_PI * P
     # the slot of the first event if Bob's time of slot ``expected_slot`` is the expected one
     first_slot = expected_slot + (tref - expected_offset_ps) / P
     half = math.ceil(max_offset_ps / P) + 1
@@ -687,24 +736,44 @@ def _fit_clock_fast(
     ok = (idx >= 0) & (idx < pilot.size)
     score = float((kc[ok] * w[idx[ok]]).sum())
     # least-squares line t = icpt_c + slot·P2 (common slope), as the reference
-    # per-channel values as tables over the raw channel number (no lookup in the passes)
-    tau8 = _by_channel(tau, chans)
-    K8 = _by_channel(Ks, chans)
-    x0, y0, sx, sy, sxy_c, sxx_c = (
-        v[chans] for v in _kclock.line_sums(tp, utref, ch, chans, tau8, P, K8)
-    )
     nn = counts[chans].astype(np.float64)
-    xm = x0 + sx / nn
-    ym = y0 + sy / nn
-    sxy = float((sxy_c - sx * sy / nn).sum())
-    sxx = float((sxx_c - sx * sx / nn).sum())
-    dP = float(sxy / sxx) if sxx > 0 else 0.0
-    P2 = P + dP
-    icpt = ym - dP * xm
     nb = max(1, n_ev // track_events)
     edges = np.linspace(0, n_ev, nb + 1).astype(np.int64)
     tt = (tp[edges[:-1]] - utref).astype(np.int64).astype(np.float64)
-    corr, ss = _kclock.track(tp, utref, ch, tau8, P, K8, _by_channel(icpt, chans), P2, edges)
+    if n_ch <= 4:
+        # SIMD kernels: per-channel values by selects over the (padded) channel list
+        cs = np.full(4, _kclock.NO_CHANNEL, np.int64)
+        cs[:n_ch] = chans
+        tau4 = np.zeros(4)
+        tau4[:n_ch] = tau
+        K4 = np.zeros(4, np.int64)
+        K4[:n_ch] = Ks
+        x0, y0, sx, sy, sxy_t, sxx_t, back = _kclock.line_sums4(tp, utref, ch, cs, tau4, K4, P)
+        if back:
+            _check_order(tp, ch)
+        x0, y0, sx, sy = x0[:n_ch], y0[:n_ch], sx[:n_ch], sy[:n_ch]
+        sxy = float(sxy_t - (sx * sy / nn).sum())
+        sxx = float(sxx_t - (sx * sx / nn).sum())
+    else:
+        # per-channel values as tables over the raw channel number (no lookup in the passes)
+        tau8 = _by_channel(tau, chans)
+        K8 = _by_channel(Ks, chans)
+        x0, y0, sx, sy, sxy_c, sxx_c = (
+            v[chans] for v in _kclock.line_sums(tp, utref, ch, chans, tau8, P, K8)
+        )
+        sxy = float((sxy_c - sx * sy / nn).sum())
+        sxx = float((sxx_c - sx * sx / nn).sum())
+    xm = x0 + sx / nn
+    ym = y0 + sy / nn
+    dP = float(sxy / sxx) if sxx > 0 else 0.0
+    P2 = P + dP
+    icpt = ym - dP * xm
+    if n_ch <= 4:
+        icpt4 = np.zeros(4)
+        icpt4[:n_ch] = icpt
+        corr, ss = _kclock.track4(tp, utref, ch, cs, tau4, K4, icpt4, P, P2, edges)
+    else:
+        corr, ss = _kclock.track(tp, utref, ch, tau8, P, K8, _by_channel(icpt, chans), P2, edges)
     delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
     return ClockFit(
         t0_ps=tref + float(icpt[0]),
@@ -811,7 +880,7 @@ def assign_slots(
     if n_slots is None:
         n_slots = int(ss[-1]) + 1 - slot0 if ss.size else 0
     det = BobDetections(slot0, int(n_slots), ss, b, v, d)
-    stats = SlotStats(len(ev), n_gated, n_outside, int(ss.size), int(d.sum()))
+    stats = SlotStats(len(ev), n_gated, n_outside, int(ss.size), int(np.count_nonzero(d)))
     return det, stats
 
 

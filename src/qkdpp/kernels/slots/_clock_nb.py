@@ -10,7 +10,9 @@ Conventions: ``tp`` are event times in ps (``uint64``, non-decreasing) and ``tre
 sorted list of channels present (``int64``, −1 for channels not fitted). The slot of an event
 relative to the first one is ``k = floor((t − tau[c]) / P + 0.5)``, bit for bit the reference's
 expression. Sums over all events are accumulated in blocks of :data:`_BLK` (then summed) so
-that their rounding error stays near that of NumPy's pairwise sums.
+that their rounding error stays near that of NumPy's pairwise sums; the SIMD kernels for ≤ 4
+channels (``*4``) accumulate in :data:`_SUB` lanes (lane ``j`` adds the ``j``-th event of every
+sub-block of :data:`_SUB` events, in order), summed pairwise every :data:`_BLK` events.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from qkdpp._numba import njit
 
 _BLK = 4096
+_SUB = 128  # events per SIMD sub-block / lane accumulators (a power of two ≥ 8; _BLK % _SUB == 0)
 
 
 @njit
@@ -35,6 +38,24 @@ def scan(tp, ch):
         if bad < 0 and i > 0 and tp[i] < tp[i - 1]:
             bad = i
     return counts, bad
+
+
+@njit
+def channel_counts(ch):
+    """Events per channel number (``int64[256]``): :func:`scan` without the order check, which
+    then reads only the channels (4 interleaved histograms, no chain of increments through one
+    counter)."""
+    h = np.zeros((4, 256), np.int64)
+    n = ch.shape[0]
+    n4 = n - n % 4
+    for i in range(0, n4, 4):
+        h[0, ch[i]] += 1
+        h[1, ch[i + 1]] += 1
+        h[2, ch[i + 2]] += 1
+        h[3, ch[i + 3]] += 1
+    for i in range(n4, n):
+        h[0, ch[i]] += 1
+    return (h[0] + h[1]) + (h[2] + h[3])
 
 
 _NTAB = 1024
@@ -87,6 +108,38 @@ def coherence(t, ci, n_ch, periods):
                 sn[p] += stab[k] * c1 + ctab[k] * s1
         for p in range(npd):
             out[p] += math.hypot(cs[p], sn[p])
+    return out
+
+
+@njit
+def phase_sums(tp, tref, idx, offs, P):
+    """``Σ_j exp(2πi (t_j mod P) / P)`` over the events ``idx[offs[c]:offs[c+1]]`` of each
+    channel ``c`` (``t = int64(tp − tref) ≥ 0``; ``complex128``): the per-channel phase sums of
+    the fit. ``exp`` by the table-plus-Taylor sincos of :func:`coherence` (error < 1e-16);
+    ``t mod P`` by ``%`` (exact for ``t ≥ 0``, as NumPy's). Oracle:
+    ``np.exp(2j·π·(t[sel] % P) / P).sum()`` (the reference fit's expression; the two differ by
+    rounding, ~1e-16 per term)."""
+    n_ch = offs.shape[0] - 1
+    out = np.zeros(n_ch, np.complex128)
+    ctab = _COS_TAB
+    stab = _SIN_TAB
+    tv = np.empty(idx.shape[0], np.uint64)
+    for j in range(idx.shape[0]):  # the scattered reads first, independent of each other
+        tv[j] = tp[idx[j]]
+    for c in range(n_ch):
+        cs = 0.0
+        sn = 0.0
+        for j in range(offs[c], offs[c + 1]):
+            q = (float(np.int64(tv[j] - tref)) % P) / P
+            m = q * _NTAB
+            k = np.int64(m + 0.5)
+            th = (m - k) * (2 * math.pi / _NTAB)
+            t2 = th * th
+            c1 = 1.0 - t2 * (0.5 - t2 * (1.0 / 24))
+            s1 = th * (1.0 - t2 * ((1.0 / 6) - t2 * (1.0 / 120)))
+            cs += ctab[k] * c1 - stab[k] * s1
+            sn += stab[k] * c1 + ctab[k] * s1
+        out[c] = complex(cs, sn)
     return out
 
 
@@ -149,24 +202,50 @@ def window_slots(tp, tref, ch, lut, tau, P, main, window):
     return ks[:m], cnt[:m]
 
 
+@njit(inline="always")
+def _whole(k, base, n_lags, n):
+    """Whether every lag of the event at slot ``k`` meets ``w`` (``n`` long)."""
+    return k + base >= 0 and k + base + n_lags <= n
+
+
 @njit
 def lag_scores(ks, cnt, w, base, n_lags):
     """``out[l] = Σ_j cnt_j · w[ks_j + base + l]`` for ``l = 0 … n_lags − 1``, terms whose index
     falls outside ``w`` omitted (float64). The inner loop runs over the lags (contiguous slices,
-    SIMD); each score adds its terms in the order of ``ks``."""
+    SIMD); four events whose lags all meet ``w`` go through ``out`` together (a quarter of the
+    loads and stores of ``out``); each score still adds its terms one by one in the order of
+    ``ks``, so the result is bit for bit the one-event-at-a-time sum."""
     out = np.zeros(n_lags)
     n = w.shape[0]
-    for j in range(ks.shape[0]):
+    m = ks.shape[0]
+    j = 0
+    while j < m:
+        if (
+            j + 4 <= m
+            and _whole(ks[j], base, n_lags, n)
+            and _whole(ks[j + 1], base, n_lags, n)
+            and _whole(ks[j + 2], base, n_lags, n)
+            and _whole(ks[j + 3], base, n_lags, n)
+        ):
+            a = w[ks[j] + base : ks[j] + base + n_lags]
+            b = w[ks[j + 1] + base : ks[j + 1] + base + n_lags]
+            c = w[ks[j + 2] + base : ks[j + 2] + base + n_lags]
+            d = w[ks[j + 3] + base : ks[j + 3] + base + n_lags]
+            ca, cb, cc, cd = cnt[j], cnt[j + 1], cnt[j + 2], cnt[j + 3]
+            for x in range(n_lags):
+                out[x] = (((out[x] + ca * a[x]) + cb * b[x]) + cc * c[x]) + cd * d[x]
+            j += 4
+            continue
         i0 = ks[j] + base
         l0 = max(0, -i0)
         l1 = min(n_lags, n - i0)
-        if l1 <= l0:
-            continue
-        c = cnt[j]
-        src = w[i0 + l0 : i0 + l1]
-        dst = out[l0:l1]
-        for x in range(l1 - l0):
-            dst[x] += c * src[x]
+        if l1 > l0:
+            cj = cnt[j]
+            src = w[i0 + l0 : i0 + l1]
+            dst = out[l0:l1]
+            for x in range(l1 - l0):
+                dst[x] += cj * src[x]
+        j += 1
     return out
 
 
@@ -211,19 +290,31 @@ def range_sums(w, a, b):
 
 @njit
 def centre(pilot, mean):
-    """``w = float64(pilot) − mean`` and ``Σ w²``, ``min w``, ``max w`` in one pass."""
+    """``w = float64(pilot) − mean`` and ``Σ w²``, ``min w``, ``max w``: SIMD passes, the sum in
+    :data:`_SUB` lanes (summed pairwise), the extremes lane-wise (exact)."""
     n = pilot.shape[0]
     w = np.empty(n)
-    ss = 0.0
-    lo = np.inf
-    hi = -np.inf
-    for i in range(n):
-        v = np.float64(pilot[i]) - mean
-        w[i] = v
-        ss += v * v
-        lo = min(lo, v)
-        hi = max(hi, v)
-    return w, ss, lo, hi
+    for i in range(n):  # SIMD
+        w[i] = np.float64(pilot[i]) - mean
+    lanes = np.zeros((1, _SUB))
+    acc = lanes[0]
+    lo = np.full(_SUB, np.inf)
+    hi = np.full(_SUB, -np.inf)
+    n_full = n - n % _SUB
+    for r in range(0, n_full, _SUB):
+        seg = w[r : r + _SUB]
+        for j in range(_SUB):  # SIMD across lanes
+            v = seg[j]
+            acc[j] += v * v
+            lo[j] = min(lo[j], v)
+            hi[j] = max(hi[j], v)
+    for i in range(n_full, n):
+        v = w[i]
+        acc[0] += v * v
+        lo[0] = min(lo[0], v)
+        hi[0] = max(hi[0], v)
+    _halve(lanes, _SUB)
+    return w, _sum8(acc), lo.min(), hi.max()
 
 
 @njit
@@ -370,11 +461,73 @@ def _select(a, n, k):
     return a[k]
 
 
+_NB = 64  # buckets of the bracketed median select
+
+
+@njit(inline="always")
+def _bucket(v: float, lo_v: float, scale: float) -> int:
+    """Bucket of ``v ≥ lo_v``: ``min(int((v − lo_v)·scale), 63)``, non-decreasing in ``v``."""
+    b = int((v - lo_v) * scale)
+    return b if b < _NB else _NB - 1
+
+
+@njit
+def _order_pair(tmp, m, r_lo, r_hi, lo_v, hi_v, sel):
+    """The ``r_lo``-th and ``r_hi``-th smallest (``r_lo ≤ r_hi``) of ``tmp[:m]``, all in
+    ``[lo_v, hi_v]`` (finite, ``lo_v < hi_v``), ``tmp`` unchanged; ``sel`` scratch of ``m``.
+
+    Each value goes to bucket ``min(int((v − lo_v)·64 / (hi_v − lo_v)), 63)``: a non-decreasing
+    function of ``v`` (each rounding is monotone), so every value of a lower bucket is ≤ every
+    value of a higher one and the order statistics are found from the bucket counts; only the
+    buckets between the two wanted ranks are copied to ``sel`` and sorted (a few values in a
+    ~6σ bracket; a select when they are many, e.g. ties)."""
+    scale = _NB / (hi_v - lo_v)
+    hist = np.zeros(_NB, np.int64)
+    for i in range(m):
+        hist[_bucket(tmp[i], lo_v, scale)] += 1
+    base = 0  # values in the buckets below b_lo
+    b_lo = 0
+    while base + hist[b_lo] <= r_lo:
+        base += hist[b_lo]
+        b_lo += 1
+    b_hi = b_lo
+    cum = base + hist[b_lo]
+    while cum <= r_hi:
+        b_hi += 1
+        cum += hist[b_hi]
+    s = 0
+    for i in range(m):
+        v = tmp[i]
+        b = _bucket(v, lo_v, scale)
+        if b_lo <= b <= b_hi:
+            sel[s] = v
+            s += 1
+    if s > 48:  # crowded buckets (ties): select instead of sorting
+        hi_val = _select(sel, s, r_hi - base)
+        lo_val = hi_val
+        if r_lo < r_hi:  # the largest of sel[:r_hi − base] (all ≤ hi_val)
+            lo_val = sel[0]
+            for i in range(1, r_hi - base):
+                if sel[i] > lo_val:
+                    lo_val = sel[i]
+        return lo_val, hi_val
+    for i in range(1, s):  # insertion sort
+        v = sel[i]
+        j = i - 1
+        while j >= 0 and sel[j] > v:
+            sel[j + 1] = sel[j]
+            j -= 1
+        sel[j + 1] = v
+    return sel[r_lo - base], sel[r_hi - base]
+
+
 @njit
 def _median_in(a, n, lo_v, hi_v, tmp):
     """Median of ``a[:n]`` selected among its values in ``[lo_v, hi_v]`` (copied to ``tmp``;
     ``a`` unchanged). Returns ``(median, m)``, ``m`` the number of values in the bracket, or
-    ``(nan, −1)`` when the bracket misses the middle order statistics."""
+    ``(nan, −1)`` when the bracket misses the middle order statistics. With ``len(tmp) ≥ 2n``
+    and ≥ 64 values in a finite bracket the two middle values come from :func:`_order_pair`
+    (second half of ``tmp`` as its scratch), else from a quickselect of ``tmp[:m]``."""
     below = 0
     m = 0
     for i in range(n):  # branch-free: the store is always done, the count only advanced
@@ -387,6 +540,10 @@ def _median_in(a, n, lo_v, hi_v, tmp):
     kk = k - below  # k-th smallest overall is the kk-th of tmp[:m]
     if below > k0 or below + m <= k or (n % 2 == 0 and kk == 0):
         return np.nan, -1
+    width = hi_v - lo_v
+    if m >= 64 and tmp.shape[0] >= 2 * n and width > 0 and math.isfinite(width):
+        lo_val, kth = _order_pair(tmp, m, kk - 1 if n % 2 == 0 else kk, kk, lo_v, hi_v, tmp[n:])
+        return (kth if n % 2 == 1 else (lo_val + kth) / 2), m
     kth = _select(tmp, m, kk)
     if n % 2 == 1:
         return kth, m
@@ -443,6 +600,159 @@ def median_near(a, n, lo_v, hi_v, tmp):
     return med, m
 
 
+@njit(inline="always")
+def _pick(c, c1, c2, c3, v0, v1, v2, v3):
+    """``v1``/``v2``/``v3`` when ``c`` is ``c1``/``c2``/``c3``, else ``v0``: a per-channel value
+    by selects (vectorisable, where a table lookup — a gather — keeps LLVM from vectorising)."""
+    v = v0
+    v = v1 if c == c1 else v
+    v = v2 if c == c2 else v
+    v = v3 if c == c3 else v
+    return v
+
+
+@njit(inline="always")
+def _halve(a, m):
+    """Pairwise sums in place: each row of ``a`` (``m`` a power of two ≥ 8 columns) folded in
+    halves (``a[:, j] += a[:, j + h]``, SIMD) down to its first 8 columns."""
+    h = m
+    while h > 8:
+        h >>= 1
+        for q in range(a.shape[0]):
+            row = a[q]
+            for j in range(h):
+                row[j] += row[j + h]
+
+
+@njit(inline="always")
+def _sum8(r):
+    return ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+
+
+NO_CHANNEL = 256  # pads the channel list of the ≤ 4-channel kernels (no uint8 equals it)
+
+
+@njit
+def line_sums4(tp, tref, ch, cs, tau4, K4, P):
+    """:func:`line_sums` for at most 4 channels, vectorised: ``cs`` (``int64[4]``) the channel
+    numbers, padded with :data:`NO_CHANNEL`; ``tau4``/``K4`` their phases and offsets; every
+    event's channel must be one of ``cs``. Returns per entry of ``cs`` the pivot ``x0``, ``y0``
+    and ``Σx'``, ``Σy'`` (``float64[4]``), and ``Σx'y'``, ``Σx'²`` summed over the channels
+    (all the fit uses: ``Σ_c Σ(x−x̄)(y−ȳ) = Σx'y' − Σ_c Σx'Σy'/n_c``), and whether any event
+    is earlier than its predecessor (the fit's order check, done here in the same pass).
+
+    Per sub-block of :data:`_SUB` events one SIMD loop computes the slots (per-channel values
+    by :func:`_pick`) and adds each event's terms to ``_SUB`` lane accumulators (lane ``j``
+    sums the sub-blocks' ``j``-th events in order; ``Σx'`` in exact ``int64``); every
+    :data:`_BLK` events the lanes are summed pairwise (:func:`_halve`) into the totals.
+    Same slots as :func:`line_sums`; the sums differ only by rounding order (~1e-16 relative).
+    """
+    c0, c1, c2, c3 = cs[0], cs[1], cs[2], cs[3]
+    ta, tb, tc, td = tau4[0], tau4[1], tau4[2], tau4[3]
+    ka, kb, kc, kd = K4[0], K4[1], K4[2], K4[3]
+    n = tp.shape[0]
+    x0 = np.zeros(4)
+    y0 = np.zeros(4)
+    seen = np.zeros(4, np.bool_)
+    need = 0
+    for k in range(4):
+        need += cs[k] != NO_CHANNEL
+    for i in range(n):  # pivots: each channel's first event
+        if need == 0:
+            break
+        c = np.int64(ch[i])
+        for k in range(4):
+            if c == cs[k] and not seen[k]:
+                seen[k] = True
+                need -= 1
+                t = np.int64(tp[i] - tref)
+                x = float(_slot(t, tau4[k], P, K4[k]))
+                x0[k] = x
+                y0[k] = t - x * P
+    xa, xb, xc, xd = x0[0], x0[1], x0[2], x0[3]
+    ya, yb, yc, yd = y0[0], y0[1], y0[2], y0[3]
+    lanes = np.zeros((6, _SUB))  # Σx'y', Σx'², Σy' of cs[0] … cs[3]
+    tot = np.zeros(10)  # the same six, then Σx' of cs[0] … cs[3]
+    done = 0
+    back = 0  # events earlier than their predecessor
+    for i in range(0, n, _SUB):
+        m = min(_SUB, n - i)
+        tpb = tp[i : i + m]
+        chb = ch[i : i + m]
+        if i > 0:
+            back += tpb[0] < tp[i - 1]
+        for j in range(1, m):  # SIMD
+            back += tpb[j] < tpb[j - 1]
+        pxy = lanes[0]
+        pxx = lanes[1]
+        s0 = lanes[2]
+        s1 = lanes[3]
+        s2 = lanes[4]
+        s3 = lanes[5]
+        i0 = np.int64(0)
+        i1 = np.int64(0)
+        i2 = np.int64(0)
+        i3 = np.int64(0)
+        for j in range(m):  # SIMD
+            c = np.int64(chb[j])
+            t = np.int64(tpb[j] - tref)
+            tau = _pick(c, c1, c2, c3, ta, tb, tc, td)
+            kk = _pick(c, c1, c2, c3, ka, kb, kc, kd)
+            x = float(np.int64(math.floor((t - tau) / P + 0.5)) + kk)  # _slot
+            dx = x - _pick(c, c1, c2, c3, xa, xb, xc, xd)
+            dy = (t - x * P) - _pick(c, c1, c2, c3, ya, yb, yc, yd)
+            pxy[j] += dx * dy
+            pxx[j] += dx * dx
+            s0[j] += dy if c == c0 else 0.0
+            s1[j] += dy if c == c1 else 0.0
+            s2[j] += dy if c == c2 else 0.0
+            s3[j] += dy if c == c3 else 0.0
+            di = np.int64(dx)
+            i0 += di if c == c0 else 0
+            i1 += di if c == c1 else 0
+            i2 += di if c == c2 else 0
+            i3 += di if c == c3 else 0
+        tot[6] += float(i0)
+        tot[7] += float(i1)
+        tot[8] += float(i2)
+        tot[9] += float(i3)
+        done += m
+        if done % _BLK == 0 or done == n:
+            _halve(lanes, _SUB)
+            for q in range(6):
+                tot[q] += _sum8(lanes[q])
+            lanes[:] = 0.0
+    return x0, y0, tot[6:10].copy(), tot[2:6].copy(), tot[0], tot[1], back > 0
+
+
+@njit
+def _block_ss(buf, m, med, lanes):
+    """``Σ (buf[:m] − med)²`` in ``_SUB`` lanes (SIMD), summed pairwise."""
+    acc = lanes[0]
+    acc[:] = 0.0
+    for r in range(0, m, _SUB):
+        w = min(_SUB, m - r)
+        src = buf[r : r + w]
+        for j in range(w):
+            d = src[j] - med
+            acc[j] += d * d
+    _halve(lanes, _SUB)
+    return _sum8(acc)
+
+
+@njit(inline="always")
+def _track_step(buf, m, lo_v, hi_v, tmp, lanes):
+    """One tracking block's median (bracketed by ``[lo_v, hi_v]``), Σ of squared deviations
+    and the next block's bracket (see :func:`track`)."""
+    med, m_in = median_near(buf, m, lo_v, hi_v, tmp)
+    bs = _block_ss(buf, m, med, lanes)
+    if m_in >= 16:
+        half = 3.0 * math.sqrt(m) * (hi_v - lo_v) / m_in
+    else:
+        half = 8.0 * math.sqrt(bs / m) / math.sqrt(m)
+    return med, bs, med - half, med + half
+
+
 @njit
 def track(tp, tref, ch, tau8, P, K8, icpt8, P2, edges):
     """Median residual per block ``[edges[b], edges[b+1])`` and Σ of squared tracked residuals.
@@ -452,12 +762,16 @@ def track(tp, tref, ch, tau8, P, K8, icpt8, P2, edges):
     block's median is selected within a bracket around the previous block's median,
     ``±3·√m / density`` (``density`` = values per ps in the previous bracket; ±8·rms/√m
     after a miss): ~6 standard deviations of a block median, so the bracket holds ~6·√m
-    values and rarely misses (then :func:`median_bracket`). The medians are exact either way.
+    values and rarely misses (then :func:`median_bracket`). The medians are exact either way
+    (bucketed select, :func:`_order_pair`). :func:`track4` is the same for ≤ 4 channels with
+    a SIMD residual loop.
     """
     nb = edges.shape[0] - 1
     corr = np.empty(nb)
-    buf = np.empty(max(1, np.max(edges[1:] - edges[:-1])))
-    tmp = np.empty_like(buf)
+    width = max(1, np.max(edges[1:] - edges[:-1]))
+    buf = np.empty(width)
+    tmp = np.empty(2 * width)
+    lanes = np.zeros((1, _SUB))
     ss = 0.0
     lo_v = np.inf  # no guess for the first block: an empty bracket misses
     hi_v = -np.inf
@@ -466,26 +780,53 @@ def track(tp, tref, ch, tau8, P, K8, icpt8, P2, edges):
         e0 = edges[b]
         tpb = tp[e0 : e0 + m]
         chb = ch[e0 : e0 + m]
-        for j in range(m):  # SIMD: tables indexed by the raw channel, no indirection
+        for j in range(m):
             c = chb[j]
             t = np.int64(tpb[j] - tref)
             buf[j] = t - icpt8[c] - float(_slot(t, tau8[c], P, K8[c])) * P2
         if m == 0:
             corr[b] = np.nan
             continue
-        med, m_in = median_near(buf, m, lo_v, hi_v, tmp)
-        corr[b] = med
-        bs = 0.0
-        for j in range(m):
-            d = buf[j] - med
-            bs += d * d
+        corr[b], bs, lo_v, hi_v = _track_step(buf, m, lo_v, hi_v, tmp, lanes)
         ss += bs
-        if m_in >= 16:
-            half = 3.0 * math.sqrt(m) * (hi_v - lo_v) / m_in
-        else:
-            half = 8.0 * math.sqrt(bs / m) / math.sqrt(m)
-        lo_v = med - half
-        hi_v = med + half
+    return corr, ss
+
+
+@njit
+def track4(tp, tref, ch, cs, tau4, K4, icpt4, P, P2, edges):
+    """:func:`track` for at most 4 channels (``cs``, ``tau4``, ``K4``, ``icpt4`` as in
+    :func:`line_sums4`): the residual loop is SIMD (per-channel values by :func:`_pick`).
+    Same residuals, hence the same medians, as :func:`track`."""
+    c1, c2, c3 = cs[1], cs[2], cs[3]
+    ta, tb, tc, td = tau4[0], tau4[1], tau4[2], tau4[3]
+    ka, kb, kc, kd = K4[0], K4[1], K4[2], K4[3]
+    qa, qb, qc, qd = icpt4[0], icpt4[1], icpt4[2], icpt4[3]
+    nb = edges.shape[0] - 1
+    corr = np.empty(nb)
+    width = max(1, np.max(edges[1:] - edges[:-1]))
+    buf = np.empty(width)
+    tmp = np.empty(2 * width)
+    lanes = np.zeros((1, _SUB))
+    ss = 0.0
+    lo_v = np.inf
+    hi_v = -np.inf
+    for b in range(nb):
+        m = edges[b + 1] - edges[b]
+        e0 = edges[b]
+        tpb = tp[e0 : e0 + m]
+        chb = ch[e0 : e0 + m]
+        for j in range(m):  # SIMD
+            c = np.int64(chb[j])
+            t = np.int64(tpb[j] - tref)
+            tau = _pick(c, c1, c2, c3, ta, tb, tc, td)
+            kk = _pick(c, c1, c2, c3, ka, kb, kc, kd)
+            q = _pick(c, c1, c2, c3, qa, qb, qc, qd)
+            buf[j] = t - q - float(np.int64(math.floor((t - tau) / P + 0.5)) + kk) * P2
+        if m == 0:
+            corr[b] = np.nan
+            continue
+        corr[b], bs, lo_v, hi_v = _track_step(buf, m, lo_v, hi_v, tmp, lanes)
+        ss += bs
     return corr, ss
 
 

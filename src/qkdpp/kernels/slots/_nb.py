@@ -177,6 +177,138 @@ def _fused(
     return k + 1, gated, outside, bad
 
 
+_SUB = 512  # events per sub-block of :func:`_fused4` (its scratch stays in L1)
+_NO_CHANNEL = 256  # pads the channel list of :func:`_fused4` (no uint8 equals it)
+
+
+@njit
+def _fused4(
+    tp,
+    tref,
+    tb,
+    shift,
+    ch,
+    cs,
+    st4,
+    dflt,
+    inv_period,
+    period,
+    half_gate,
+    bmap,
+    vmap,
+    lo,
+    hi,
+    o_s,
+    o_b,
+    o_v,
+    o_d,
+):
+    """:func:`_fused` when the start table is ``dflt`` but for the channels ``cs`` (≤ 4,
+    padded with :data:`_NO_CHANNEL`, values ``st4``): per sub-block of :data:`_SUB` events,
+    (1) each event's tracking shift — one for the whole sub-block when its times lie within
+    the current block's bounds (else looked up event by event, exactly as :func:`_fused`),
+    (2) slot and gate in a SIMD loop (the start by selects, not a table lookup), (3) range,
+    order and merge in event order. Same results as :func:`_fused` bit for bit, except that
+    ``o_d`` must come zeroed (only doubles are written: the pages of a fresh ``np.zeros`` are
+    then never touched for the others)."""
+    c0, c1, c2, c3 = cs[0], cs[1], cs[2], cs[3]
+    v0, v1, v2, v3 = st4[0], st4[1], st4[2], st4[3]
+    k = -1
+    gated = 0
+    outside = 0
+    bad = -1
+    fcode = 0
+    last = np.int64(-(2**62))
+    m_tr = tb.shape[0]
+    exact = np.int64(2**53)
+    cur = exact if m_tr else np.int64(-(2**63))
+    nxt = -exact if m_tr else np.int64(2**63 - 1)
+    sh = np.int64(0)
+    sb = np.empty(_SUB, np.int64)
+    kb = np.empty(_SUB, np.bool_)
+    shb = np.empty(_SUB, np.int64)
+    n = tp.shape[0]
+    for i0 in range(0, n, _SUB):
+        m = min(_SUB, n - i0)
+        tpb = tp[i0 : i0 + m]
+        chb = ch[i0 : i0 + m]
+        tmin = np.int64(2**63 - 1)
+        tmax = np.int64(-(2**63))
+        for j in range(m):  # SIMD
+            t = np.int64(tpb[j] - tref)
+            tmin = min(tmin, t)
+            tmax = max(tmax, t)
+        if tmin >= cur and tmax < nxt:
+            shb[:m] = sh
+        else:
+            for j in range(m):
+                t = np.int64(tpb[j] - tref)
+                if t >= nxt or t < cur:
+                    if t >= exact or t < -exact:
+                        return -2, gated, outside, bad
+                    q = max(int(np.searchsorted(tb, t, side="right")) - 1, 0)
+                    cur = max(tb[q], -exact) if q > 0 else -exact
+                    nxt = min(tb[q + 1], exact) if q + 1 < m_tr else exact
+                    sh = shift[q]
+                shb[j] = sh
+        for j in range(m):  # SIMD
+            c = np.int64(chb[j])
+            t = np.int64(tpb[j] - tref) - shb[j]
+            st = dflt
+            st = v0 if c == c0 else st
+            st = v1 if c == c1 else st
+            st = v2 if c == c2 else st
+            st = v3 if c == c3 else st
+            x = (t - st) * inv_period
+            sf = math.floor(x + 0.5)
+            kb[j] = not (abs((x - sf) * period) > half_gate)
+            sb[j] = sf
+        for j in range(m):
+            c = chb[j]
+            b = bmap[c]
+            if b == UNMAPPED and bad < 0:
+                bad = i0 + j
+            if not kb[j]:
+                gated += 1
+                continue
+            s = sb[j]
+            if s < lo or s >= hi:
+                outside += 1
+                continue
+            if s < last:
+                return -1, gated, outside, bad  # not slot-ordered: caller sorts
+            v = vmap[c]
+            code = np.int16(b) * 2 + v
+            if s != last:
+                k += 1
+                o_s[k] = s
+                o_b[k] = b
+                o_v[k] = v
+                fcode = code
+                last = s
+            elif code != fcode:
+                o_d[k] = 1  # o_d comes zeroed
+    return k + 1, gated, outside, bad
+
+
+def _start_selects(start: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(cs, st4, dflt)`` for :func:`_fused4` when ``start`` (float64[256]) is one value but
+    for at most 4 channels (as :func:`qkdpp.timing.recover.assign_slots` builds it), else
+    ``None``."""
+    if not np.isfinite(start).all():
+        return None
+    vals, counts = np.unique(start, return_counts=True)
+    dflt = float(vals[int(np.argmax(counts))])
+    special = np.flatnonzero(start != dflt)
+    if special.size > 4:
+        return None
+    cs = np.full(4, _NO_CHANNEL, np.int64)
+    cs[: special.size] = special
+    st4 = np.full(4, dflt)
+    st4[: special.size] = start[special]
+    return cs, st4, dflt
+
+
 def _assign_merge_times(
     tp: np.ndarray,
     tref: np.uint64,
@@ -198,14 +330,9 @@ def _assign_merge_times(
     o_s = np.empty(n, np.int64)
     o_b = np.empty(n, np.uint8)
     o_v = np.empty(n, np.uint8)
-    o_d = np.empty(n, np.uint8)
-    k, gated, outside, bad = _fused(
-        tp,
-        tref,
-        tb,
-        shift,
-        ch,
-        start,
+    # zeros: the kernels write only the doubles (fresh zero pages are never touched otherwise)
+    o_d = np.zeros(n, np.uint8)
+    tail = (
         float(inv_period),
         float(period),
         float(half_gate),
@@ -218,6 +345,11 @@ def _assign_merge_times(
         o_v,
         o_d,
     )
+    sel = _start_selects(start)
+    if sel is not None:  # the usual table: SIMD kernel
+        k, gated, outside, bad = _fused4(tp, tref, tb, shift, ch, *sel, *tail)
+    else:
+        k, gated, outside, bad = _fused(tp, tref, tb, shift, ch, start, *tail)
     if k < 0:
         return None
     return o_s[:k], o_b[:k], o_v[:k], o_d[:k], int(gated), int(outside), int(bad)
