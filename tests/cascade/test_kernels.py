@@ -252,9 +252,27 @@ def test_task_sort_is_stable_like_numpy(keys: list[int], spare: int) -> None:
     """The step's natural merge sort of parked tasks orders them as a stable sort (ties by
     position)."""
     m = len(keys)
-    srt = np.full((4, m + 1 + spare), -7, dtype=np.int64)
+    srt = np.full((_nb.SORT_ROWS, m + 1 + spare), -7, dtype=np.int64)
     srt[0, :m] = keys
-    row = _nb._sort_index(srt, m)
-    assert row in (1, 2)
+    o = _nb._sort_pairs(srt, m)
+    assert o in (0, 2)
     want = np.argsort(np.array(keys, dtype=np.int64), kind="stable")
-    assert srt[row, :m].tolist() == want.tolist()
+    assert srt[o + 1, :m].tolist() == want.tolist()
+    assert srt[o, :m].tolist() == sorted(keys)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_clear_dirty_zeroes_exactly_the_flagged_pages(seed: int) -> None:
+    """Flagged pages (runs of them, the last one short) are zeroed and unflagged; the other
+    pages keep their bytes."""
+    rng = np.random.default_rng(seed)
+    ps = 1 << _nb.PAGE_SHIFT
+    node = rng.integers(1, 256, 9 * ps + 123, dtype=np.uint8)
+    dirty = (rng.random((node.size >> _nb.PAGE_SHIFT) + 1) < 0.5).astype(np.uint8)
+    dirty[-1] = 1
+    before = node.copy()
+    flagged = np.repeat(dirty, ps)[: node.size].astype(bool)
+    _nb.clear_dirty(node, dirty)
+    assert not dirty.any()
+    assert not node[flagged].any()
+    assert np.array_equal(node[~flagged], before[~flagged])

@@ -391,7 +391,7 @@ class _CompiledBob:
         self._wait = [np.empty((cap, 6), dtype=np.int64) for _ in range(2)]
         self._qs = [np.empty((cap, 3), dtype=np.int64) for _ in range(2)]
         self._hp = np.empty((64, 4), dtype=np.int64)
-        self._sort = np.empty((4, cap), dtype=np.int64)
+        self._sort = np.empty((_nb.SORT_ROWS, cap), dtype=np.int64)
         self._buf = 0
         self._args: list[Any] | None = None
 
@@ -549,7 +549,7 @@ class _CompiledBob:
         ``depth``: tail acceleration (levels per BINARY round trip; 1 = off)."""
         b = self._buf = 1 - self._buf
         if self._sort.shape[1] <= self.parked.shape[0]:
-            self._sort = np.empty((4, 2 * self.parked.shape[0] + 1), dtype=np.int64)
+            self._sort = np.empty((_nb.SORT_ROWS, 2 * self.parked.shape[0] + 1), dtype=np.int64)
         a = self._args
         if a is None:
             a = self._args = self._step_args()
