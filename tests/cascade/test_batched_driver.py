@@ -11,7 +11,6 @@ from qkdpp.kernels.cascade import (
     VARIANTS,
     AliceBatch,
     AliceFrame,
-    AliceOracle,
     BobFrame,
     PassShuffles,
     bob_reconcile,
@@ -19,25 +18,7 @@ from qkdpp.kernels.cascade import (
     get_variant,
 )
 
-
-class Recording(AliceOracle):
-    """Oracle that records every question and answer."""
-
-    def __init__(self, alices: list[AliceFrame]) -> None:
-        super().__init__(alices)
-        self.log: list[list] = []
-
-    def exchange(self, tops, asks):  # type: ignore[no-untyped-def]
-        t_out, q_out = super().exchange(tops, asks)
-        self.log.append(
-            [
-                [t.tolist() for t in tops],
-                [q.tolist() for q in asks],
-                [o.tolist() for o in t_out],
-                [o.tolist() for o in q_out],
-            ]
-        )
-        return t_out, q_out
+from .test_engine import RecordingOracle
 
 
 def mixed_batch(variant: str, seed: int):  # type: ignore[no-untyped-def]
@@ -71,7 +52,7 @@ def test_batched_driver_equals_per_frame_driver(variant: str, tail: int, monkeyp
         if batched:
             assert engine._BobBatch.make(bobs) is not None  # the batched path runs
             alices, bobs, truth = mixed_batch(variant, seed=len(variant))
-        oracle = Recording(alices)
+        oracle = RecordingOracle(alices)
         rt = bob_reconcile(bobs, oracle, tail_depth=tail, tail_fraction=0.5)
         assert all(np.array_equal(b.bits, t) for b, t in zip(bobs, truth, strict=True))
         assert [b.leaked for b in bobs] == [a.leaked for a in alices]

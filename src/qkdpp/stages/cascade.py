@@ -117,6 +117,14 @@ class _PeerAsk(AskPeer):
             ntop = [0] * nf
         reply = self.peer.request(KIND, msg)
         total = sum(ntop) + m
+        bitsout = self._parities(reply, total)
+        offs = [0, *itertools.accumulate(ntop + [q.shape[0] for q in asks])]
+        parts = [bitsout[a:b] for a, b in itertools.pairwise(offs)]
+        return parts[:nf], parts[nf:]
+
+    def _parities(self, reply: dict[str, Any], total: int) -> np.ndarray:
+        """The ``total`` answered parities of a reply (uint8 0/1); :class:`ProtocolError` for a
+        missing field, a wrong count or nonzero pad bits."""
         self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
         par = reply["par"]
         if par.dtype != np.uint8 or par.ndim != 1 or par.size != (total + 7) // 8:
@@ -126,10 +134,7 @@ class _PeerAsk(AskPeer):
             )
         if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
             raise ProtocolError("cascade: nonzero pad bits after the last parity")
-        bitsout = np.unpackbits(par, count=total)
-        offs = [0, *itertools.accumulate(ntop + [q.shape[0] for q in asks])]
-        parts = [bitsout[a:b] for a, b in itertools.pairwise(offs)]
-        return parts[:nf], parts[nf:]
+        return np.unpackbits(par, count=total)
 
     def exchange_flat(
         self, tops: list[np.ndarray] | None, counts: np.ndarray, q: np.ndarray
@@ -153,16 +158,7 @@ class _PeerAsk(AskPeer):
         reply = self.peer.request(KIND, msg)
         nt = sum(ntop)
         total = nt + m
-        self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
-        par = reply["par"]
-        if par.dtype != np.uint8 or par.ndim != 1 or par.size != (total + 7) // 8:
-            raise ProtocolError(
-                f"cascade: expected {total} packed parities ({(total + 7) // 8} bytes), got "
-                f"{par.dtype} array of shape {par.shape}"
-            )
-        if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
-            raise ProtocolError("cascade: nonzero pad bits after the last parity")
-        bitsout = np.unpackbits(par, count=total)
+        bitsout = self._parities(reply, total)
         if tops is None:
             return None, bitsout
         offs = [0, *itertools.accumulate(ntop)]
