@@ -30,6 +30,17 @@ def events() -> tuple[np.ndarray, np.ndarray]:
     return t, ch
 
 
+def _maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Channel tables of the benchmarks: no offsets; channels 1-4 are (basis, value) 00, 01,
+    10, 11; every other channel unmapped (255)."""
+    start = np.zeros(256)
+    bmap = np.full(256, 255, np.uint8)
+    vmap = np.full(256, 255, np.uint8)
+    bmap[1:5] = [0, 0, 1, 1]
+    vmap[1:5] = [0, 1, 0, 1]
+    return start, bmap, vmap
+
+
 def _run(impl, t, ch, start, bmap, vmap):
     return impl.assign_merge(
         t, ch, start, 1 / 1000.017, 1000.017, 200.0, bmap, vmap, 0, np.iinfo(np.int64).max
@@ -39,11 +50,7 @@ def _run(impl, t, ch, start, bmap, vmap):
 @pytest.mark.parametrize("backend", slots.available_backends())
 def test_slot_assign_merge_1e7(benchmark, backend: str, events) -> None:
     t, ch = events
-    start = np.zeros(256)
-    bmap = np.full(256, 255, np.uint8)
-    vmap = np.full(256, 255, np.uint8)
-    bmap[1:5] = [0, 0, 1, 1]
-    vmap[1:5] = [0, 1, 0, 1]
+    start, bmap, vmap = _maps()
     impl = slots.impl(backend)
     _run(impl, t[:100], ch[:100], start, bmap, vmap)  # JIT warm-up
     benchmark.group = "slots-assign-1e7"
@@ -60,11 +67,7 @@ def test_slot_assign_merge_tracked_1e7(benchmark, backend: str, events) -> None:
     nb = N // 4096
     track_t = np.linspace(0, float(t[-1]), nb, endpoint=False)
     corr = np.random.default_rng(3).normal(0, 2, nb)
-    start = np.zeros(256)
-    bmap = np.full(256, 255, np.uint8)
-    vmap = np.full(256, 255, np.uint8)
-    bmap[1:5] = [0, 0, 1, 1]
-    vmap[1:5] = [0, 1, 0, 1]
+    start, bmap, vmap = _maps()
     impl = slots.impl(backend)
     args = (ch, start, 1 / 1000.017, 1000.017, 200.0, bmap, vmap, 0, np.iinfo(np.int64).max)
     impl.assign_merge_tracked(tp[:100], 10**12, track_t, corr, ch[:100], *args[1:])  # JIT

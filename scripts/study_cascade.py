@@ -145,23 +145,12 @@ def stage_mbps(variant: str, n: int, q: float, frames: int, reps: int, seed: int
     }
 
 
-def session_cost(
-    variant: str, n: int, q: float, frames: int, sessions: int, reps: int, prepare: bool
-) -> dict:
-    """Thread CPU of the stage per batch over fresh sessions (both roles in one process,
-    loopback PeerLink): ``sessions`` sessions of ``1 + reps`` batches of ``frames`` frames.
-
-    ``steady``: median CPU (both ``process_batch`` threads) of the later batches; ``first
-    extra``: first batch of a session minus that session's steady median (the per-session
-    work: shuffles, buffers); ``prepare``: call ``CascadeStage.prepare`` on both sides before
-    the first batch of each session (its CPU is reported apart). Sessions differ in their
-    permutations, hence in round trips.
-    """
+def _timed_stages(variant: str) -> tuple:
+    """Both roles' Cascade stages (set up), and a dict that each ``process_batch`` call fills
+    with its thread CPU seconds under the role's name."""
     import threading
-    import uuid
 
     from qkdpp.stages.cascade import CascadeStage
-    from qkdpp.testing import correlated_pair, run_pair
 
     cpu: dict[str, float] = {}
     lock = threading.Lock()
@@ -178,6 +167,26 @@ def session_cost(
     sa, sb = Timed("alice", variant=variant), Timed("bob", variant=variant)
     sa.setup()
     sb.setup()
+    return sa, sb, cpu
+
+
+def session_cost(
+    variant: str, n: int, q: float, frames: int, sessions: int, reps: int, prepare: bool
+) -> dict:
+    """Thread CPU of the stage per batch over fresh sessions (both roles in one process,
+    loopback PeerLink): ``sessions`` sessions of ``1 + reps`` batches of ``frames`` frames.
+
+    ``steady``: median CPU (both ``process_batch`` threads) of the later batches; ``first
+    extra``: first batch of a session minus that session's steady median (the per-session
+    work: shuffles, buffers); ``prepare``: call ``CascadeStage.prepare`` on both sides before
+    the first batch of each session (its CPU is reported apart). Sessions differ in their
+    permutations, hence in round trips.
+    """
+    import uuid
+
+    from qkdpp.testing import correlated_pair, run_pair
+
+    sa, sb, cpu = _timed_stages(variant)
     pairs = [correlated_pair(n, q, seed=i) for i in range(frames)]
 
     def batch(sid: str):  # type: ignore[no-untyped-def]
@@ -235,26 +244,9 @@ def per_round_cost(variant: str, n: int, q: float, frames: int, reps: int) -> di
     session (same permutations in every run, so old and new code can be compared batch for
     batch): stages reused, two untimed batches, then ``reps`` timed ones (both roles in one
     process, loopback PeerLink)."""
-    import threading
-
-    from qkdpp.stages.cascade import CascadeStage
     from qkdpp.testing import correlated_pair, run_pair
 
-    cpu: dict[str, float] = {}
-    lock = threading.Lock()
-
-    class Timed(CascadeStage):
-        def process_batch(self, fr, peer):  # type: ignore[no-untyped-def]
-            t0 = time.thread_time()
-            try:
-                return super().process_batch(fr, peer)
-            finally:
-                with lock:
-                    cpu[self.role.value] = time.thread_time() - t0
-
-    sa, sb = Timed("alice", variant=variant), Timed("bob", variant=variant)
-    sa.setup()
-    sb.setup()
+    sa, sb, cpu = _timed_stages(variant)
     pairs = [correlated_pair(n, q, seed=i) for i in range(frames)]
     sid = "6b1e3c5a-0000-4000-8000-00000000ca55"
 

@@ -134,9 +134,7 @@ def read_used_marker(path: str | os.PathLike[str]) -> str | None:
 
 def write_used_marker(path: str | os.PathLike[str], fingerprint: str, keystore: str) -> None:
     """Record (atomically, mode 0600) that the pool ``fingerprint`` of ``path`` is in the key
-    store ``keystore``; nothing is written when the marker already says so."""
-    if read_used_marker(path) == fingerprint:
-        return
+    store ``keystore``."""
     marker = used_marker_path(path)
     body = {
         "version": 1,

@@ -209,7 +209,8 @@ def open_link_auth(
         fingerprint = pool_fingerprint(boot.pool)
         store = KeyStore(keystore)
         refuse = None
-        if read_used_marker(bootstrap) == fingerprint:
+        recorded = read_used_marker(bootstrap)
+        if recorded == fingerprint:
             refuse = (
                 f"bootstrap key {bootstrap} was already loaded into a key store "
                 f"({used_marker_path(bootstrap)} says so), and the key store {keystore} does "
@@ -223,7 +224,7 @@ def open_link_auth(
         except ConfigError:
             store.close()
             raise
-        if refuse is None:
+        if recorded != fingerprint:
             write_used_marker(bootstrap, fingerprint, keystore)
         return LinkAuth(store, boot.hash_key, role, tag_bits=tag_bits, lease=lease)
     finally:
