@@ -204,10 +204,14 @@ class EstimationStage(Stage):
         m_test = np.bincount(t_int[diff], minlength=n_cls)
         n_test_cls = np.bincount(t_int, minlength=n_cls)
         s_err = int(kbits.xor_popcount(mine_s, theirs_s, pos.size)) if pos.size else 0
-        keep = np.ones(n, dtype=bool)
-        keep[pos] = False
-        key = kbits.unpack(f.bits, n)[keep]
-        k_int = k_int[keep]
+        if pos.size:
+            keep = np.ones(n, dtype=bool)
+            keep[pos] = False
+            unpacked = kbits.unpack(f.bits, n)[keep]
+            k_int = k_int[keep]
+            n_key, ones, key = unpacked.size, int(unpacked.sum()), kbits.pack(unpacked)
+        else:  # no sample: the key is the block as it is (a copy: later stages flip bits)
+            n_key, ones, key = n, int(kbits.popcount(f.bits, n)), f.bits.copy()
         n_key_cls = np.bincount(k_int, minlength=n_cls)
         # Bit balance from public data only (both parties' test bits and sampled key bits), so
         # both sides reach the same verdict; the local key-bit balance is informative.
@@ -231,11 +235,11 @@ class EstimationStage(Stage):
             counts[k] >= self.min_balance_bits and abs(v - 0.5) > self.balance_threshold
             for k, v in balances.items()
         )
-        bal_key = float(key.sum()) / key.size if key.size else 0.5
+        bal_key = ones / n_key if n_key else 0.5
         qber_test = float(diff.sum()) / n_test if n_test else None
         qber_sample = s_err / pos.size if pos.size else None
         est = qber_sample if qber_sample is not None else qber_test
-        meta = f.meta.advance(KeyState.ESTIMATED, n_bits=int(key.size), qber=est).with_tags(
+        meta = f.meta.advance(KeyState.ESTIMATED, n_bits=int(n_key), qber=est).with_tags(
             n_key_by_intensity=[int(x) for x in n_key_cls],
             n_test_by_intensity=[int(x) for x in n_test_cls],
             m_test_by_intensity=[int(x) for x in m_test],
@@ -249,7 +253,7 @@ class EstimationStage(Stage):
         )
         aux = {k: v for k, v in f.aux.items() if k not in ("intensity",)}
         aux["intensity"] = k_int
-        out = Frame(meta, kbits.pack(key), aux)
+        out = Frame(meta, key, aux)
         if alarm and self.fail_on_alarm:
             return out.fail(BIT_BALANCE_ALARM)
         if est is not None and est > self.max_qber:
