@@ -150,6 +150,33 @@ def test_delay_scores_match_numpy(n, K, seed):
             assert abs(got[c, d] - w[idx[ok]].sum()) < 1e-9
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 3000), st.integers(1, 400), st.integers(-200, 1500), st.integers(0, 2**31))
+def test_first_slots_stop_leaves_the_delay_scores(n, cap, K, seed):
+    """``first_slots`` = each channel's first ``cap`` slots below ``k_stop`` (NumPy), and with
+    the fit's ``k_stop`` the delay scores are those of the first ``cap`` events unstopped."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(0, 5_000_000, n)).astype(np.uint64) + np.uint64(10**9)
+    ch = rng.integers(1, 4, n).astype(np.uint8)
+    lut = np.full(256, -1, np.int64)
+    lut[1:4] = [0, 1, 2]
+    tau = rng.uniform(0, 1000, 3)
+    P, tref = 1000.0, np.uint64(10**9)
+    w = rng.normal(size=1500)
+    pilot_slot0, max_delay = 7, 5
+    k_stop = w.size + pilot_slot0 - K + max_delay
+    ks, cnt = kc.first_slots(t, tref, ch, lut, tau, P, 3, cap, k_stop)
+    ks_all, cnt_all = kc.first_slots(t, tref, ch, lut, tau, P, 3, cap, 2**62)
+    for c in range(3):
+        k = np.floor(((t[ch == c + 1] - tref).astype(np.int64) - tau[c]) / P + 0.5)
+        want = k[:cap][k[:cap] < k_stop].astype(np.int64)
+        assert np.array_equal(ks[c, : cnt[c]], want)
+        assert np.array_equal(ks_all[c, : cnt_all[c]], k[:cap].astype(np.int64))
+    a = kc.delay_scores(ks, cnt, w, K, pilot_slot0, max_delay)
+    b = kc.delay_scores(ks_all, cnt_all, w, K, pilot_slot0, max_delay)
+    assert np.array_equal(a, b)
+
+
 @pytest.mark.parametrize(
     "slot0, k_lo, k_hi, true_K",
     [

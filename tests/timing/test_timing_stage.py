@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdpp.stages.timing import _pack2, _unpack2
+from qkdpp.stages.timing import _mu_of_byte, _pack2, _unpack2
 
 
 def _pack2_bits(classes: np.ndarray) -> np.ndarray:
@@ -25,3 +25,16 @@ def test_pilot_packing_is_the_bit_pair_format(n, seed):
     assert packed.dtype == np.uint8 and np.array_equal(packed, _pack2_bits(c))
     assert packed.size == (2 * n + 7) // 8
     assert np.array_equal(_unpack2(packed, n), c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70), st.integers(1, 4), st.integers(0, 2**31))
+def test_pilot_from_bytes_is_mu_of_each_class(n, n_mu, seed):
+    """The stage's pilot (one gather of μ per packed byte) is μ[class] of the unpacked classes;
+    a class without μ gives NaN (the stage rejects it before)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(1e-4, 1, n_mu).astype(np.float32)
+    c = rng.integers(0, 4, n).astype(np.uint8)
+    got = np.take(_mu_of_byte(mu), _pack2(c), axis=0).reshape(-1)[:n]
+    ok = c < n_mu
+    assert np.array_equal(got[ok], mu[c[ok]]) and np.isnan(got[~ok]).all()

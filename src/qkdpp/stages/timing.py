@@ -107,6 +107,10 @@ class TimingStage(Stage):
             k: (v[0], v[1]) for k, v in cmap.items()
         }
         self.mu = np.asarray(mu, np.float32)
+        # μ of the 4 classes packed in each pilot byte (NaN for a class without μ, which the
+        # class check rejects first): the pilot in one gather over the bytes (0.4 ms for 2^21
+        # slots, where μ[class] over the unpacked classes took 3 ms)
+        self._mu_of_byte = _mu_of_byte(self.mu)
         # Bob-local: (slot, Bob's time of it in ps, period in ps) from the last fit; it only
         # tells the next chunk's offset search where to start (see _recover)
         self._last: tuple[int, float, float] | None = None
@@ -151,7 +155,8 @@ class TimingStage(Stage):
             classes = _unpack2(packed, n)
             if n and int(classes.max()) >= self.mu.size:
                 raise ProtocolError(f"timing/pilot: intensity class {int(classes.max())} unknown")
-            out.append(self._recover(f, self.mu[classes]))
+            pilot = np.take(self._mu_of_byte, packed, axis=0).reshape(-1)[:n]
+            out.append(self._recover(f, pilot))
         return out
 
     def _recover(self, f: Frame, pilot: np.ndarray) -> Frame:
@@ -222,6 +227,17 @@ def _pack2(classes: np.ndarray) -> np.ndarray:
     c[: classes.size] = classes
     q = c.reshape(-1, 4)
     return ((q[:, 0] << 6) | (q[:, 1] << 4) | (q[:, 2] << 2) | q[:, 3]).astype(np.uint8)
+
+
+def _mu_of_byte(mu: np.ndarray) -> np.ndarray:
+    """``float32[256, 4]``: for each byte of :func:`_pack2`, the μ of its 4 classes in slot order
+    (NaN for a class ``≥ len(mu)``)."""
+    b = np.arange(256)
+    classes = np.stack([(b >> s) & 3 for s in (6, 4, 2, 0)], axis=1)
+    table = np.full((256, 4), np.nan, np.float32)
+    ok = classes < mu.size
+    table[ok] = mu[classes[ok]]
+    return table
 
 
 def _unpack2(packed: np.ndarray, n: int) -> np.ndarray:

@@ -17,7 +17,12 @@ Steps (:func:`fit_clock`):
    ``±max_offset_ps``, computed with an FFT. Each channel's integer delay is then refined by a
    local search (±``max_delay_slots``).
 3. **Tracking**: a least-squares line through the residuals (drift and offset refined), then a
-   block-wise median correction every ``track_events`` events for slow clock wander.
+   block-wise median correction every ``track_events`` events for slow clock wander. Above
+   2^20 events both are fitted on every k-th event (k = 10 for 4096 events per block: each
+   median then adds ≤ 1/256 of the jitter's variance; :func:`_fit_stride`), with a fallback
+   to all events when that subset is not confident; the fast and reference fits share the
+   rule, as they share the period search's and the phase estimate's event counts
+   (``_PERIOD_EVENTS``, ``_PHASE_EVENTS``), so the oracle tests still compare equal fits.
 Implementation (``fit_clock(method=...)``): ``"fast"`` (default) runs steps 1–3 as numba passes
 over the events (:mod:`qkdpp.kernels.slots._clock_nb`); ``"reference"`` is the original NumPy
 implementation, kept as the oracle. Both give the same slots and the same offset, period, delays
@@ -60,10 +65,9 @@ and tracking corrections (to rounding; ``tests/timing/test_timing_fast.py``). In
    same fused pass (``assign_merge_tracked``: no array of corrected times).
 
 Measured (25 km demo capture, 8e8 slots, 7.9e6 events, expected offset = first tag; thread CPU,
-best of 15 runs alternating with the code before, 2-core host shared with other work;
-``docs/timing.md``): ``fit_clock`` 73 ms (119 before), assignment 40 ms (45), the two 113 ms
-(164). ``benchmarks/test_bench_slots.py::test_timing_step_8e8``: fit + assignment 111 ms, the
-reference fit + the same assignment 2.38 s, same run.
+best of 15 calls alternating with the code before the subset rule, 2-core host shared with
+other work; ``docs/timing.md``): ``fit_clock`` 26.9 ms (74.4 before), assignment 37.1 ms
+(40.1), Bob's whole timing stage 65.0 ms (121.8).
 """
 
 from __future__ import annotations
@@ -170,15 +174,43 @@ def _subsample(idx: np.ndarray, cap: int) -> np.ndarray:
     return idx[np.linspace(0, idx.size - 1, cap).astype(np.int64)]
 
 
+_PERIOD_EVENTS = 500  # events of the period search's first level (4× that on the later ones)
+# events per channel of the phase estimate, spread over the chunk: the phase only numbers the
+# slots (the line refits the intercepts), so it needs to be good to ≪ P/2; its standard error
+# σ/√5000 is 0.4 ps at 30 ps jitter (it was 20000: 2 ms more on the 25 km 8e8-slot chunk)
+_PHASE_EVENTS = 5000
+
+
 def _fit_period(
-    t: np.ndarray, ch_idx: np.ndarray, n_ch: int, T: float, max_drift: float, max_events: int = 4000
+    t: np.ndarray,
+    ch_idx: np.ndarray,
+    n_ch: int,
+    T: float,
+    max_drift: float,
+    max_events: int | None = None,
 ) -> float:
+    """Alice's slot period on Bob's clock (ps), coarse to fine (module docstring, step 1).
+
+    The search only has to bracket the period to a fraction of a slot over the data: the
+    least-squares line refits the slope from the slot numbers, and its period does not depend
+    on this one as long as every event keeps its slot (``slope(t − x·P) + P = slope(t)``).
+    ``max_events`` per level (default :data:`_PERIOD_EVENTS`: 500 on the first, 2000 on the
+    later ones; it was 4000 / 16000, which cost ~15 ms more on the 25 km 8e8-slot chunk): at
+    the true period ``|Σ_j exp(2πi t_j/P)|`` over ``N`` events is ``≈ N e^{−2π²σ²/T²}`` (0.93 N
+    for 30 ps jitter at 1 GHz), at a wrong one a Rayleigh variable of scale ``√(N_c/2)`` per
+    channel: with 500 events over the demo's four channels (41/41/9/9 %) the score is ~465 at
+    the peak against 37 ± 10 elsewhere, far above the largest of the first level's 1500 grid
+    points (~75). Weak links hold fewer events than that in the first level's span and use all
+    of them, as before.
+    """
     span_total = float(t[-1] - t[0]) if t.size else 0.0
     if t.size < 50 or span_total <= 0:
         raise TimingError(f"too few events for clock recovery ({t.size})")
     # level 0: prefix whose full drift grid has ≤ 1500 points
     step_rel = lambda span: 0.1 * T / span  # noqa: E731
     s0 = min(span_total, 1500 * 0.1 * T / (2 * max_drift) if max_drift > 0 else span_total)
+    if max_events is None:
+        max_events = _PERIOD_EVENTS
     sel = _subsample(np.flatnonzero(t - t[0] <= s0), max_events)
     span = float(t[sel[-1]] - t[0])
     if sel.size < 30 or span <= 0:
@@ -268,11 +300,19 @@ def _fit_clock_reference(
     n_ch = chans.size
     T = float(slot_ps)
     P = _fit_period(t, ch_idx, n_ch, T, max_drift_ppm * 1e-6)
-    # per-channel phase: δ_c mod P (relative to tref)
+    # the subset of every k-th event (_fit_stride), if it holds every channel well
+    k = _fit_stride(t.size, track_events)
+    sub = None
+    if k > 1:
+        sub = np.arange(0, t.size, k)
+        if np.bincount(ch_idx[sub], minlength=n_ch).min() < _SUB_MIN_CHANNEL:
+            sub = None
+    # per-channel phase: δ_c mod P (relative to tref), from ≤ _PHASE_EVENTS events of the
+    # channel (of the subset when there is one)
     tau = np.empty(n_ch)
     for c in range(n_ch):
-        m = ch_idx == c
-        sel = _subsample(np.flatnonzero(m), 20000)
+        mine = np.flatnonzero(ch_idx == c) if sub is None else sub[ch_idx[sub] == c]
+        sel = _subsample(mine, _PHASE_EVENTS)
         ph = _TWO_PI * (t[sel] % P) / P  # t ≥ 0 and exact in float64 here
         z = np.exp(1j * ph).sum()
         tau[c] = (np.angle(z) % _TWO_PI) / _TWO_PI * P
@@ -301,9 +341,84 @@ def _fit_clock_reference(
                 best, best_s = K + dK, s
         Ks[c] = best
     slot = k_rel + Ks[ch_idx]
-    # least-squares line t = t0 + slot·P + δ_c (δ of the main channel absorbed in t0)
+    # least-squares line t = t0 + slot·P + δ_c (δ of the main channel absorbed in t0) and the
+    # tracking medians: on the subset (_fit_stride) when it is confident, else on all
     A_t = t.astype(np.float64)
     x = slot.astype(np.float64)
+    nb = max(1, t.size // track_events)
+    edges = np.linspace(0, t.size, nb + 1).astype(np.int64)
+    tt = np.array([t[edges[i]] for i in range(nb)], np.float64)
+    line = None
+    if sub is not None:
+        line = _line_track_reference(A_t[sub], x[sub], ch_idx[sub], n_ch, P, _sub_index(edges, k))
+        if line[3] > P * _SUB_MAX_RMS:
+            line = None  # not confident: the full fit
+    if line is None:
+        line = _line_track_reference(A_t, x, ch_idx, n_ch, P, edges)
+    icpt, P2, corr, rms = line
+    # delays relative to the lowest-numbered channel, whose delay is absorbed in t0
+    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
+    return ClockFit(
+        t0_ps=tref + float(icpt[0]),
+        period_ps=P2,
+        nominal_period_ps=T,
+        drift_ppm=(P2 / T - 1) * 1e6,
+        delays_ps=delays,
+        peak_score=score,
+        peak_sigma=z,
+        residual_rms_ps=rms,
+        track_t=tt + tref,
+        track_corr=corr,
+    )
+
+
+_SUB_VAR = 1.0 / 256  # variance a subset's tracking median may add, relative to the jitter's
+_SUB_MIN_EVENTS = 1 << 20  # fewer events: the line and tracking use all of them
+_SUB_MIN_CHANNEL = 1024  # events per channel the subset must hold, else the full fit
+_SUB_MAX_RMS = 1.0 / 8  # largest residual rms (in periods) at which the subset is trusted
+
+
+def _fit_stride(n_ev: int, track_events: int) -> int:
+    """Stride ``k`` of the events that the least-squares line and the tracking medians use
+    (events ``0, k, 2k, …``; 1: all), the same rule in the fast and the reference fit.
+
+    The tracking correction of a block is the median of its ``m`` residuals, of variance
+    ``π σ² / (2 m)`` for Gaussian jitter ``σ`` (the sample median's asymptotic variance
+    ``1 / (4 m f(med)²)`` at a normal density: Cramér, *Mathematical Methods of Statistics*,
+    1946, ch. 28). Each event's tracked residual then has variance ``σ² (1 + π / (2 m))``: the
+    subset keeps that excess below :data:`_SUB_VAR` (1/256: the effective jitter grows by
+    < 0.2 %) in every block — a block of ``≥ track_events`` events holds ``≥ ⌊track_events /
+    k⌋`` of the subset — so ``k`` is the largest with ``π / (2 ⌊track_events / k⌋) ≤ 1/256``
+    (10 for the default 4096 events per block: ≥ 409 per median; the full fit's own excess is
+    1/2600). It does not depend on ``σ``, period or drift: the tracking absorbs what the line
+    leaves (the slope from n/k events has √k times the standard error of the full fit's,
+    ~1e-9 ps per slot on a 25 km, 8e8-slot chunk: < 1 ps over the chunk). Below
+    :data:`_SUB_MIN_EVENTS` events every event is used (the passes cost < 2 ms there). The
+    caller falls back to the full fit when the subset is not confident: a channel with fewer
+    than :data:`_SUB_MIN_CHANNEL` events in it (its intercept would be known to worse than
+    σ/32), or a residual rms above ``P/8`` (jitter or background too wide for the Gaussian
+    argument)."""
+    if n_ev < _SUB_MIN_EVENTS:
+        return 1
+    need = math.pi / (2 * _SUB_VAR)
+    k = 1
+    while track_events // (k + 1) >= need:
+        k += 1
+    return k
+
+
+def _sub_index(idx: np.ndarray, k: int) -> np.ndarray:
+    """Number of the subset's events (every ``k``-th) before event index ``idx``: the subset's
+    block edges from the full ones."""
+    return -(-idx // k)
+
+
+def _line_track_reference(
+    A_t: np.ndarray, x: np.ndarray, ch_idx: np.ndarray, n_ch: int, P: float, edges: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """The reference's least-squares line (common slope, per-channel intercepts) through the
+    events ``t ≈ icpt_c + x·P2`` and its block-wise median tracking (blocks ``edges``):
+    ``(icpt, P2, corr, residual rms after tracking)``."""
     resid0 = A_t - x * P
     # per-channel intercepts and common slope
     xm = np.zeros(n_ch)
@@ -319,25 +434,10 @@ def _fit_clock_reference(
     icpt = ym - dP * xm  # per channel: t ≈ icpt_c + slot·P2
     r = A_t - icpt[ch_idx] - x * P2
     # tracking: block-wise median residual
-    nb = max(1, t.size // track_events)
-    edges = np.linspace(0, t.size, nb + 1).astype(np.int64)
-    tt = np.array([t[edges[i]] for i in range(nb)], np.float64)
+    nb = edges.size - 1
     corr = np.array([float(np.median(r[edges[i] : edges[i + 1]])) for i in range(nb)])
     r_tr = r - np.repeat(corr, np.diff(edges))
-    # delays relative to the lowest-numbered channel, whose delay is absorbed in t0
-    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
-    return ClockFit(
-        t0_ps=tref + float(icpt[0]),
-        period_ps=P2,
-        nominal_period_ps=T,
-        drift_ppm=(P2 / T - 1) * 1e6,
-        delays_ps=delays,
-        peak_score=score,
-        peak_sigma=z,
-        residual_rms_ps=float(np.sqrt(np.mean(r_tr**2))),
-        track_t=tt + tref,
-        track_corr=corr,
-    )
+    return icpt, P2, corr, float(np.sqrt(np.mean(r_tr**2)))
 
 
 def _fit_period_fast(
@@ -347,7 +447,7 @@ def _fit_period_fast(
     n_ch: int,
     T: float,
     max_drift: float,
-    max_events: int = 4000,
+    max_events: int | None = None,
 ) -> float:
     """:func:`_fit_period` on sorted ``uint64`` times ``tp`` with the numba coherence kernel.
 
@@ -376,6 +476,8 @@ def _fit_period_fast(
         return np.asarray(_kclock.coherence(tf, lut[ch[sel]], n_ch, T * (1 + grid)))
 
     s0 = min(span_total, 1500 * 0.1 * T / (2 * max_drift) if max_drift > 0 else span_total)
+    if max_events is None:
+        max_events = _PERIOD_EVENTS
     sel = prefix(s0, max_events)
     span = float(rel(sel[-1:])[0]) if sel.size else 0.0
     if sel.size < 30 or span <= 0:
@@ -614,7 +716,19 @@ def _fit_clock_fast(
     prediction: tuple[int, float] | None,
 ) -> ClockFit:
     ev = events if not events.flags.any() else events.photons()
-    counts = _kclock.channel_counts(ev.channel)
+    counts = None
+    wanted = np.unique(np.asarray(channels, np.int64)) if channels is not None else None
+    if wanted is not None and wanted.size <= 4 and wanted.min(initial=0) >= 0:
+        # the usual case (≤ 4 detectors named): their counts by compares; every event one of
+        # them leaves nothing to select
+        cs = np.full(4, _kclock.NO_CHANNEL, np.int64)
+        cs[: wanted.size] = wanted
+        c4 = _kclock.count_among4(ev.channel, cs)
+        if int(c4.sum()) == len(ev):
+            counts = np.zeros(256, np.int64)
+            counts[cs[: wanted.size]] = c4[: wanted.size]
+    if counts is None:
+        counts = _kclock.channel_counts(ev.channel)
     if channels is not None:
         want = np.zeros(256, bool)
         want[np.asarray(channels, np.uint8)] = True  # as the reference's np.isin on uint8
@@ -686,17 +800,32 @@ def _fit_fast_events(
     lut = np.full(256, -1, np.int64)
     lut[chans] = np.arange(n_ch)
     T = float(slot_ps)
+    # the subset of every k-th event (_fit_stride), if it holds every channel well; the copy
+    # pass checks the order of all events (the line sums then see only the subset)
+    k = _fit_stride(n_ev, track_events)
+    sub = None
+    if k > 1:
+        tpd, chd, bad = _kclock.decimate(tp, ch, k)
+        if bad >= 0:
+            _check_order(tp, ch)
+        cd = _kclock.channel_counts(chd)
+        if int(cd[chans].min()) >= _SUB_MIN_CHANNEL:
+            sub = (tpd, chd, cd)
     P = _fit_period_fast(tp, ch, lut, n_ch, T, max_drift_ppm * 1e-6)
-    # per-channel phase from ≤ 20000 events each (the reference's subsample, exactly)
+    # per-channel phase from ≤ _PHASE_EVENTS events each, of the subset when there is one
+    # (the reference's subsample, exactly)
+    ptp, pch, pcounts = sub if sub is not None else (tp, ch, counts)
     ranks = []
     for c in range(n_ch):
-        nc = int(counts[chans[c]])
+        nc = int(pcounts[chans[c]])
         ranks.append(
-            np.arange(nc) if nc <= 20000 else np.linspace(0, nc - 1, 20000).astype(np.int64)
+            np.arange(nc)
+            if nc <= _PHASE_EVENTS
+            else np.linspace(0, nc - 1, _PHASE_EVENTS).astype(np.int64)
         )
     offs = np.concatenate([[0], np.cumsum([r.size for r in ranks])]).astype(np.int64)
-    sel_all = _kclock.pick_ranks(ch, chans, np.concatenate(ranks).astype(np.int64), offs)
-    z = _kclock.phase_sums(tp, utref, sel_all, offs, P)
+    sel_all = _kclock.pick_ranks(pch, chans, np.concatenate(ranks).astype(np.int64), offs)
+    z = _kclock.phase_sums(ptp, utref, sel_all, offs, P)
     tau = (np.angle(z) % _TWO_PI) / _TWO_PI * P
     # the slot of the first event if Bob's time of slot ``expected_slot`` is the expected one
     first_slot = expected_slot + (tref - expected_offset_ps) / P
@@ -728,18 +857,60 @@ def _fit_fast_events(
         b = np.zeros(corr_window_slots)
         b[kk] = kc
         K, z = _xcorr_offset_fast(b, pilot, pilot_slot0, k_lo, k_hi, corr_window_slots)
-    ks, kcnt = _kclock.first_slots(tp, utref, ch, lut, tau, P, n_ch, 50000)
+    # (events whose every lag of the delay search falls beyond the pilot add nothing)
+    k_stop = w.size + pilot_slot0 - K + max_delay_slots
+    ks, kcnt = _kclock.first_slots(tp, utref, ch, lut, tau, P, n_ch, 50000, k_stop)
     sc = _kclock.delay_scores(ks, kcnt, w, K, pilot_slot0, max_delay_slots)
     Ks = (K - max_delay_slots + np.argmax(sc, axis=1)).astype(np.int64)
     # exact score of the main channel's window at K (as the reference reports it)
     idx = kk + K - pilot_slot0
     ok = (idx >= 0) & (idx < pilot.size)
     score = float((kc[ok] * w[idx[ok]]).sum())
-    # least-squares line t = icpt_c + slot·P2 (common slope), as the reference
-    nn = counts[chans].astype(np.float64)
+    # least-squares line t = icpt_c + slot·P2 (common slope) and tracking medians, as the
+    # reference: on the subset when it is confident (_fit_stride), else on all events
     nb = max(1, n_ev // track_events)
     edges = np.linspace(0, n_ev, nb + 1).astype(np.int64)
     tt = (tp[edges[:-1]] - utref).astype(np.int64).astype(np.float64)
+    line = None
+    if sub is not None:
+        line = _line_track_fast(*sub, chans, utref, tau, Ks, P, _sub_index(edges, k))
+        if line[3] > P * _SUB_MAX_RMS:
+            line = None  # not confident: the full fit
+    if line is None:
+        line = _line_track_fast(tp, ch, counts, chans, utref, tau, Ks, P, edges)
+    icpt, P2, corr, rms = line
+    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
+    return ClockFit(
+        t0_ps=tref + float(icpt[0]),
+        period_ps=P2,
+        nominal_period_ps=T,
+        drift_ppm=(P2 / T - 1) * 1e6,
+        delays_ps=delays,
+        peak_score=score,
+        peak_sigma=z,
+        residual_rms_ps=rms,
+        track_t=tt + tref,
+        track_corr=corr,
+    )
+
+
+def _line_track_fast(
+    tp: np.ndarray,
+    ch: np.ndarray,
+    counts: np.ndarray,
+    chans: np.ndarray,
+    utref: np.uint64,
+    tau: np.ndarray,
+    Ks: np.ndarray,
+    P: float,
+    edges: np.ndarray,
+) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """:func:`_line_track_reference` as two passes of numba kernels over the events ``tp``/``ch``
+    (``counts``: events per channel number; per channel of ``chans`` its phase ``tau`` and
+    integer offset ``Ks``): ``(icpt, P2, corr, residual rms after tracking)``. With ≤ 4
+    channels the line-sum pass also checks the time order (:class:`ConfigError`)."""
+    n_ch = chans.size
+    nn = counts[chans].astype(np.float64)
     if n_ch <= 4:
         # SIMD kernels: per-channel values by selects over the (padded) channel list
         cs = np.full(4, _kclock.NO_CHANNEL, np.int64)
@@ -774,19 +945,7 @@ def _fit_fast_events(
         corr, ss = _kclock.track4(tp, utref, ch, cs, tau4, K4, icpt4, P, P2, edges)
     else:
         corr, ss = _kclock.track(tp, utref, ch, tau8, P, K8, _by_channel(icpt, chans), P2, edges)
-    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
-    return ClockFit(
-        t0_ps=tref + float(icpt[0]),
-        period_ps=P2,
-        nominal_period_ps=T,
-        drift_ppm=(P2 / T - 1) * 1e6,
-        delays_ps=delays,
-        peak_score=score,
-        peak_sigma=z,
-        residual_rms_ps=float(np.sqrt(ss / n_ev)),
-        track_t=tt + tref,
-        track_corr=corr,
-    )
+    return icpt, P2, corr, float(np.sqrt(ss / tp.size))
 
 
 def _start_table(tref: int, fit: ClockFit) -> np.ndarray:

@@ -41,6 +41,58 @@ def scan(tp, ch):
 
 
 @njit
+def goes_back(tp):
+    """Whether any time is earlier than its predecessor (one SIMD reduction over ``tp``; the
+    index of the first such event is :func:`scan`'s)."""
+    back = False
+    for i in range(1, tp.shape[0]):
+        back |= tp[i] < tp[i - 1]
+    return back
+
+
+@njit
+def decimate(tp, ch, k):
+    """Every ``k``-th event (indices ``0, k, 2k, …``; times and channels copied contiguous) and
+    the index of the first event — of all events, not only the copied ones — earlier than its
+    predecessor (−1 when the times are non-decreasing). Two loops (the order check a SIMD
+    reduction, then the strided copy): 2 + 3 ms on 7.9e6 events, where one fused loop took
+    17 ms (it did not vectorise) and a copy of runs of 64 events every 64·k (1/k of the cache
+    lines) 4.5–6 ms (each run waits for memory; the strided reads stream). Oracle: ``tp[::k]``,
+    ``ch[::k]`` and :func:`scan`'s order index."""
+    bad = -1
+    if goes_back(tp):
+        for i in range(1, tp.shape[0]):
+            if tp[i] < tp[i - 1]:
+                bad = i
+                break
+    m = (tp.shape[0] + k - 1) // k
+    otp = np.empty(m, np.uint64)
+    och = np.empty(m, np.uint8)
+    for j in range(m):
+        otp[j] = tp[j * k]
+        och[j] = ch[j * k]
+    return otp, och, bad
+
+
+@njit
+def count_among4(ch, cs):
+    """Events of each of the channels ``cs`` (``int64[4]``, distinct, padded with
+    :data:`NO_CHANNEL`): 4 SIMD compare-and-add loops in one pass (1.4 ms on 7.9e6 events,
+    where :func:`channel_counts`' histogram takes 2.8). Oracle: ``(ch == c).sum()`` per ``c``."""
+    c0, c1, c2, c3 = cs[0], cs[1], cs[2], cs[3]
+    n0 = n1 = n2 = n3 = 0
+    for i in range(ch.shape[0]):  # SIMD
+        c = np.int64(ch[i])
+        n0 += c == c0
+        n1 += c == c1
+        n2 += c == c2
+        n3 += c == c3
+    out = np.empty(4, np.int64)
+    out[0], out[1], out[2], out[3] = n0, n1, n2, n3
+    return out
+
+
+@njit
 def channel_counts(ch):
     """Events per channel number (``int64[256]``): :func:`scan` without the order check, which
     then reads only the channels (4 interleaved histograms, no chain of increments through one
@@ -318,18 +370,27 @@ def centre(pilot, mean):
 
 
 @njit
-def first_slots(tp, tref, ch, lut, tau, P, n_ch, cap):
-    """Relative slots ``k`` of the first ``cap`` events of every channel (and their counts)."""
+def first_slots(tp, tref, ch, lut, tau, P, n_ch, cap, k_stop):
+    """Relative slots ``k`` of the first ``cap`` events of every channel (and their counts),
+    up to the channel's first event with ``k ≥ k_stop`` (excluded; for time-ordered events
+    every later one of the channel has such a ``k`` too). The delay scores pass ``k_stop`` =
+    the first slot whose every lag falls beyond the pilot: the events left out would add
+    nothing to them, and the scan ends after the pilot's ~2e4 events instead of the ~5e5 it
+    takes a 9 % channel to reach 50000 (25 km demo chunk)."""
     ks = np.zeros((n_ch, cap), np.int64)
     cnt = np.zeros(n_ch, np.int64)
+    done = np.zeros(n_ch, np.bool_)
     full = 0
     for i in range(tp.shape[0]):
         c = lut[ch[i]]
-        if c < 0 or cnt[c] >= cap:
+        if c < 0 or done[c]:
             continue
-        ks[c, cnt[c]] = np.int64(math.floor((np.int64(tp[i] - tref) - tau[c]) / P + 0.5))
-        cnt[c] += 1
-        if cnt[c] == cap:
+        k = np.int64(math.floor((np.int64(tp[i] - tref) - tau[c]) / P + 0.5))
+        if k < k_stop:
+            ks[c, cnt[c]] = k
+            cnt[c] += 1
+        if k >= k_stop or cnt[c] == cap:
+            done[c] = True
             full += 1
             if full == n_ch:
                 break

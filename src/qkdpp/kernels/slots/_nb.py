@@ -208,9 +208,10 @@ def _fused4(
     (1) each event's tracking shift — one for the whole sub-block when its times lie within
     the current block's bounds (else looked up event by event, exactly as :func:`_fused`),
     (2) slot and gate in a SIMD loop (the start by selects, not a table lookup), (3) range,
-    order and merge in event order. Same results as :func:`_fused` bit for bit, except that
-    ``o_d`` must come zeroed (only doubles are written: the pages of a fresh ``np.zeros`` are
-    then never touched for the others)."""
+    order and merge in event order (without the gate, range and order tests per event when a
+    SIMD check finds the whole sub-block in the gate, in range and slot-ordered). Same results
+    as :func:`_fused` bit for bit, except that ``o_d`` must come zeroed (only doubles are
+    written: the pages of a fresh ``np.zeros`` are then never touched for the others)."""
     c0, c1, c2, c3 = cs[0], cs[1], cs[2], cs[3]
     v0, v1, v2, v3 = st4[0], st4[1], st4[2], st4[3]
     k = -1
@@ -263,6 +264,30 @@ def _fused4(
             sf = math.floor(x + 0.5)
             kb[j] = not (abs((x - sf) * period) > half_gate)
             sb[j] = sf
+        # (3a) the usual sub-block — every event in the gate, in range and slot-ordered (a
+        # SIMD check) — skips those three tests per event: −3.6 ms of 31 on 7.9e6 events
+        easy = kb[0] and sb[0] >= last and sb[0] >= lo and sb[m - 1] < hi
+        for j in range(1, m):  # SIMD
+            easy &= kb[j] & (sb[j] >= sb[j - 1])
+        if easy:
+            for j in range(m):
+                c = chb[j]
+                b = bmap[c]
+                if b == UNMAPPED and bad < 0:
+                    bad = i0 + j
+                s = sb[j]
+                v = vmap[c]
+                code = np.int16(b) * 2 + v
+                if s != last:
+                    k += 1
+                    o_s[k] = s
+                    o_b[k] = b
+                    o_v[k] = v
+                    fcode = code
+                    last = s
+                elif code != fcode:
+                    o_d[k] = 1  # o_d comes zeroed
+            continue
         for j in range(m):
             c = chb[j]
             b = bmap[c]
