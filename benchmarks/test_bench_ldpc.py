@@ -1,5 +1,7 @@
-"""LDPC reconciliation throughput: compiled layered SPA / NMS vs the `ldpc` PyPI package's
-sum-product (same code, same frames, same run), and the whole two-party stage (decoder + protocol).
+"""LDPC reconciliation throughput: compiled layered SPA (explicit-SIMD C, gather-free phi: ``spa``;
+numba, tabulated phi: ``spa_table``, the previous default, the baseline) / NMS vs the `ldpc` PyPI
+package's sum-product (same code, same frames, same run), and the whole two-party stage (decoder +
+protocol).
 
 Run: ``pytest benchmarks/test_bench_ldpc.py --benchmark-enable -q``. ``bits_per_s`` is sifted key
 bits per second (key bits of the frames / mean time).
@@ -14,7 +16,7 @@ import pytest
 
 from qkdpp.codes import code_id, load_code
 from qkdpp.codes.construct import bsc_entropy
-from qkdpp.kernels.ldpc import _nb, _ref
+from qkdpp.kernels.ldpc import _nb, _ref, _simd
 from qkdpp.testing import correlated_pair, run_pair
 
 N_FRAMES = 32
@@ -40,14 +42,20 @@ def _frames(code, q, nf, seed=0):
     return x, y, s, llr
 
 
-@pytest.mark.parametrize("algorithm", ["spa", "nms"])
+@pytest.mark.parametrize("algorithm", ["spa", "spa_table", "nms"])
 @pytest.mark.parametrize("q", [0.02, 0.05])
 def test_ldpc_decode_compiled(benchmark, q, algorithm):
+    if algorithm == "spa" and not _simd.AVAILABLE:
+        pytest.skip("ldpc._cy not built")
     code = load_code(CODE_FOR_Q[q])
     x, _y, s, llr = _frames(code, q, N_FRAMES)
 
     def dec(lo: int, hi: int, iters: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if algorithm == "spa":
+            return _simd.decode_layered_spa(
+                code.row_ptr, code.col_idx, llr[:, lo:hi], s[:, lo:hi], iters
+            )
+        if algorithm == "spa_table":
             return _nb.decode_layered_spa(
                 code.row_ptr, code.col_idx, llr[:, lo:hi], s[:, lo:hi], iters
             )
@@ -120,12 +128,15 @@ def test_ldpc_decode_ldpc_package(benchmark, q):
         # baseline of the default RATE_ADAPTIVE_PATIENCE / BLIND_PATIENCE rows)
         ("rate_adaptive", "spa", 0),
         ("rate_adaptive", "spa", None),
+        # the numba sum-product with the tabulated phi (the previous default decoder): baseline
+        ("rate_adaptive", "spa_table", None),
         ("rate_adaptive", "nms", None),
         # blind with patience 0: every round runs its full max_iter sweeps
         ("blind", "spa", 0),
         # the previous blind defaults (start 1.08 at 2 %, 1.06 from 5 %; patience 10): the
         # baseline of the default row below (BLIND_START_TABLE, BLIND_PATIENCE)
         ("blind", "spa", "prev"),
+        ("blind", "spa_table", None),  # previous decoder, default parameters: baseline
         ("blind", "spa", None),  # default: BLIND_PATIENCE
     ],
 )

@@ -35,7 +35,7 @@ import numpy as np
 
 from qkdpp.codes import code_id, load_code
 from qkdpp.codes.construct import bsc_entropy
-from qkdpp.kernels.ldpc import _nb, _ref
+from qkdpp.kernels.ldpc import _nb, _ref, _simd
 from qkdpp.testing import correlated_pair, run_pair
 
 N_BITS = 29491  # one chunk of an n = 32768 family (de32k) at delta = 0.1
@@ -168,8 +168,9 @@ def _mother_frames(code, q: float, nf: int, seed: int = 0):
 
 
 def sweep_costs(cid: str) -> None:
-    """ns per edge and frame of one SPA sweep + syndrome check: the frame-minor kernel at several
-    widths and the one-frame kernel (the driver's ``SOLO_WIDTH`` choice), best of 5."""
+    """ns per edge and frame of one SPA sweep + syndrome check: the numba frame-minor kernel
+    (tabulated phi) and the explicit-SIMD C kernel (gather-free phi) at several widths, and the
+    numba one-frame kernel (the numba driver's ``SOLO_WIDTH`` choice), best of 5, same run."""
     code = load_code(cid)
     rp, ci, ne = code.row_ptr, code.col_idx, code.edges
     _x, s0, llr0 = _mother_frames(code, 0.0187, 16)
@@ -225,18 +226,31 @@ def sweep_costs(cid: str) -> None:
     sc = [np.empty(dmax, np.float32) for _ in range(3)]
     t = best(lambda: (_nb._spa_layer_sweep1(rp, ci, p1, m1, s1, *sc), _nb._check1(rp, ci, p1, s1)))
     print(f"{cid} one frame alone: {t / ne * 1e9:.2f} ns/edge", flush=True)
-    for nf in (2, 3, 4, 5, 6, 8, 12, 16):
-        post = np.ascontiguousarray(llr0[:, :nf])
-        s = np.ascontiguousarray(s0[:, :nf])
+    llr_w = np.tile(llr0, (1, 4))  # up to 64 columns (the stage's default group)
+    s_w = np.tile(s0, (1, 4))
+    for nf in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
+        post = np.ascontiguousarray(llr_w[:, :nf])
+        s = np.ascontiguousarray(s_w[:, :nf])
         msg = np.zeros((ne, nf), np.float32)
         q, ph = np.empty((dmax, nf), np.float32), np.empty((dmax, nf), np.float32)
         v1, par, un = np.empty(nf, np.float32), np.empty(nf, np.uint8), np.empty(nf, np.int32)
 
         a = (rp, ci, post, msg, s, q, ph, v1, par)
         t = best(lambda a=a, un=un: (_nb._spa_layer_sweep(*a), _nb._check(*a[:3], a[4], un, a[8])))
-        print(
-            f"{cid} frame-minor {nf:2d} frames: {t / ne / nf * 1e9:.2f} ns/edge-frame", flush=True
-        )
+        line = f"{cid} {nf:2d} frames: numba frame-minor {t / ne / nf * 1e9:.2f} ns/edge-frame"
+        if _simd.AVAILABLE:  # the explicit-SIMD C sweep + check on the same frames, same run
+            from qkdpp.kernels.ldpc import _cy
+
+            p2, m2 = np.ascontiguousarray(llr_w[:, :nf]), np.zeros((ne, nf), np.float32)
+            scr = _cy.make_scratch(rp)
+            t2 = best(
+                lambda p2=p2, m2=m2, s=s, un=un, scr=scr: (
+                    _cy.spa_sweep(rp, ci, p2, m2, s, scr),
+                    _cy.check(rp, ci, p2, s, un),
+                )
+            )
+            line += f", SIMD C {t2 / ne / nf * 1e9:.2f} ({t / t2:.2f}x)"
+        print(line, flush=True)
 
 
 def check_rules(cid: str, q: float, nf: int, specs: list[str]) -> None:
@@ -348,7 +362,10 @@ def main() -> int:
     ap.add_argument("--blind-step", type=float, default=0.1)
     ap.add_argument("--blind-start", type=float, default=None, help="default: stage table")
     ap.add_argument(
-        "--algorithm", choices=["spa", "nms"], default=None, help="stage default if unset"
+        "--algorithm",
+        choices=["spa", "spa_table", "nms"],
+        default=None,
+        help="stage default if unset",
     )
     ap.add_argument("--group", type=int, default=None, help="chunks per decoder group")
     ap.add_argument("--family", default="de32k", help="code family (de32k; peg4k for tests)")

@@ -51,6 +51,7 @@ from qkdpp.kernels import bits as kbits
 from qkdpp.kernels.ldpc import BACKEND as _KBACKEND
 from qkdpp.kernels.ldpc import SHORTENED_LLR, syndrome
 from qkdpp.kernels.ldpc import impl as _kimpl
+from qkdpp.kernels.ldpc import simd as _ksimd
 from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
 
@@ -118,7 +119,8 @@ MODES = ("rate_adaptive", "blind")
 def table_efficiency(q: float, algorithm: str = "spa") -> float:
     """Interpolate the efficiency table of ``algorithm`` at QBER ``q`` (clamped at the ends).
 
-    :data:`EFFICIENCY_TABLE` for ``"spa"``, :data:`EFFICIENCY_TABLE_NMS` for ``"nms"``."""
+    :data:`EFFICIENCY_TABLE` for ``"spa"``/``"spa_table"``, :data:`EFFICIENCY_TABLE_NMS` for
+    ``"nms"``."""
     table = EFFICIENCY_TABLE_NMS if algorithm == "nms" else EFFICIENCY_TABLE
     xs = [a for a, _ in table]
     ys = [b for _, b in table]
@@ -246,8 +248,12 @@ class LdpcStage(Stage):
         Fraction of modulated (punctured + shortened) positions per chunk.
     max_iter : int
         Decoder sweeps per round.
-    algorithm : {"spa", "nms"}
-        Layered sum-product with tabulated phi (better f, slower) or normalised min-sum (faster).
+    algorithm : {"spa", "spa_table", "nms"}
+        Layered sum-product (better f, slower) or normalised min-sum (faster). ``spa``: the
+        explicit-SIMD C kernel with the gather-free phi (:mod:`qkdpp.kernels.ldpc._cy`) when it
+        is built, the CPU has AVX-512 and the compiled backend is active, else the numba
+        sum-product with the tabulated phi, which ``spa_table`` always uses (same efficiency
+        table).
     alpha : float
         Min-sum normalisation (``nms`` only).
     blind_start, blind_step, blind_rounds : float or None, float, int
@@ -318,8 +324,10 @@ class LdpcStage(Stage):
             raise ConfigError(f"ldpc delta must be in [0, 0.5), got {delta}")
         if efficiency is not None and not 0.5 < efficiency < 5:
             raise ConfigError(f"ldpc efficiency must be in (0.5, 5), got {efficiency}")
-        if algorithm not in ("spa", "nms"):
-            raise ConfigError(f"ldpc algorithm must be 'spa' or 'nms', got {algorithm!r}")
+        if algorithm not in ("spa", "spa_table", "nms"):
+            raise ConfigError(
+                f"ldpc algorithm must be 'spa', 'spa_table' or 'nms', got {algorithm!r}"
+            )
         if max_iter < 1 or group < 1 or blind_rounds < 0 or not 0 < blind_step <= 1:
             raise ConfigError("ldpc max_iter, group >= 1, blind_rounds >= 0, 0 < blind_step <= 1")
         self.mode = mode
@@ -344,6 +352,10 @@ class LdpcStage(Stage):
         self.patience = int(patience)
         # the kernel backend chosen by QKDPP_BACKEND (compiled numba unless told otherwise)
         self._k = _kimpl(_KBACKEND)
+        # the explicit-SIMD sum-product (C) for algorithm "spa" when built and the CPU has
+        # AVX-512 (its portable C path is for tests and is slower than numba); compiled backend
+        fast = _ksimd.AVAILABLE and _ksimd.simd_level() == 512
+        self._simd = _ksimd if fast and hasattr(self._k, "spa_sweeps") else None
 
     # -- helpers -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -675,8 +687,13 @@ class LdpcStage(Stage):
         max_iter: int,
     ) -> None:
         it[:] = 0
+        if self.algorithm == "spa" and self._simd is not None:
+            self._simd.spa_sweeps(
+                code.row_ptr, code.col_idx, post, msgs, synd, max_iter, bits, it, okg, self.patience
+            )
+            return
         if hasattr(self._k, "nms_sweeps"):
-            if self.algorithm == "spa":
+            if self.algorithm != "nms":
                 self._k.spa_sweeps(
                     code.row_ptr,
                     code.col_idx,
@@ -705,7 +722,7 @@ class LdpcStage(Stage):
                 )
             return
         # reference backend: decode from the current posteriors (no message state kept)
-        if self.algorithm == "spa":
+        if self.algorithm != "nms":
             b, its, o = self._k.decode_layered_spa(
                 code.row_ptr, code.col_idx, post, synd, max_iter, self.patience
             )
