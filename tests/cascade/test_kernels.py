@@ -220,6 +220,30 @@ def test_copy_tops_equal_reference(n: int, k: int, seed: int, data) -> None:  # 
         assert np.array_equal(np.unpackbits(words[r].view(np.uint8), bitorder="little"), want)
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=ODD_SIZES, k=st.integers(1, 300), seed=st.integers(0, 2**31), data=st.data())
+def test_copy_from_packed_key_equals_copy_from_key(n: int, k: int, seed: int, data) -> None:  # type: ignore[no-untyped-def]
+    """A copy gathered from the packed pass-0 copy (``packed=True``; a shuffled pass row and
+    the BICONF row, ``bperm``) equals the copy gathered from the unpacked key, and so do the
+    top-level parities; without a pass-0 copy (``r = 0``) the flag changes nothing."""
+    rng = np.random.default_rng(seed)
+    bits = rng.integers(0, 2, n, dtype=np.uint8)
+    perms = np.stack([np.full(n, -1, dtype=np.int32), permutation("s", n, 2)])
+    bperm = permutation("s", n, 7)
+    end = data.draw(st.integers(0, n))
+    nw = (n + 63) // 64 + 1
+    nb = -(-end // k)
+    for r in (0, 1, 2):  # 2 == perms.shape[0]: the BICONF row, read from bperm
+        want = np.full((3, nw), 0xFFFF, dtype=np.uint64)
+        got = np.full((3, nw), 0xF0F0, dtype=np.uint64)
+        out_w, out_g = np.empty(nb, dtype=np.uint8), np.empty(nb, dtype=np.uint8)
+        _nb.build_copy_tops(bits, perms, bperm, 0, got, 1, n, np.empty(n, dtype=np.uint8))
+        _nb.build_copy_tops(bits, perms, bperm, r, want, k, end, out_w)
+        _nb.build_copy_tops(bits, perms, bperm, r, got, k, end, out_g, True)
+        assert np.array_equal(want[r], got[r])
+        assert np.array_equal(out_w, out_g)
+
+
 @pytest.mark.parametrize("n", [0, 1, 5, 64])
 def test_prf_words_compiled_equals_reference(n: int) -> None:
     k0, k1 = shuffle_seed("x", n, 1, None)

@@ -346,6 +346,7 @@ def _word_parity(w: np.uint64) -> np.uint8:
 
 
 ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+PACK8 = np.uint64(0x0102040810204080)  # sum of 2^(56 - 7i), i = 0..7 (see _build_copy_row)
 # A permuted copy of a pass is built once the bits gathered through its permutation exceed
 # n >> COPY_SHIFT: a build costs n mostly sequential gathers (about 1 ms per 1e6 bits), a
 # gathered range bit costs a random read each.
@@ -386,19 +387,30 @@ def _build_copy_row(bits, perms, bperm, r, words, wr):
     n = bits.size
     full = n >> 6
     big = r == perms.shape[0]
-    for w in range(full):
-        acc = np.uint64(0)
-        b = w << 6
-        if r == 0:  # pass 0 is the identity: its row of perms is never read
-            for t in range(64):
-                acc |= np.uint64(bits[b + t]) << np.uint64(t)
-        elif big:
-            for t in range(64):
-                acc |= np.uint64(bits[bperm[b + t]]) << np.uint64(t)
-        else:
-            for t in range(64):
-                acc |= np.uint64(bits[perms[r, b + t]]) << np.uint64(t)
-        words[wr, w] = acc
+    if r == 0 and (n & 7) == 0:
+        # pass 0 (the identity), 8 key bytes (0/1) per load: byte i of a little-endian word
+        # lands at bit 56 + i of its product with PACK8 (every other product term falls
+        # elsewhere, all at distinct bits, so no carries); 2.5x faster than a byte per step
+        b64 = bits.view(np.uint64)
+        for w in range(full):
+            acc = np.uint64(0)
+            for j in range(8):
+                acc |= ((b64[8 * w + j] * PACK8) >> np.uint64(56)) << np.uint64(8 * j)
+            words[wr, w] = acc
+    else:
+        for w in range(full):
+            acc = np.uint64(0)
+            b = w << 6
+            if r == 0:  # pass 0 is the identity: its row of perms is never read
+                for t in range(64):
+                    acc |= np.uint64(bits[b + t]) << np.uint64(t)
+            elif big:
+                for t in range(64):
+                    acc |= np.uint64(bits[bperm[b + t]]) << np.uint64(t)
+            else:
+                for t in range(64):
+                    acc |= np.uint64(bits[perms[r, b + t]]) << np.uint64(t)
+            words[wr, w] = acc
     for w in range(full, words.shape[1]):
         words[wr, w] = 0
     for j in range(full << 6, n):
@@ -407,14 +419,48 @@ def _build_copy_row(bits, perms, bperm, r, words, wr):
 
 
 @njit
-def build_copy_tops(bits, perms, bperm, r, words, k, end, out):
+def _build_copy_row0(n, perms, bperm, r, words, wr):
+    """:func:`_build_copy_row` for ``r > 0`` gathering from ``words[0]``, the packed pass-0
+    copy (the key itself, LSB first; it must be up to date) instead of the unpacked key:
+    8x fewer bytes (125 KB at n = 1e6, held in L2 next to the other frames' keys), so the
+    random reads of the gather hit the cache more (n = 1e6: 0.62–0.63 ms per copy instead of
+    0.84 ms with one frame's key, 1.05 ms with 16 frames' keys; docs/cascade.md).
+    Same bits: bit ``j`` of ``words[wr]`` is bit ``perm[j]`` of the key for ``j < n``."""
+    full = n >> 6
+    big = r == perms.shape[0]
+    one = np.uint64(1)
+    for w in range(full):
+        acc = np.uint64(0)
+        b = w << 6
+        if big:
+            for t in range(64):
+                x = bperm[b + t]
+                acc |= ((words[0, x >> 6] >> np.uint64(x & 63)) & one) << np.uint64(t)
+        else:
+            for t in range(64):
+                x = perms[r, b + t]
+                acc |= ((words[0, x >> 6] >> np.uint64(x & 63)) & one) << np.uint64(t)
+        words[wr, w] = acc
+    for w in range(full, words.shape[1]):
+        words[wr, w] = 0
+    for j in range(full << 6, n):
+        x = bperm[j] if big else perms[r, j]
+        words[wr, j >> 6] |= ((words[0, x >> 6] >> np.uint64(x & 63)) & one) << np.uint64(j & 63)
+
+
+@njit
+def build_copy_tops(bits, perms, bperm, r, words, k, end, out, packed=False):
     """Build the packed copy ``words[r]`` of row ``r`` (see :func:`_build_copy_row`) and
     compute from it the top-level block parities ``out[b]`` = parity of copy bits
     ``[b*k, min((b+1)*k, end))`` (``uint8`` 0/1). The same parities as
     :func:`top_parities` / :func:`identity_top_parities`, but the gather also leaves the copy
     that the BINARY answers of the pass read afterwards (before, both were computed, each
-    with a pass over the key)."""
-    _build_copy_row(bits, perms, bperm, r, words, r)
+    with a pass over the key). ``packed``: row 0 of ``words`` holds the up-to-date packed
+    key (the pass-0 copy) and ``r > 0``: gather from it (:func:`_build_copy_row0`)."""
+    if packed and r > 0:
+        _build_copy_row0(bits.size, perms, bperm, r, words, r)
+    else:
+        _build_copy_row(bits, perms, bperm, r, words, r)
     for b in range(out.size):
         s = b * k
         out[b] = _copy_parity_row(words, r, s, min(s + k, end))
@@ -514,7 +560,10 @@ def answer_passes(
         # pass 0 (the identity) packs the key at its first question: the packed copy is 8x
         # smaller than the unpacked key, so it stays in cache
         if has_copy[p] == 0 and (p == 0 or work[p] + (e - s) > (n >> ALICE_COPY_SHIFT)):
-            _build_copy_row(bits, perms, bits, p, words, p)
+            if p > 0 and has_copy[0] != 0:  # from the packed key (the pass-0 copy)
+                _build_copy_row0(n, perms, bits, p, words, p)
+            else:
+                _build_copy_row(bits, perms, bits, p, words, p)
             has_copy[p] = 1
         if has_copy[p] != 0:
             out[j] = _copy_parity_row(words, p, s, e)
@@ -576,7 +625,10 @@ def answer_batch(
                 fill_row(perms, poss, p, seeds[p, 0], seeds[p, 1], version)
                 loaded[p] = 1
             if has_copy[f, p] == 0 and (p == 0 or work[f, p] + (e - s) > lim):
-                _build_copy_row(bits[f], perms, bits[f], p, words[f], p)
+                if p > 0 and has_copy[f, 0] != 0:  # from the packed key (the pass-0 copy)
+                    _build_copy_row0(n, perms, bits[f], p, words[f], p)
+                else:
+                    _build_copy_row(bits[f], perms, bits[f], p, words[f], p)
                 has_copy[f, p] = 1
             if has_copy[f, p] != 0:
                 ws = s >> 6
@@ -946,6 +998,14 @@ def bob_step(
     wflat = words.reshape(words.size)  # for prefetching the copy words (a view)
     nwr = words.shape[1]
     pflat = perms.reshape(perms.size)
+    posflat = poss.reshape(poss.size)
+    # the shuffled cascade slots of many blocks (a flip loads its position in each)
+    mslots = np.empty(max(nslots, 1), dtype=np.int64)
+    nms = 0
+    for q in range(1, min(nslots, nperm)):
+        if slot_few[q] == 0:
+            mslots[nms] = q
+            nms += 1
     for r in range(na_in):
         # A one-bit question leads to a flip at s or s + 1 in the task loop: fetch the
         # permutation entry (2 * PREFETCH ahead), then the key byte it names (PREFETCH
@@ -962,12 +1022,31 @@ def bob_step(
             if asked[rr, 2] - asked[rr, 1] == 1:
                 sl = asked[rr, 0]
                 s1 = asked[rr, 1]
+                i1 = np.int64(-1)
+                i2 = np.int64(-1)
                 if sl == 0:
                     _prefetch(bits, s1)
-                elif sl < nperm and (loaded[sl] != 0):
-                    _prefetch(bits, perms[sl, s1])
+                    i1 = s1
                     if s1 + 1 < n:
-                        _prefetch(bits, perms[sl, s1 + 1])
+                        i2 = s1 + 1
+                elif sl < nperm and (loaded[sl] != 0):
+                    i1 = np.int64(perms[sl, s1])
+                    _prefetch(bits, i1)
+                    if s1 + 1 < n:
+                        i2 = np.int64(perms[sl, s1 + 1])
+                        _prefetch(bits, i2)
+                # The flip (of i1 or i2, in the task loop after this loop) also loads the
+                # key's entry of the shared block table and its position in every other pass
+                # of many blocks (random reads in tables of 4n bytes each): fetched now, so
+                # those misses overlap too.
+                for c in range(2):
+                    ii = i1 if c == 0 else i2
+                    if ii < 0:
+                        continue
+                    if fewtab.size == n:
+                        _prefetch(fewtab, ii)
+                    for t in range(nms):
+                        _prefetch(posflat, mslots[t] * n + ii)
         slot, s, e, pe, blk, h = (
             asked[r, 0],
             asked[r, 1],
@@ -986,7 +1065,12 @@ def bob_step(
         # here. (Written out here: helpers taking arrays cost atomic reference-count updates
         # per call in numba.)
         if has_copy[slot] == 0 and (slot == 0 or work[slot] + (e - s) > (n >> COPY_SHIFT)):
-            _build_copy_row(bits, perms, bperm, slot, words, slot)
+            # from the packed key when the pass-0 copy follows every flip (no flip yet in
+            # this step: flips happen in the task loop below)
+            if slot > 0 and has_copy[0] != 0 and slot_few[0] == 0:
+                _build_copy_row0(n, perms, bperm, slot, words, slot)
+            else:
+                _build_copy_row(bits, perms, bperm, slot, words, slot)
             has_copy[slot] = 1
             applied[slot] = nlog[0]
         if has_copy[slot] != 0:

@@ -440,8 +440,10 @@ class _CompiledBob:
             if pid > 0:
                 self.sh.get(pid)
             bob_top = np.empty(nb, dtype=np.uint8)
+            # gathered from the packed key (the pass-0 copy) when it follows every flip
+            packed = bool(s > 0 and self.has_copy[0] != 0 and self.slot_few[0] == 0)
             _nb.build_copy_tops(
-                self.bits, self.sh.perms, self.bperm, s, self.words, k, top_end, bob_top
+                self.bits, self.sh.perms, self.bperm, s, self.words, k, top_end, bob_top, packed
             )
             self.has_copy[s] = 1
             self.applied[s] = self.nlog[0]
@@ -708,7 +710,10 @@ class AliceFrame:
             if pid > 0:
                 self.sh.get(pid)  # computes the row of the pass table if needed
             out = np.empty(nb, dtype=np.uint8)
-            _nb.build_copy_tops(self.bits, self.sh.perms, self.bits, slot, self.words, k, end, out)
+            packed = bool(slot > 0 and self.has_copy[0] != 0)  # from the packed key, when built
+            _nb.build_copy_tops(
+                self.bits, self.sh.perms, self.bits, slot, self.words, k, end, out, packed
+            )
             self.has_copy[slot] = 1
         else:
             if self._words is None:
