@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qkdpp.auth import (
     LinkAuth,
@@ -16,8 +19,10 @@ from qkdpp.auth import (
     write_bootstrap,
 )
 from qkdpp.auth import selftest as selftest_mod
+from qkdpp.auth.wegman_carter import hash_transcript, transcript_length
 from qkdpp.errors import AuthenticationFailed, ConfigError
 from qkdpp.kernels import gfpoly
+from qkdpp.kernels.gfpoly import _ref as gfpoly_ref
 from qkdpp.keystore.sqlite import KeyStore
 
 
@@ -53,6 +58,38 @@ def test_tag_verifies_and_detects_tampering(tmp_path: Path) -> None:
 def test_transcript_encoding_is_unambiguous() -> None:
     assert encode_transcript([b"ab"], [b"c"]) != encode_transcript([b"a", b"b"], [b"c"])
     assert encode_transcript([b"ab"], []) != encode_transcript([], [b"ab"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    a2b=st.lists(st.binary(max_size=90), max_size=6),
+    b2a=st.lists(st.binary(max_size=90), max_size=6),
+)
+def test_streamed_transcript_hash_equals_hash_of_encoding(
+    key: bytes, a2b: list[bytes], b2a: list[bytes]
+) -> None:
+    msg = encode_transcript(a2b, b2a)
+    assert transcript_length(a2b, b2a) == len(msg)
+    want = gfpoly_ref.poly_hash(key, msg)
+    assert hash_transcript(key, a2b, b2a) == want == gfpoly.poly_hash(key, msg)
+
+
+def test_streamed_transcript_tag_on_large_records(tmp_path: Path) -> None:
+    # records of sifting size (hashed in place, GIL released) and many small ones
+    rng = np.random.default_rng(5)
+    a2b = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in (700_001, 17, 0, 90_000)]
+    b2a = [os.urandom(n % 97) for n in range(300)]
+    key = os.urandom(16)
+    msg = encode_transcript(a2b, b2a)
+    assert hash_transcript(key, a2b, b2a) == gfpoly.poly_hash(key, msg)
+    a, b = pair(tmp_path)
+    t = a.tag_digest(a.digest_transcript(a2b, b2a))
+    assert a.digest_transcript(a2b, b2a) == a.digest(msg)
+    assert b.verify(msg, t)
+    t2 = b.tag(msg)
+    assert a.verify_digest(a.digest_transcript(a2b, b2a), t2)
+    assert not a.verify_digest(a.digest_transcript(a2b, b2a[:-1]), b.tag(msg))
 
 
 def test_pads_run_out(tmp_path: Path) -> None:
@@ -110,3 +147,20 @@ def test_bad_parameters(tmp_path: Path) -> None:
     assert la.eps(1000) == pytest.approx((63 + 1) / 2**40)
     with pytest.raises(ConfigError):
         wc_tag(bytes(16), b"m", bytes(4), 40)  # pad too short
+
+
+def test_self_test_catches_a_broken_streamed_hash(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Broken:  # drops the pieces: digests the empty message
+        def __init__(self, key: bytes) -> None:
+            self.key = key
+
+        def update(self, data: bytes) -> None:
+            pass
+
+        def digest(self) -> bytes:
+            return gfpoly_ref.poly_hash(self.key, b"")
+
+    for be in gfpoly.available_backends():
+        monkeypatch.setattr(gfpoly.impl(be), "PolyHash", Broken)
+    with pytest.raises(AuthenticationFailed, match="streamed poly_hash"):
+        self_test()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 
@@ -109,3 +110,58 @@ def test_bad_inputs(backend: str) -> None:
         mod.polyval(bytes(16), bytes(17))
     with pytest.raises(ConfigError):
         mod.poly_hash(bytes(16), bytes(2), 17)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=60, deadline=None)
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    pieces=st.lists(st.binary(max_size=70), max_size=8),
+    prefixed=st.lists(st.binary(max_size=40), max_size=5),
+    as_array=st.booleans(),
+)
+def test_streaming_poly_hash_equals_hash_of_the_join(
+    backend: str, key: bytes, pieces: list[bytes], prefixed: list[bytes], as_array: bool
+) -> None:
+    mod = gfpoly.impl(backend)
+    h = mod.PolyHash(key)
+    for p in pieces:
+        h.update(np.frombuffer(p, np.uint8) if as_array else memoryview(p))
+    h.update_prefixed(prefixed)
+    joined = b"".join(pieces) + b"".join(len(p).to_bytes(8, "little") + p for p in prefixed)
+    assert h.n_bytes == len(joined)
+    assert h.digest() == _ref.poly_hash(key, joined)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_streaming_poly_hash_long_pieces(backend: str) -> None:
+    # pieces straddling block boundaries and the 8-block steps of the compiled kernel
+    mod = gfpoly.impl(backend)
+    key = os.urandom(16)
+    data = os.urandom(3000)
+    h = mod.PolyHash(key)
+    cuts = [0, 5, 21, 21, 150, 151, 1300, 3000]
+    for a, b in itertools.pairwise(cuts):
+        h.update(data[a:b])
+    assert h.digest() == _ref.poly_hash(key, data) == mod.poly_hash(key, data)
+    with pytest.raises(ConfigError):
+        h.digest()  # one digest per object
+    with pytest.raises(ConfigError):
+        h.update(b"x")
+    with pytest.raises(ConfigError):
+        mod.PolyHash(bytes(15))
+    with pytest.raises(ConfigError):
+        mod.PolyHash(key).update(np.zeros(4, np.uint16))
+
+
+@pytest.mark.skipif("compiled" not in BACKENDS, reason="compiled gfpoly not built")
+def test_compiled_aggregated_polyval_long_message(gf128_polyval: type) -> None:
+    # 8 blocks per reduction in the compiled kernel: check a long message against galois
+    F = gf128_polyval
+    key, data = os.urandom(16), os.urandom(16 * 37)
+    x_inv128 = F(2) ** -128
+    hk = F(int.from_bytes(key, "little"))
+    s = F(0)
+    for i in range(0, len(data), 16):
+        s = (s + F(int.from_bytes(data[i : i + 16], "little"))) * hk * x_inv128
+    assert int.from_bytes(gfpoly.impl("compiled").polyval(key, data), "little") == int(s)

@@ -32,7 +32,7 @@ from qkdpp.auth.bootstrap import (
     write_used_marker,
 )
 from qkdpp.auth.selftest import self_test
-from qkdpp.auth.wegman_carter import wc_tag
+from qkdpp.auth.wegman_carter import hash_transcript, wc_tag_hashed
 from qkdpp.errors import AuthenticationFailed, ConfigError, KeyStoreError
 from qkdpp.frame import Role
 from qkdpp.kernels import gfpoly
@@ -92,14 +92,28 @@ class LinkAuth:
         """Forgery probability bound of one tag over ``message_bytes`` bytes."""
         return gfpoly.eps_poly_hash(8 * message_bytes, self.tag_bits)
 
-    def _mac(self, message: bytes, pad: bytes) -> bytes:
-        return wc_tag(bytes(self._key), message, pad, self.tag_bits)
+    def digest(self, message: bytes) -> bytes:
+        """The keyed 16-byte ``poly_hash`` of ``message`` (secret: never logged or sent).
+
+        :meth:`tag_digest` / :meth:`verify_digest` take it, so a message that is both tagged
+        and verified (the transcript tag exchange) is hashed once.
+        """
+        return gfpoly.poly_hash(bytes(self._key), message)
+
+    def digest_transcript(self, a_to_b: list[bytes], b_to_a: list[bytes]) -> bytes:
+        """:meth:`digest` of ``encode_transcript(a_to_b, b_to_a)``, streamed over the records
+        (:func:`~qkdpp.auth.wegman_carter.hash_transcript`; no joined copy)."""
+        return hash_transcript(bytes(self._key), a_to_b, b_to_a)
 
     def tag(self, message: bytes) -> dict[str, Any]:
         """``{"pad_seg", "pad_off", "tag"}`` for ``message`` with this party's next pad.
 
         Raises :class:`AuthenticationFailed` when no pad is left.
         """
+        return self.tag_digest(self.digest(message))
+
+    def tag_digest(self, digest: bytes) -> dict[str, Any]:
+        """:meth:`tag` of the message whose :meth:`digest` is ``digest``."""
         if not self._lease:
             try:
                 got = self.store.next_pads(
@@ -110,7 +124,7 @@ class LinkAuth:
             self._lease = [(seg, off, bytearray(pad)) for seg, off, pad in reversed(got)]
         seg, off, pad = self._lease.pop()
         self.pad_bytes_used += len(pad)
-        tag = self._mac(message, bytes(pad))
+        tag = wc_tag_hashed(digest, bytes(pad), self.tag_bits)
         pad[:] = bytes(len(pad))
         return {"pad_seg": seg, "pad_off": off, "tag": tag}
 
@@ -120,6 +134,10 @@ class LinkAuth:
         False for malformed fields, a pad this party cannot accept (unknown segment, replay) or a
         wrong tag; the named pad is used up in every case where it was acceptable.
         """
+        return self.verify_digest(self.digest(message), fields)
+
+    def verify_digest(self, digest: bytes, fields: dict[str, Any]) -> bool:
+        """:meth:`verify` of the message whose :meth:`digest` is ``digest``."""
         seg, off, tag = (fields.get(k) for k in AUTH_FIELDS)
         if not (
             isinstance(seg, str)
@@ -133,7 +151,7 @@ class LinkAuth:
         if pad is None:
             return False
         self.pad_bytes_used += len(pad)
-        return hmac.compare_digest(self._mac(message, pad), tag)
+        return hmac.compare_digest(wc_tag_hashed(digest, pad, self.tag_bits), tag)
 
     def wipe(self) -> None:
         """Overwrite the hash key with zeros and drop the withdrawn pads."""

@@ -11,13 +11,14 @@ both directions, every record of the link's current epoch that no earlier tag co
     Alice ── authenticate/verdict {ok} ────────────────────────────────────▶ Bob
 
 The message ``M`` is :func:`~qkdpp.auth.encode_transcript` of the records Alice→Bob and Bob→Alice
-(identical bytes on both sides), HELLO handshake envelopes excluded (the link repeats and drops
-those asymmetrically; they carry no key-dependent data). Records are named by their sequence
-numbers, which carry the epoch of the handshake that started them: Alice covers everything she
-sent and received in the current epochs after the last tagged record; Bob takes exactly the
-records Alice names and checks that they are everything he received before the tag and the
-first ones he sent after the last tag. Within an epoch the stream is ordered and lossless (a
-loss is a sequence error, which ends the epoch with a resync), so both select the same records.
+(identical bytes on both sides; hashed as a stream over the records, never joined, once per side for
+both the tag it sends and the tag it checks), HELLO handshake envelopes excluded (the link repeats
+and drops those asymmetrically; they carry no key-dependent data). Records are named by their
+sequence numbers, which carry the epoch of the handshake that started them: Alice covers everything
+she sent and received in the current epochs after the last tagged record; Bob takes exactly the
+records Alice names and checks that they are everything he received before the tag and the first
+ones he sent after the last tag. Within an epoch the stream is ordered and lossless (a loss is a
+sequence error, which ends the epoch with a resync), so both select the same records.
 
 Any failure — a bad tag, records that differ, no pad left — raises
 :class:`~qkdpp.errors.ChannelDesync` on both sides after the verdict: the batch is void and the
@@ -38,8 +39,8 @@ copied into the key store once; a key store that already holds it never takes it
 
 from __future__ import annotations
 
-from qkdpp.auth import encode_transcript
 from qkdpp.auth.link_auth import AUTH_FIELDS, LinkAuth, open_link_auth
+from qkdpp.auth.wegman_carter import transcript_length
 from qkdpp.errors import AuthenticationFailed, ChannelDesync, ConfigError, KeyStoreError
 from qkdpp.frame import Frame, KeyState, Role
 from qkdpp.pipeline.stage import Stage, register_stage
@@ -153,15 +154,15 @@ class AuthenticationStage(Stage):
         used0 = auth.pad_bytes_used
         try:
             if self.role is Role.ALICE:
-                ok, message = self._alice(peer, auth, tr, link.send_epoch, link.recv_epoch)
+                ok, n_message = self._alice(peer, auth, tr, link.send_epoch, link.recv_epoch)
             else:
-                ok, message = self._bob(peer, auth, tr, link.send_epoch, link.recv_epoch)
+                ok, n_message = self._bob(peer, auth, tr, link.send_epoch, link.recv_epoch)
         except (AuthenticationFailed, KeyStoreError) as exc:
             raise ChannelDesync(f"{self.name}: {exc}") from None
         if not ok:
             raise ChannelDesync(f"{self.name}: transcript tag mismatch")
-        self.last_message_bytes = len(message)
-        return 8 * (auth.pad_bytes_used - used0), min(1.0, 2 * auth.eps(len(message)))
+        self.last_message_bytes = n_message
+        return 8 * (auth.pad_bytes_used - used0), min(1.0, 2 * auth.eps(n_message))
 
     def process_batch(self, frames: list[Frame], peer: PeerScope) -> list[Frame]:
         pad_bits, eps = self.authenticate_transcript(peer)
@@ -178,26 +179,28 @@ class AuthenticationStage(Stage):
 
     def _alice(
         self, peer: PeerScope, auth: LinkAuth, tr: Transcript, ep_s: int, ep_r: int
-    ) -> tuple[bool, bytes]:
+    ) -> tuple[bool, int]:
+        """Alice's side; returns (verdict, bytes of the tagged message M)."""
         got_a = self._select(tr, SENT, ep_s, None, tr.position(SENT))
         got_b = self._select(tr, RECEIVED, ep_r, None, tr.position(RECEIVED))
         if got_a is None or got_b is None:
             raise ChannelDesync(f"{self.name}: the transcript of this epoch has a gap")
         (a2b, a_first, sent_pos), (b2a, b_first, recv_pos) = got_a, got_b
-        message = encode_transcript(a2b, b2a)
+        digest = auth.digest_transcript(a2b, b2a)
         ranges = {"a_first": a_first, "a_count": len(a2b), "b_first": b_first, "b_count": len(b2a)}
-        peer.send("tag", {**ranges, **auth.tag(message)})
+        peer.send("tag", {**ranges, **auth.tag_digest(digest)})
         self._mark(tr, SENT, a2b, a_first, sent_pos)
         self._mark(tr, RECEIVED, b2a, b_first, recv_pos)
         reply = peer.recv("tag.reply")
         peer.expect_fields(reply, "tag.reply", ok=bool, **_PAD_FIELDS)
-        ok = auth.verify(message, reply) and reply["ok"]
+        ok = auth.verify_digest(digest, reply) and reply["ok"]
         peer.send("verdict", {"ok": ok})
-        return ok, message
+        return ok, transcript_length(a2b, b2a)
 
     def _bob(
         self, peer: PeerScope, auth: LinkAuth, tr: Transcript, ep_s: int, ep_r: int
-    ) -> tuple[bool, bytes]:
+    ) -> tuple[bool, int]:
+        """Bob's side; returns (verdict, bytes of the tagged message M)."""
         msg = peer.recv("tag")
         peer.expect_fields(
             msg, "tag", a_first=int, a_count=int, b_first=int, b_count=int, **_PAD_FIELDS
@@ -217,16 +220,18 @@ class AuthenticationStage(Stage):
             and (not got_a[0] or got_a[1] == msg["a_first"])
             and (not got_b[0] or got_b[1] == msg["b_first"])
         )
-        message = b""
+        n_message = 0
+        digest = auth.digest(b"")  # inconsistent records: a tag over the empty message
         if consistent and got_a is not None and got_b is not None:
-            message = encode_transcript(got_a[0], got_b[0])
+            digest = auth.digest_transcript(got_a[0], got_b[0])
+            n_message = transcript_length(got_a[0], got_b[0])
             self._mark(tr, RECEIVED, got_a[0], got_a[1], got_a[2])
             self._mark(tr, SENT, got_b[0], got_b[1], got_b[2])
-        mine = consistent and auth.verify(message, {k: msg.get(k) for k in AUTH_FIELDS})
-        peer.send("tag.reply", {"ok": mine, **auth.tag(message)})
+        mine = consistent and auth.verify_digest(digest, {k: msg.get(k) for k in AUTH_FIELDS})
+        peer.send("tag.reply", {"ok": mine, **auth.tag_digest(digest)})
         verdict = peer.recv("verdict")
         peer.expect_fields(verdict, "verdict", ok=bool)
-        return mine and verdict["ok"], message
+        return mine and verdict["ok"], n_message
 
     def _mark(
         self, tr: Transcript, direction: str, records: list[bytes], first: int, pos: int

@@ -5,7 +5,9 @@ verification and Wegman–Carter authentication: ``ε ≤ (L + 1) / 2^t`` for ``
 messages of at most ``L`` 16-byte blocks (see :mod:`._ref` for the construction and proof sketch).
 
 Functions: ``polyval(h, data)``, ``ghash(h, data)``, ``poly_hash(key, data, n_bits=None)``,
-``eps_poly_hash(n_bits, tag_bits)``; dispatch through :mod:`qkdpp.backend`.
+``eps_poly_hash(n_bits, tag_bits)`` and ``PolyHash(key)``, the streaming ``poly_hash`` of a
+message fed in pieces (``update``, ``update_prefixed``, ``digest``); dispatch through
+:mod:`qkdpp.backend`.
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ def truncate(tag: bytes, tag_bits: int) -> bytes:
 polyval = _impl.polyval
 ghash = _impl.ghash
 poly_hash = _impl.poly_hash
+PolyHash = _impl.PolyHash
 
 __all__ = [
     "BACKEND",
+    "PolyHash",
     "available_backends",
     "eps_poly_hash",
     "ghash",

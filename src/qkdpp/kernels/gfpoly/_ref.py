@@ -158,3 +158,42 @@ def poly_hash(key: bytes, data: bytes | np.ndarray, n_bits: int | None = None) -
         16-byte hash; truncate to ``t`` bits (leading bytes) for a shorter tag.
     """
     return polyval(key, padded_message(data, n_bits))
+
+
+class PolyHash:
+    """Streaming :func:`poly_hash` (reference): ``update`` pieces, ``digest()`` equals
+    ``poly_hash(key, b"".join(pieces))``. Keeps the pieces and hashes their join at the end."""
+
+    def __init__(self, key: bytes) -> None:
+        self._h = _key(key)
+        self._buf: bytearray | None = bytearray()
+
+    def _data(self) -> bytearray:
+        if self._buf is None:
+            raise ConfigError("PolyHash: digest() was already taken")
+        return self._buf
+
+    def update(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
+        """Append ``data`` (bytes-like or 1-D uint8 array) to the message."""
+        buf = self._data()
+        if isinstance(data, np.ndarray) and (data.dtype != np.uint8 or data.ndim != 1):
+            raise ConfigError(f"data must be a 1-D uint8 array, got {data.dtype} {data.shape}")
+        buf += bytes(data)
+
+    def update_prefixed(self, items: list[bytes]) -> None:
+        """Append each item as ``len(item)`` (uint64 little-endian) followed by its bytes."""
+        for item in items:
+            self._data()
+            self.update(len(item).to_bytes(8, "little"))
+            self.update(item)
+
+    @property
+    def n_bytes(self) -> int:
+        """Bytes hashed so far."""
+        return len(self._data())
+
+    def digest(self) -> bytes:
+        """The 16-byte hash; the object cannot be used afterwards."""
+        data = bytes(self._data())
+        self._buf = None
+        return poly_hash(self._h, data)

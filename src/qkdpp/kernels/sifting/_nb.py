@@ -209,12 +209,17 @@ def _bob_prepare(
     enc: np.ndarray,
     bases_p: np.ndarray,
 ) -> tuple[Any, Any]:
-    """Return (bytes written or -1-i for a bad detection i, number of double clicks)."""
+    """Return (bytes written or -1-i for a bad detection i, number of double clicks).
+
+    Three loops: the varint loop alone (its write position is a loop-carried chain, so the
+    basis packing and the double-click count, which vectorise, run in loops of their own: 0.65
+    against 1.15 ms for 5e5 detections); unsigned write positions let LLVM drop the
+    negative-index (wraparound) handling.
+    """
     prev = np.int64(-1)
-    pos = np.int64(0)
-    acc = 0
-    n_double = 0
+    pos = np.uint64(0)
     n = slots.shape[0]
+    one = np.uint64(1)
     for i in range(n):
         r = slots[i] - slot0
         if r <= prev or r >= n_slots:
@@ -222,27 +227,32 @@ def _bob_prepare(
         g = r - prev - 1
         if g < 0x4000:  # one or two bytes, written without a data-dependent branch
             hi = g >> 7
-            c = np.int64(hi != 0)
-            enc[pos] = (g & 0x7F) | (c << 7)
-            enc[pos + 1] = hi
-            pos += 1 + c
+            c = np.uint64(hi != 0)
+            enc[pos] = (g & 0x7F) | (np.int64(c) << 7)
+            enc[pos + one] = hi
+            pos += one + c
         else:
             while g > 0x7F:
                 enc[pos] = (g & 0x7F) | 0x80
-                pos += 1
+                pos += one
                 g >>= 7
             enc[pos] = g
-            pos += 1
+            pos += one
         prev = r
-        acc = (acc << 1) | (1 if basis[i] != 0 else 0)
-        if (i & 7) == 7:
-            bases_p[i >> 3] = acc
-            acc = 0
-        if double[i] != 0:
-            n_double += 1
+    for q in range(n >> 3):
+        acc = 0
+        for t in range(8):
+            acc = (acc << 1) | (basis[8 * q + t] != 0)
+        bases_p[q] = acc
     if n & 7:
+        acc = 0
+        for t in range(8 * (n >> 3), n):
+            acc = (acc << 1) | (basis[t] != 0)
         bases_p[n >> 3] = acc << (8 - (n & 7))
-    return pos, n_double
+    n_double = np.int64(0)
+    for i in range(n):
+        n_double += double[i] != 0
+    return np.int64(pos), n_double
 
 
 def bob_prepare(
@@ -374,7 +384,16 @@ def popcount_prefix(packed: np.ndarray, n: int) -> int:
 
 @njit
 def _decode_classes2(data: np.ndarray, out: np.ndarray) -> None:
-    for j in range(out.shape[0]):
+    # one byte → four codes: a loop LLVM vectorises (0.0065 against 0.085 ms for 3.5e5 codes)
+    n = out.shape[0]
+    q4 = n >> 2
+    for q in range(q4):
+        b = data[q]
+        out[4 * q] = b >> 6
+        out[4 * q + 1] = (b >> 4) & 3
+        out[4 * q + 2] = (b >> 2) & 3
+        out[4 * q + 3] = b & 3
+    for j in range(4 * q4, n):
         p = 2 * j
         out[j] = (data[p >> 3] >> (6 - (p & 7))) & 3
 
