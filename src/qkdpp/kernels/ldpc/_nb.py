@@ -19,6 +19,7 @@ from qkdpp.kernels.ldpc._ref import (
     PHI_SCALE,
     PHI_TABLE,
     SHORTENED_LLR,
+    sweep_buffers,
 )
 
 # The phi table as a module global: numba freezes global arrays into the compiled code as
@@ -507,13 +508,7 @@ def decode_layered_spa(
     patience: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`qkdpp.kernels.ldpc._ref.decode_layered_spa` (same signature)."""
-    post = np.array(llr, dtype=np.float32, order="C", copy=True)
-    n, nf = post.shape
-    msg = np.zeros((col_idx.size, nf), dtype=np.float32)
-    bits = np.zeros((n, nf), dtype=np.uint8)
-    iters = np.zeros(nf, dtype=np.int32)
-    ok = np.zeros(nf, dtype=np.uint8)
-    synd_c = np.ascontiguousarray(synd, dtype=np.uint8)
+    post, msg, bits, iters, ok, synd_c = sweep_buffers(llr, col_idx.size, synd)
     spa_sweeps(row_ptr, col_idx, post, msg, synd_c, int(max_iter), bits, iters, ok, int(patience))
     return bits, iters, ok.astype(bool)
 
@@ -528,13 +523,7 @@ def decode_layered_nms(
     patience: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compiled twin of :func:`qkdpp.kernels.ldpc._ref.decode_layered_nms` (same signature)."""
-    post = np.array(llr, dtype=np.float32, order="C", copy=True)
-    n, nf = post.shape
-    msg = np.zeros((col_idx.size, nf), dtype=np.float32)
-    bits = np.zeros((n, nf), dtype=np.uint8)
-    iters = np.zeros(nf, dtype=np.int32)
-    ok = np.zeros(nf, dtype=np.uint8)
-    synd_c = np.ascontiguousarray(synd, dtype=np.uint8)
+    post, msg, bits, iters, ok, synd_c = sweep_buffers(llr, col_idx.size, synd)
     nms_sweeps(
         row_ptr,
         col_idx,

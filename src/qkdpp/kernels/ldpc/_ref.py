@@ -121,6 +121,25 @@ class _Tracker:
         return self.out, self.iters, self.ok
 
 
+def sweep_buffers(
+    llr: np.ndarray, n_edges: int, synd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The compiled decoders' state for ``llr[n, F]``: ``(post, msg, bits, iters, ok, synd)`` —
+    float32 posteriors (a copy of ``llr``), float32 edge messages ``[n_edges, F]`` (zero),
+    uint8 hard decisions ``[n, F]``, int32 sweeps and uint8 flags per frame, and the syndrome as
+    contiguous uint8."""
+    post = np.array(llr, dtype=np.float32, order="C", copy=True)
+    n, nf = post.shape
+    return (
+        post,
+        np.zeros((n_edges, nf), dtype=np.float32),
+        np.zeros((n, nf), dtype=np.uint8),
+        np.zeros(nf, dtype=np.int32),
+        np.zeros(nf, dtype=np.uint8),
+        np.ascontiguousarray(synd, dtype=np.uint8),
+    )
+
+
 def decode_layered_nms(
     row_ptr: np.ndarray,
     col_idx: np.ndarray,

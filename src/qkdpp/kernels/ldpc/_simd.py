@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qkdpp.kernels.ldpc._ref import sweep_buffers
+
 try:
     from qkdpp.kernels.ldpc import _cy  # type: ignore[attr-defined]
 except ImportError:  # not compiled: the numba table SPA is used instead
@@ -198,12 +200,6 @@ def decode_layered_spa(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode from channel LLRs ``llr[n, F]`` (signature of
     :func:`qkdpp.kernels.ldpc._ref.decode_layered_spa`); returns ``(bits, iters, ok)``."""
-    post = np.array(llr, dtype=np.float32, order="C", copy=True)
-    n, nf = post.shape
-    msg = np.zeros((col_idx.size, nf), dtype=np.float32)
-    bits = np.zeros((n, nf), dtype=np.uint8)
-    iters = np.zeros(nf, dtype=np.int32)
-    ok = np.zeros(nf, dtype=np.uint8)
-    synd_c = np.ascontiguousarray(synd, dtype=np.uint8)
+    post, msg, bits, iters, ok, synd_c = sweep_buffers(llr, col_idx.size, synd)
     spa_sweeps(row_ptr, col_idx, post, msg, synd_c, int(max_iter), bits, iters, ok, int(patience))
     return bits, iters, ok.astype(bool)
