@@ -15,6 +15,11 @@ same step as it was before them (``baseline``: the per-step kernels and NumPy gl
 under another name). Reports sifted key bits per second of wall time (``bits_per_s``) and of
 CPU time of both roles together (``bits_per_cpu_s``, the figure that matters on 2 cores).
 
+``test_alice_sift_25km`` is Alice's kernel alone (``alice_sift``) on those chunks: her classes
+read from the record's 2-bit plane in the decode loop (``plane2``), against the kernel as it was
+with one class byte per slot gathered in a loop of its own (``bytes``, kept below under another
+name, fed the same record with the classes unpacked). ``bits_per_s``: sifted bits per second.
+
 ``test_sifting_steady_25km`` measures the same step as the engine runs it: one link kept open
 (handshake once, as :class:`~qkdpp.engine.party.PartyEngine` does), long-lived accumulators,
 one chunk per batch; each round sifts the 4 chunks again under new batch ids.
@@ -32,13 +37,14 @@ import numpy as np
 import pytest
 
 from benchmarks.conftest import record_rate
+from qkdpp._numba import njit
 from qkdpp.errors import ConfigError, ProtocolError
 from qkdpp.frame import Frame, FrameMeta, KeyState
 from qkdpp.kernels import bits as kbits
 from qkdpp.kernels import sifting
 from qkdpp.protocol.link import PeerScope
 from qkdpp.stages.accumulate import Accumulator
-from qkdpp.stages.sifting import SiftingStage, pack_classes, unpack_classes
+from qkdpp.stages.sifting import SiftingStage, unpack_classes
 
 N_SLOTS = 20_000_000
 
@@ -50,7 +56,8 @@ def _chunk(p_det: float) -> dict[str, np.ndarray]:
     return {
         "basis": rng.integers(0, 256, (n + 7) // 8, dtype=np.uint8),
         "value": rng.integers(0, 256, (n + 7) // 8, dtype=np.uint8),
-        "intensity": rng.integers(0, 3, n, dtype=np.uint8),
+        "intensity": (inten := rng.integers(0, 3, n, dtype=np.uint8)),
+        "intensity_p": sifting.pack_classes2(inten),
         "rel": det,
         "bob_basis": rng.integers(0, 2, det.size, dtype=np.uint8),
         "bob_value": rng.integers(0, 2, det.size, dtype=np.uint8),
@@ -64,12 +71,12 @@ def _compiled(c: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndar
     # Alice
     rel = sifting.decode_slots(enc, c["rel"].size, N_SLOTS)
     bob_basis = kbits.unpack(bases_p, rel.size)
-    keep, a_bit, cls = sifting.sift_alice(c["basis"], c["value"], c["intensity"], rel, bob_basis)
+    keep, a_bit, cls = sifting.sift_alice(c["basis"], c["value"], c["intensity_p"], rel, bob_basis)
     keep_p = kbits.pack(keep)
-    width, codes = pack_classes(cls)
+    codes = sifting.pack_classes2(cls)
     # Bob compacts with Alice's mask and decodes the intensity classes
     bob_keep = kbits.unpack(keep_p, rel.size)
-    bob_cls = unpack_classes(width, codes, int(kbits.popcount(keep_p, rel.size)), "bench")
+    bob_cls = unpack_classes(codes, int(kbits.popcount(keep_p, rel.size)), "bench")
     return a_bit, bob_cls, sifting.compact(c["bob_value"], bob_keep)
 
 
@@ -168,7 +175,7 @@ class _UnfusedSifting(SiftingStage):
                 raise ProtocolError("keep mask malformed")
             keep = kbits.unpack(keep_p, rel.size)
             n_keep = int(kbits.popcount(keep_p, rel.size)) if rel.size else 0
-            inten = unpack_classes(reply[f"iwidth_{i}"], reply[f"intensity_{i}"], n_keep, "b")
+            inten = unpack_classes(reply[f"intensity_{i}"], n_keep, "b")
             bits = sifting.compact(value, keep)
             out.append(
                 _old_finish(
@@ -188,10 +195,10 @@ class _UnfusedSifting(SiftingStage):
             rel = sifting.decode_slots(enc, count, int(f.aux["n_slots"]))
             bob_basis = kbits.unpack(bases_p, count)
             keep, a_bit, cls = sifting.sift_alice(
-                f.aux["basis"], f.aux["value"], f.aux["intensity"], rel, bob_basis
+                f.aux["basis"], f.aux["value"], f.aux["intensity_p"], rel, bob_basis
             )
             reply[f"keep_{i}"] = kbits.pack(keep)
-            reply[f"iwidth_{i}"], reply[f"intensity_{i}"] = pack_classes(cls)
+            reply[f"intensity_{i}"] = sifting.pack_classes2(cls)
             slots = sifting.compact(rel, keep) + int(f.aux["slot0"])
             results.append((f, a_bit, sifting.compact(bob_basis, keep), cls, slots))
         peer.reply("sift.detections", reply)
@@ -387,3 +394,126 @@ def test_sifting_steady_25km(benchmark, impl: str, demo_chunks) -> None:  # type
     benchmark.extra_info["n_chunks"] = len(af)
     benchmark.extra_info["bits_per_cpu_s"] = n_sifted / float(np.median(cpu[1:] or cpu))
     record_rate(benchmark, n_bits=n_sifted)
+
+
+# -- Alice's kernel alone: 2-bit class plane vs one class byte per slot -----------------------
+
+
+@njit
+def _old_alice_keep(  # type: ignore[no-untyped-def]
+    buf, count, n_slots, bases_p, basis, value, slot0, keep_p, bit, k_basis, k_slot
+):
+    """``_alice_keep`` as it was before the 2-bit plane (no class read; baseline only)."""
+    pos = np.int64(0)
+    prev = np.int64(-1)
+    n = buf.shape[0]
+    j = np.int64(0)
+    kacc = np.int64(0)
+    for i in range(count):
+        if pos + 1 < n and not (buf[pos] & buf[pos + 1] & 0x80):
+            b0 = np.int64(buf[pos])
+            c0 = b0 >> 7
+            g = (b0 & 0x7F) | ((np.int64(buf[pos + 1]) & 0x7F) << 7) * c0
+            pos += 1 + c0
+        else:
+            g = np.int64(0)
+            shift = 0
+            while True:
+                if pos >= n:
+                    return 1, i
+                b = buf[pos] & 0xFF
+                pos += 1
+                g |= (b & 0x7F) << shift
+                shift += 7
+                if not b & 0x80:
+                    break
+                if shift > 56:
+                    return 2, pos
+        r = prev + 1 + g
+        if r >= n_slots:
+            return 3, i
+        prev = r
+        byte = r >> 3
+        sh = 7 - (r & 7)
+        ab = (np.int64(basis[byte]) >> sh) & 1
+        k = 1 - (ab ^ ((np.int64(bases_p[i >> 3]) >> (7 - (i & 7))) & 1))
+        kacc = (kacc << 1) | k
+        if (i & 7) == 7:
+            keep_p[i >> 3] = kacc
+            kacc = np.int64(0)
+        bit[j] = (value[byte] >> sh) & 1
+        k_basis[j] = ab
+        k_slot[j] = slot0 + r
+        j += k
+    if pos != n:
+        return 4, n - pos
+    if count & 7:
+        keep_p[count >> 3] = kacc << (8 - (count & 7))
+    return 0, j
+
+
+@njit
+def _old_gather_classes(intensity, k_slot, slot0, cls):  # type: ignore[no-untyped-def]
+    for j in range(cls.shape[0]):
+        cls[j] = intensity[k_slot[j] - slot0]
+    bits_or = np.int64(0)
+    for j in range(cls.shape[0]):
+        bits_or |= cls[j]
+    return bits_or
+
+
+def _old_alice_sift(  # type: ignore[no-untyped-def]
+    enc, count, n_slots, bases_p, basis, value, intensity, slot0
+):
+    """Alice's step before the 2-bit plane: ``intensity`` one uint8 class per slot."""
+    keep_p = np.empty((count + 7) // 8, dtype=np.uint8)
+    bit = np.empty(count + 1, dtype=np.uint8)
+    k_basis = np.empty(count + 1, dtype=np.uint8)
+    k_slot = np.empty(count + 1, dtype=np.int64)
+    status, j = _old_alice_keep(
+        enc, count, n_slots, bases_p, basis, value, slot0, keep_p, bit, k_basis, k_slot
+    )
+    assert status == 0
+    cls = np.empty(j, dtype=np.uint8)
+    cor = _old_gather_classes(intensity, k_slot[:j], slot0, cls)
+    bits_p = kbits.pack(bit[:j])
+    codes = sifting.pack_classes2(cls) if cor < 4 else None
+    return keep_p, bits_p, j, cls, codes, k_basis[:j], k_slot[:j]
+
+
+@pytest.mark.parametrize("impl", ["plane2", "bytes"])
+def test_alice_sift_25km(benchmark, impl: str, demo_chunks) -> None:  # type: ignore[no-untyped-def]
+    if "compiled" not in sifting.available_backends():
+        pytest.skip("compiled sifting backend not available")
+    from qkdpp.io.records import unpack_classes2
+
+    af, bf = demo_chunks
+    sifting.warm()
+    calls = []
+    for a, b in zip(af, bf, strict=True):
+        x = b.aux
+        enc, bases_p, _ = sifting.bob_prepare(
+            x["det_slot"], x["det_basis"], x["det_double"], x["slot0"], x["n_slots"]
+        )
+        n = int(a.aux["n_slots"])
+        plane = a.aux["intensity_p"]
+        inten = plane if impl == "plane2" else unpack_classes2(plane, 0, n)
+        args = (enc, int(x["det_slot"].size), n, bases_p, a.aux["basis"], a.aux["value"])
+        calls.append((*args, inten, int(a.aux["slot0"])))
+    fn = sifting.alice_sift if impl == "plane2" else _old_alice_sift
+    fn(*calls[0])  # compile
+
+    def run() -> list[Any]:
+        return [fn(*c) for c in calls]
+
+    benchmark.group = "sifting-alice-25km-4x5e7-slots"
+    got = benchmark.pedantic(run, rounds=10, iterations=1, warmup_rounds=1)
+    exp = [
+        sifting.alice_sift(*c[:6], a.aux["intensity_p"], c[7])
+        for c, a in zip(calls, af, strict=True)
+    ]
+    for g, e in zip(got, exp, strict=True):
+        for x, y in zip(g, e, strict=True):
+            assert np.array_equal(np.asarray(x), np.asarray(y))
+    benchmark.extra_info["n_chunks"] = len(af)
+    record_rate(benchmark, n_bits=int(sum(g[2] for g in got)))

@@ -128,7 +128,7 @@ def demo_capture() -> tuple[EventChunk, np.ndarray, dict[str, object]]:
 
     cfg = demo_config(N_STEP)
     alice, bob, _ = simulate_link(cfg["simulate"]["params"], N_STEP, 7)
-    pilot = np.asarray(cfg["timing"]["mu"], np.float32)[alice.intensity[: 1 << 21]]
+    pilot = np.asarray(cfg["timing"]["mu"], np.float32)[alice.classes(0, 1 << 21)]
     kw: dict[str, object] = {
         "slot_ps": 1000.0,
         "expected_offset_ps": float(bob.t_ps[0]),

@@ -51,7 +51,7 @@ def demo() -> tuple[Frame, _Peer, list[float]]:
     a = Frame(
         FrameMeta("bench", 0, Role.ALICE, state=KeyState.RAW),
         np.zeros(0, np.uint8),
-        {"intensity": alice.intensity, "slot0": 0, "n_slots": N_SLOTS},
+        {"intensity_p": alice.intensity_p, "slot0": 0, "n_slots": N_SLOTS},
     )
     TimingStage("alice", mu=mu).process_batch([a], peer)  # the pilot message
     b = Frame(

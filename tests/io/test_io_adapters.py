@@ -48,12 +48,12 @@ def test_simulated_live_adapter_paces_and_recovers():
     from qkdpp.io.records import AliceRecord
 
     recs = ad.alice_records
-    alice = AliceRecord(
+    alice = AliceRecord.from_classes(
         0,
         4_000_000,
         np.concatenate([r.basis for r in recs]),
         np.concatenate([r.value for r in recs]),
-        np.concatenate([r.intensity for r in recs]),
+        np.concatenate([r.classes() for r in recs]),
     )
     o = np.argsort(ev.t_ps, kind="stable")
     from qkdpp.io.events import EventChunk

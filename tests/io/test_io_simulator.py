@@ -36,13 +36,13 @@ def test_alice_record_statistics_and_windows():
     x = _bits(a.basis, n).mean()
     assert abs(x - (1 - q["p_z_alice"])) < 5 * np.sqrt(0.16 / n)
     assert abs(_bits(a.value, n).mean() - 0.5) < 5 * np.sqrt(0.25 / n)
-    frac = np.bincount(a.intensity, minlength=3) / n
+    frac = np.bincount(a.classes(), minlength=3) / n
     for k in range(3):
         pk = q[f"p_mu{k}"]
         assert abs(frac[k] - pk) < 5 * np.sqrt(pk * (1 - pk) / n)
     # any 64-aligned window regenerates identically
     w = alice_record(p, 6400, seed=9, slot0=64 * 100)
-    assert np.array_equal(w.intensity, a.intensity[6400:12800])
+    assert np.array_equal(w.classes(), a.classes()[6400:12800])
     assert np.array_equal(w.basis, a.basis[800:1600])
 
 
@@ -71,7 +71,7 @@ def test_simulator_agrees_with_model():
     model = model_bb84(p)
     ab = _bits(alice.basis, n)
     av = _bits(alice.value, n)
-    cls = alice.intensity
+    cls = alice.classes()
     # per-slot click sets of Bob's 4 detectors
     clicks = np.zeros((n, 4), bool)
     clicks[truth.slot, truth.detector] = True

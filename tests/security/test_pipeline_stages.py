@@ -41,7 +41,7 @@ def decoy_chunk(
     same = b_basis == a_basis[det]
     flip = (rng.random(det.size) < e_det).astype(np.uint8)
     b_val = np.where(same, a_val[det] ^ flip, rng.integers(0, 2, det.size)).astype(np.uint8)
-    rec = AliceRecord(slot0, n_slots, np.packbits(a_basis), np.packbits(a_val), inten)
+    rec = AliceRecord.from_classes(slot0, n_slots, np.packbits(a_basis), np.packbits(a_val), inten)
     return rec, BobDetections(
         slot0, n_slots, det.astype(np.int64) + slot0, b_basis, b_val, np.zeros(det.size, np.uint8)
     )

@@ -28,6 +28,8 @@ def make_records(
     flips = (rng.random(det.size) < qber).astype(np.uint8)
     b_value = np.where(same, a_value[det] ^ flips, rng.integers(0, 2, det.size)).astype(np.uint8)
     double = (rng.random(det.size) < p_double).astype(np.uint8)
-    rec = AliceRecord(slot0, n_slots, np.packbits(a_basis), np.packbits(a_value), inten)
+    rec = AliceRecord.from_classes(
+        slot0, n_slots, np.packbits(a_basis), np.packbits(a_value), inten
+    )
     dets = BobDetections(slot0, n_slots, det.astype(np.int64) + slot0, b_basis, b_value, double)
     return rec, dets

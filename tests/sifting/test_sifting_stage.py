@@ -39,7 +39,7 @@ def test_identical_index_sets(seed: int, n_slots: int) -> None:
         av = np.unpackbits(rec.value)[rel[keep]] if keep.any() else np.zeros(0, np.uint8)
         assert np.array_equal(bits.unpack(a.bits, a.meta.n_bits), av)
         assert np.array_equal(bits.unpack(b.bits, b.meta.n_bits), det.value[keep])
-        assert np.array_equal(a.aux["intensity"], rec.intensity[rel[keep]])
+        assert np.array_equal(a.aux["intensity"], rec.classes()[rel[keep]])
         assert a.meta.leaked_bits == 0 and b.meta.leaked_bits == 0
         if det.slot.size:
             assert a.meta.tags["sift_bytes_per_detection"] > 0

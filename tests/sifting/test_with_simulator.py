@@ -73,7 +73,7 @@ def test_simulated_link_statistics_and_key() -> None:
     # expected signal-class test QBER: the analytic single-arm model for single clicks, 1/2 for
     # double clicks (squashed to a random bit by the stage; the model ignores cross-arm doubles)
     ab = np.unpackbits(alice.basis)[:n_slots][bob.slot]
-    sel = (ab == 1) & (bob.basis == 1) & (alice.intensity[bob.slot] == 0)
+    sel = (ab == 1) & (bob.basis == 1) & (alice.classes()[bob.slot] == 0)
     d = bob.double[sel].mean()
     q_model = truth.model["mu0"]["qber_X"]
     q_exp = (1 - d) * q_model + d / 2

@@ -74,7 +74,9 @@ def test_stage_after_hours_with_drift(monkeypatch, drift_ppm, chunk):
     # the old guess (first tag − slot0 · T for slot 0): no fit, or the wrong slots
     ev = EventChunk(fb[0].aux["t_ps"], fb[0].aux["channel"], np.zeros(len(fb[0].aux["t_ps"]), "u1"))
     slot0 = chunk * CHUNK
-    pilot = np.asarray(MU, np.float32)[fa[0].aux["intensity"][: 1 << 21]]
+    from qkdpp.io.records import unpack_classes2
+
+    pilot = np.asarray(MU, np.float32)[unpack_classes2(fa[0].aux["intensity_p"], 0, 1 << 21)]
     try:
         old = fit_clock(
             ev,
@@ -99,7 +101,7 @@ def test_expected_slot_fast_equals_reference():
     from qkdpp.io.records import AliceRecord
 
     a = fa[0].aux
-    rec = AliceRecord(c * CHUNK, CHUNK, a["basis"], a["value"], a["intensity"])
+    rec = AliceRecord(c * CHUNK, CHUNK, a["basis"], a["value"], a["intensity_p"])
     kw: dict[str, Any] = dict(
         slot_ps=p.slot_ps,
         pilot_slot0=c * CHUNK,

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkdpp.stages.timing import _mu_of_byte, _pack2, _unpack2
+from qkdpp.io.records import pack_classes2 as _pack2
+from qkdpp.stages.timing import _head2, _mu_of_byte, _unpack2
 
 
 def _pack2_bits(classes: np.ndarray) -> np.ndarray:
@@ -25,6 +26,9 @@ def test_pilot_packing_is_the_bit_pair_format(n, seed):
     assert packed.dtype == np.uint8 and np.array_equal(packed, _pack2_bits(c))
     assert packed.size == (2 * n + 7) // 8
     assert np.array_equal(_unpack2(packed, n), c)
+    # Alice's pilot: the head of her record's class plane, bits after slot k cleared
+    for k in sorted({0, n // 3, n}):
+        assert np.array_equal(_head2(packed, k), _pack2(c[:k]))
 
 
 @settings(max_examples=60, deadline=None)

@@ -2,16 +2,22 @@
 
 Alice's record file is the ``alice.npz`` written by ``qkdpp simulate`` (or by a source
 controller): ``slot0``, ``n_slots``, ``basis`` and ``value`` (packed bit-planes, MSB-first,
-``ceil(n_slots / 8)`` bytes) and ``intensity`` (``uint8`` per slot). Bob's capture is any format
-:func:`qkdpp.io.formats.open_capture` reads; photon events (not sync/markers) are used.
+``ceil(n_slots / 8)`` bytes) and ``intensity2``, the 2-bit class plane of
+:class:`~qkdpp.io.records.AliceRecord` (``uint8``, ``ceil(n_slots / 4)`` bytes, classes 0..3).
+Files of the first layout carry ``intensity`` instead (``uint8`` per slot); they are still read,
+packed into the plane piece by piece as they are read (no second copy of the record). Bob's
+capture is any format :func:`qkdpp.io.formats.open_capture` reads; photon events (not
+sync/markers) are used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,31 +28,96 @@ from qkdpp.io.formats import open_capture
 from qkdpp.io.records import AliceRecord
 from qkdpp.io.simulator import LinkParams
 
+ALICE_FIELDS = ("slot0", "n_slots", "basis", "value", "intensity2")
+"""Arrays of ``alice.npz`` as :func:`save_alice_record` writes it (``intensity2``: 2-bit plane)."""
+
+_OLD_PIECE = 1 << 24
+"""Slots read at a time from a first-layout file's ``intensity`` (one byte per slot)."""
+
+
+def save_alice_record(path: str | Path, rec: AliceRecord) -> None:
+    """Write ``rec`` as ``alice.npz`` (the fields of :data:`ALICE_FIELDS`, uncompressed)."""
+    np.savez(
+        path,
+        slot0=rec.slot0,
+        n_slots=rec.n_slots,
+        basis=rec.basis,
+        value=rec.value,
+        intensity2=rec.intensity_p,
+    )
+
 
 def load_alice_record(path: str | Path) -> AliceRecord:
-    """Read ``alice.npz``; every field is checked (CaptureError names the file and the field)."""
+    """Read ``alice.npz`` in either layout (see the module docstring); every field is checked
+    (:class:`CaptureError` names the file and the field)."""
     p = Path(path)
+    need = "need slot0, n_slots, basis, value and intensity2 (or intensity, first layout)"
     try:
         with np.load(p, allow_pickle=False) as z:
-            fields = {k: z[k] for k in ("slot0", "n_slots", "basis", "value", "intensity")}
+            files = set(z.files)
+            if "intensity2" in files and "intensity" in files:
+                raise CaptureError(p, None, "both intensity2 and intensity: which layout is it?")
+            if "intensity2" not in files and "intensity" not in files:
+                raise CaptureError(p, None, f"no intensity2 or intensity array ({need})")
+            fields = {k: z[k] for k in ALICE_FIELDS[:4]}
+            if "intensity2" in files:
+                fields["intensity2"] = z["intensity2"]
     except FileNotFoundError:
         raise CaptureError(p, None, "file not found") from None
     except KeyError as exc:
-        raise CaptureError(
-            p, None, f"missing array {exc} (need slot0, n_slots, basis, value, intensity)"
-        ) from None
-    except (OSError, ValueError) as exc:
+        raise CaptureError(p, None, f"missing array {exc} ({need})") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CaptureError(p, None, f"not a readable .npz record: {exc}") from exc
     try:
+        n_slots = int(fields["n_slots"])
+        if n_slots < 0:
+            raise ConfigError(f"n_slots = {n_slots} < 0")
+        plane = fields.get("intensity2")
+        if plane is None:
+            plane = _pack_old_intensity(p, n_slots)
         return AliceRecord(
             int(fields["slot0"]),
-            int(fields["n_slots"]),
+            n_slots,
             np.ascontiguousarray(fields["basis"], np.uint8),
             np.ascontiguousarray(fields["value"], np.uint8),
-            np.ascontiguousarray(fields["intensity"], np.uint8),
+            np.ascontiguousarray(plane, np.uint8),
         )
-    except ConfigError as exc:
+    except (ConfigError, TypeError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise CaptureError(p, None, str(exc)) from exc
+
+
+def _pack_old_intensity(p: Path, n_slots: int) -> np.ndarray:
+    """The first layout's ``intensity`` (``uint8`` per slot) of ``p`` as the 2-bit plane, read
+    and packed :data:`_OLD_PIECE` slots at a time (ConfigError on a wrong size or dtype, or a
+    class ``>= 4``)."""
+    from qkdpp.io.records import pack_classes2
+
+    with zipfile.ZipFile(p) as zf, zf.open("intensity.npy") as fp:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        else:
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        if dtype != np.uint8 or tuple(shape) != (n_slots,):
+            raise ConfigError(
+                f"intensity (first layout) must be uint8 of n_slots = {n_slots} entries, "
+                f"got {dtype} shape {tuple(shape)}"
+            )
+        plane = np.empty((n_slots + 3) // 4, np.uint8)
+        stream = cast(io.BufferedIOBase, fp)  # the zip member streams: one piece at a time
+        buf = bytearray(min(_OLD_PIECE, n_slots))
+        for s in range(0, n_slots, _OLD_PIECE):
+            m = min(_OLD_PIECE, n_slots - s)
+            view = memoryview(buf)[:m]
+            got = 0
+            while got < m:
+                k = stream.readinto(view[got:])
+                if not k:
+                    raise ConfigError(f"intensity (first layout) ends at slot {s + got}")
+                got += k
+            q = pack_classes2(np.frombuffer(buf, np.uint8, count=m))
+            plane[s // 4 : s // 4 + q.size] = q
+    return plane
 
 
 def load_bob_events(path: str | Path) -> tuple[EventChunk, dict[str, Any]]:

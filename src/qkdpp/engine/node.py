@@ -76,7 +76,7 @@ def simulated_chunks(
         if role is Role.ALICE:
             from qkdpp.io.records import AliceRecord
 
-            rec = AliceRecord(slot0, alice.n_slots, alice.basis, alice.value, alice.intensity)
+            rec = AliceRecord(slot0, alice.n_slots, alice.basis, alice.value, alice.intensity_p)
             yield alice_frame(rec, frame_id=c, session_id=session_id)
         else:
             # each chunk is simulated on its own; put its tags on one continuous timeline

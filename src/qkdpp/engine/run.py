@@ -146,24 +146,17 @@ def alice_chunks(
         raise ConfigError(f"chunk_slots must be a multiple of 8, got {chunk_slots}")
     for c, start in enumerate(range(0, rec.n_slots, chunk_slots), start=first_chunk):
         n = min(chunk_slots, rec.n_slots - start)
-        b0, b1 = start // 8, (start + n + 7) // 8
-        part = AliceRecord(
-            rec.slot0 + start,
-            n,
-            _clean(rec.basis[b0:b1], n),
-            _clean(rec.value[b0:b1], n),
-            rec.intensity[start : start + n],
-        )
-        yield alice_frame(part, frame_id=c, session_id=session_id)
+        yield alice_frame(_alice_share(rec, start, n), frame_id=c, session_id=session_id)
 
 
-def _clean(packed: np.ndarray, n: int) -> np.ndarray:
-    """``packed`` (the bytes of ``n`` slots) with the padding bits after slot ``n`` cleared: a
-    copy if there are any, else ``packed`` itself."""
-    if n % 8 == 0:
+def _clean(packed: np.ndarray, n: int, width: int = 1) -> np.ndarray:
+    """``packed`` (the bytes of ``n`` slots, ``width`` bits per slot, MSB-first) with the padding
+    bits after slot ``n`` cleared: a copy if there are any, else ``packed`` itself."""
+    per = 8 // width
+    if n % per == 0:
         return packed
     out = packed.copy()
-    out[-1] &= (0xFF << (8 - n % 8)) & 0xFF
+    out[-1] &= (0xFF << (8 - width * (n % per))) & 0xFF
     return out
 
 
@@ -228,14 +221,19 @@ def lane_share(n_slots: int, chunk_slots: int, lanes: int, lane: int) -> tuple[i
 
 
 def _alice_share(rec: AliceRecord, slot0: int, n: int) -> AliceRecord:
-    """Alice's record of slots ``[slot0, slot0 + n)`` (``slot0`` a multiple of 8): views."""
+    """Alice's record of slot offsets ``[slot0, slot0 + n)`` (``slot0`` a multiple of 8, so
+    that the bit-planes and the 2-bit class plane start on a byte): views, except the last
+    byte of a plane whose padding bits must be cleared."""
+    if slot0 % 8 or slot0 < 0 or n < 0 or slot0 + n > rec.n_slots:
+        raise ConfigError(f"share [{slot0}, {slot0 + n}) of a record of {rec.n_slots} slots")
     b0, b1 = slot0 // 8, (slot0 + n + 7) // 8
+    q0, q1 = slot0 // 4, (slot0 + n + 3) // 4
     return AliceRecord(
         rec.slot0 + slot0,
         n,
         _clean(rec.basis[b0:b1], n),
         _clean(rec.value[b0:b1], n),
-        rec.intensity[slot0 : slot0 + n],
+        _clean(rec.intensity_p[q0:q1], n, 2),
     )
 
 

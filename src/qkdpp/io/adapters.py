@@ -176,7 +176,7 @@ class SimulatedLiveAdapter(_Base):
         alice, bob, _ = simulate_link(self.params, n, seed=wseed)
         shift = round(s0 * self.params.slot_ps * (1 + self.params.clock_drift_ppm * 1e-6))
         bob = EventChunk(bob.t_ps + np.uint64(shift), bob.channel, bob.flags)
-        self.alice_records.append(AliceRecord(s0, n, alice.basis, alice.value, alice.intensity))
+        self.alice_records.append(AliceRecord(s0, n, alice.basis, alice.value, alice.intensity_p))
         self._next_slot += n
         if self.buffer_events is not None and len(bob) > self.buffer_events:
             self._overflows += 1

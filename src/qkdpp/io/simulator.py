@@ -46,6 +46,7 @@ import numpy as np
 from qkdpp.errors import ConfigError
 from qkdpp.io.events import EventChunk
 from qkdpp.io.records import AliceRecord
+from qkdpp.kernels import sifting as _ksift
 from qkdpp.kernels import sim as _ksim
 
 #: detector index → (basis, value): 0 = Z0, 1 = Z1, 2 = X0, 3 = X1
@@ -251,23 +252,38 @@ def _conditional_clicks(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
     return clicks
 
 
+_PIECE_SLOTS = 1 << 22
+"""Slots generated per call of the record kernel (a multiple of 64): the class byte per slot it
+returns is packed into the record's 2-bit plane piece by piece, never for the whole record."""
+
+
 def alice_record(params: LinkParams, n_slots: int, seed: int, slot0: int = 0) -> AliceRecord:
-    """Alice's preparation record of slots ``[slot0, slot0 + n_slots)`` (``slot0 % 64 == 0``)."""
+    """Alice's preparation record of slots ``[slot0, slot0 + n_slots)`` (``slot0 % 64 == 0``).
+
+    The record kernel is counter-based (each 64-slot word from its index), so the record is
+    generated in pieces of :data:`_PIECE_SLOTS` slots with the same result as in one call.
+    """
     if slot0 % 64:
         raise ConfigError(f"slot0 must be a multiple of 64, got {slot0}")
     q = _ksim.quantize_prob
     p0 = params.p_mu[0]
     rest = 1 - p0
     keys = _ksim.stream_keys(np.random.SeedSequence([seed, 0xA11CE]))
-    b, v, c = _ksim.alice_record_arrays(
-        keys,
-        q(1 - params.p_z_alice),
-        q(p0),
-        q(params.p_mu[1] / rest if rest > 0 else 0.0),
-        slot0 // 64,
-        n_slots,
-    )
-    return AliceRecord(slot0, n_slots, b, v, c)
+    probs = (q(1 - params.p_z_alice), q(p0), q(params.p_mu[1] / rest if rest > 0 else 0.0))
+    if n_slots <= _PIECE_SLOTS:
+        b, v, c = _ksim.alice_record_arrays(keys, *probs, slot0 // 64, n_slots)
+        return AliceRecord(slot0, n_slots, b, v, _ksift.pack_classes2(c))
+    basis = np.empty((n_slots + 7) // 8, np.uint8)
+    value = np.empty_like(basis)
+    plane = np.empty((n_slots + 3) // 4, np.uint8)
+    for s in range(0, n_slots, _PIECE_SLOTS):
+        m = min(_PIECE_SLOTS, n_slots - s)
+        b, v, c = _ksim.alice_record_arrays(keys, *probs, (slot0 + s) // 64, m)
+        basis[s // 8 : s // 8 + b.size] = b
+        value[s // 8 : s // 8 + v.size] = v
+        p = _ksift.pack_classes2(c)
+        plane[s // 4 : s // 4 + p.size] = p
+    return AliceRecord(slot0, n_slots, basis, value, plane)
 
 
 def _bob_times(
@@ -339,7 +355,7 @@ def simulate_link(
     gains = np.array([1 - (1 - params.p_dark) ** 4 * math.exp(-params.eta * m) for m in params.mu])
     qmax = float(gains.max())
     cand = _candidates(rng, n_slots, qmax)
-    cls = alice.intensity[cand]
+    cls = _ksift.gather_classes2(alice.intensity_p, cand)
     acc = rng.random(cand.size) < gains[cls] / qmax
     slots = cand[acc]
     cls = cls[acc]

@@ -119,9 +119,13 @@ class TimingStage(Stage):
         if self.role is Role.ALICE:
             payload: dict[str, Any] = {}
             for i, f in enumerate(frames):
-                inten = np.asarray(f.aux["intensity"], np.uint8)[: self.params["pilot_slots"]]
-                payload[f"p{i}"] = _pack2(inten)
-                payload[f"n{i}"] = int(inten.size)
+                # Alice's 2-bit class plane is already the pilot's code: its first bytes
+                n = min(int(self.params["pilot_slots"]), int(f.aux["n_slots"]))
+                plane = np.asarray(f.aux["intensity_p"], np.uint8)
+                if plane.size < (n + 3) // 4:
+                    raise ConfigError(f"timing/pilot: class plane of {plane.size} bytes for {n}")
+                payload[f"p{i}"] = _head2(plane, n)
+                payload[f"n{i}"] = n
                 payload[f"s{i}"] = int(f.aux["slot0"])
                 payload[f"m{i}"] = int(f.aux["n_slots"])
             peer.send("pilot", payload)
@@ -218,19 +222,18 @@ class TimingStage(Stage):
         return f.evolve(meta=meta, aux=aux)
 
 
-def _pack2(classes: np.ndarray) -> np.ndarray:
-    """2 bits per value (0..3), MSB-first: value ``i`` in bits ``7 − 2(i mod 4)`` and
-    ``6 − 2(i mod 4)`` of byte ``i // 4`` (the bytes ``np.packbits`` makes of the bit pairs)."""
-    if classes.size and int(classes.max()) > 3:
-        raise ConfigError("timing pilot supports intensity classes 0..3")
-    c = np.zeros(-(-classes.size // 4) * 4, np.uint8)
-    c[: classes.size] = classes
-    q = c.reshape(-1, 4)
-    return ((q[:, 0] << 6) | (q[:, 1] << 4) | (q[:, 2] << 2) | q[:, 3]).astype(np.uint8)
+def _head2(plane: np.ndarray, n: int) -> np.ndarray:
+    """The pilot code of the first ``n`` classes of a 2-bit class plane (the plane's format,
+    :mod:`qkdpp.io.records`: class ``i`` in bits ``7 − 2(i mod 4)`` and ``6 − 2(i mod 4)`` of
+    byte ``i // 4``): its first ``⌈n/4⌉`` bytes, the bits after class ``n`` cleared (a copy)."""
+    out = plane[: (n + 3) // 4].copy()
+    if n % 4:
+        out[-1] &= (0xFF << (8 - 2 * (n % 4))) & 0xFF
+    return out
 
 
 def _mu_of_byte(mu: np.ndarray) -> np.ndarray:
-    """``float32[256, 4]``: for each byte of :func:`_pack2`, the μ of its 4 classes in slot order
+    """``float32[256, 4]``: for each byte of the pilot code, the μ of its 4 classes in slot order
     (NaN for a class ``≥ len(mu)``)."""
     b = np.arange(256)
     classes = np.stack([(b >> s) & 3 for s in (6, 4, 2, 0)], axis=1)
@@ -241,7 +244,7 @@ def _mu_of_byte(mu: np.ndarray) -> np.ndarray:
 
 
 def _unpack2(packed: np.ndarray, n: int) -> np.ndarray:
-    """The first ``n`` values of :func:`_pack2`'s bytes (``uint8``)."""
+    """The first ``n`` classes of the pilot code's bytes (``uint8``)."""
     out = np.empty((packed.size, 4), np.uint8)
     out[:, 0] = packed >> 6
     out[:, 1] = (packed >> 4) & 3

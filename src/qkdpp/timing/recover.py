@@ -144,11 +144,22 @@ class SlotStats:
 
 
 def pilot_from_record(alice: AliceRecord, mu: tuple[float, ...] = (0.5, 0.1, 2e-4)) -> np.ndarray:
-    """Pilot weights from Alice's intensity classes: ``μ_class`` per slot (``float32``)."""
+    """Pilot weights from Alice's intensity classes: ``μ_class`` per slot (``float32``).
+
+    One gather per byte of the record's 2-bit class plane: byte → the μ of its 4 slots.
+    """
     table = np.asarray(mu, np.float32)
-    if int(alice.intensity.max(initial=0)) >= table.size:
-        raise ConfigError(f"intensity class {int(alice.intensity.max())} has no μ in {mu}")
-    return table[alice.intensity]
+    if table.size == 0:
+        raise ConfigError("pilot_from_record: no μ given")
+    codes = np.arange(256)
+    classes = np.stack([(codes >> s) & 3 for s in (6, 4, 2, 0)], axis=1)  # [byte, slot in byte]
+    plane = alice.intensity_p
+    bad: np.ndarray = np.asarray((classes >= table.size).any(axis=1))
+    if bad[plane].any():
+        worst = int(classes[np.unique(plane)].max())
+        raise ConfigError(f"intensity class {worst} has no μ in {mu}")
+    by_byte = table[np.minimum(classes, table.size - 1)]
+    return np.take(by_byte, plane, axis=0).reshape(-1)[: alice.n_slots]
 
 
 def _coherence(t: np.ndarray, ch_idx: np.ndarray, n_ch: int, periods: np.ndarray) -> np.ndarray:

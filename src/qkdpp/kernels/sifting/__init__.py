@@ -2,7 +2,9 @@
 
 Functions (dispatch by ``QKDPP_BACKEND``, see :mod:`qkdpp.backend`):
 ``encode_slots(rel)``, ``decode_slots(buf, count, n_slots)``, ``gather_bits(packed, rel)``,
-``sift_alice(basis, value, intensity, rel, bob_basis)``, ``compact(values, keep)``; the fused
+``gather_classes2(plane, rel)``, ``pack_classes2(classes)`` (Alice's 2-bit intensity plane,
+:mod:`qkdpp.io.records`), ``sift_alice(basis, value, intensity_p, rel, bob_basis)``,
+``compact(values, keep)``; the fused
 one-pass kernels of the stage: ``bob_prepare``, ``bob_finish``, ``alice_sift``,
 ``decode_classes2``, ``popcount_prefix``, and ``route_sifted``, ``class_counts``,
 ``key_slots`` of the accumulator.
@@ -19,6 +21,8 @@ BACKEND, _impl, impl, available_backends = _backend.family(__name__, "_nb")
 encode_slots = _impl.encode_slots
 decode_slots = _impl.decode_slots
 gather_bits = _impl.gather_bits
+gather_classes2 = _impl.gather_classes2
+pack_classes2 = _impl.pack_classes2
 sift_alice = _impl.sift_alice
 compact = _impl.compact
 bob_prepare = _impl.bob_prepare
@@ -50,8 +54,10 @@ __all__ = [
     "decode_slots",
     "encode_slots",
     "gather_bits",
+    "gather_classes2",
     "impl",
     "key_slots",
+    "pack_classes2",
     "popcount_prefix",
     "route_sifted",
     "sift_alice",

@@ -1,7 +1,9 @@
 """Sifting kernels, readable NumPy reference (the oracle of the compiled ``_nb`` backend).
 
 Conventions: slots are ``int64``; ``rel`` slots are ``slot - slot0``. Alice's basis and value
-planes are packed MSB-first (bit of slot offset ``s`` is bit ``7 - s % 8`` of byte ``s // 8``).
+planes are packed MSB-first (bit of slot offset ``s`` is bit ``7 - s % 8`` of byte ``s // 8``);
+her intensity plane packs 2 bits per slot, MSB-first (class of slot offset ``s`` is
+``(plane[s // 4] >> (6 - 2 (s % 4))) & 3``, see :mod:`qkdpp.io.records`).
 
 Wire encoding of Bob's detected slots (``encode_slots``): for each detection, the gap
 ``g_i = rel_i - rel_{i-1} - 1`` (with ``rel_{-1} = -1``), which is ``>= 0`` for strictly
@@ -29,7 +31,9 @@ __all__ = [
     "decode_slots",
     "encode_slots",
     "gather_bits",
+    "gather_classes2",
     "key_slots",
+    "pack_classes2",
     "popcount_prefix",
     "route_sifted",
     "sift_alice",
@@ -97,23 +101,44 @@ def gather_bits(packed: np.ndarray, rel: np.ndarray) -> np.ndarray:
     return ((packed[rel >> 3] >> (7 - (rel & 7))) & 1).astype(np.uint8)
 
 
+def gather_classes2(plane: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Classes of a 2-bit plane (MSB-first) at slot offsets ``rel`` → uint8 0..3."""
+    rel = np.asarray(rel, dtype=np.int64)
+    return ((np.asarray(plane, dtype=np.uint8)[rel >> 2] >> (6 - 2 * (rel & 3))) & 3).astype(
+        np.uint8
+    )
+
+
+def pack_classes2(classes: np.ndarray) -> np.ndarray:
+    """uint8 classes (each ``< 4``, else :class:`ValueError`) → 2-bit plane, ``⌈n/4⌉`` bytes,
+    MSB-first (the bytes ``np.packbits`` makes of the bit pairs ``(c >> 1, c & 1)``)."""
+    c = np.asarray(classes, dtype=np.uint8)
+    if c.size and int(c.max()) >= 4:
+        raise ValueError(f"intensity class {int(c.max())} >= 4")
+    two = np.empty(2 * c.size, dtype=np.uint8)
+    two[0::2] = c >> 1
+    two[1::2] = c & 1
+    return np.packbits(two)
+
+
 def sift_alice(
     basis: np.ndarray,
     value: np.ndarray,
-    intensity: np.ndarray,
+    intensity_p: np.ndarray,
     rel: np.ndarray,
     bob_basis: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Alice's side of sifting for detections at ``rel`` measured in ``bob_basis``.
 
-    Returns ``(keep, kept_bit, kept_class)``: ``keep`` is ``uint8`` of the detection count (1
-    where Alice's basis equals Bob's); ``kept_bit`` and ``kept_class`` are Alice's bit values and
-    intensity classes of the kept detections only (``uint8``, in detection order).
+    ``intensity_p`` is her 2-bit class plane. Returns ``(keep, kept_bit, kept_class)``: ``keep``
+    is ``uint8`` of the detection count (1 where Alice's basis equals Bob's); ``kept_bit`` and
+    ``kept_class`` are Alice's bit values and intensity classes of the kept detections only
+    (``uint8``, in detection order).
     """
     a_basis = gather_bits(basis, rel)
     keep = (a_basis == np.asarray(bob_basis, dtype=np.uint8)).astype(np.uint8)
     kb = keep.astype(bool)
-    return keep, gather_bits(value, rel)[kb], np.asarray(intensity)[rel][kb].astype(np.uint8)
+    return keep, gather_bits(value, rel)[kb], gather_classes2(intensity_p, rel)[kb]
 
 
 def compact(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -215,15 +240,16 @@ def alice_sift(
     bases_p: np.ndarray,
     basis: np.ndarray,
     value: np.ndarray,
-    intensity: np.ndarray,
+    intensity_p: np.ndarray,
     slot0: int,
-) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
-    """Alice's whole step: decode Bob's list, compare bases, gather her kept bits.
+) -> tuple[np.ndarray, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Alice's whole step: decode Bob's list, compare bases, gather her kept bits and classes.
 
-    Returns ``(keep_p, bits_p, n_keep, cls, codes, kept_basis, kept_slot)``: the keep mask packed
-    (``⌈count/8⌉`` bytes), her kept bits packed, their number, their intensity classes (uint8),
-    the classes as 2-bit codes packed MSB-first (``⌈2 n_keep/8⌉`` bytes; ``None`` when a class
-    is ≥ 4), the kept bases (uint8) and absolute slots (int64). Malformed ``enc`` or ``bases_p``
+    ``basis``, ``value`` are her packed bit-planes, ``intensity_p`` her 2-bit class plane, of
+    ``n_slots`` slots. Returns ``(keep_p, bits_p, n_keep, cls, codes, kept_basis, kept_slot)``:
+    the keep mask packed (``⌈count/8⌉`` bytes), her kept bits packed, their number, their
+    intensity classes (uint8 0..3), the classes as 2-bit codes packed MSB-first (``⌈2 n_keep/8⌉``
+    bytes), the kept bases (uint8) and absolute slots (int64). Malformed ``enc`` or ``bases_p``
     raise :class:`~qkdpp.errors.ProtocolError` (see :func:`decode_slots`).
     """
     bases_p = np.asarray(bases_p, dtype=np.uint8)
@@ -231,15 +257,10 @@ def alice_sift(
         raise ProtocolError(f"sifting: {bases_p.size} basis bytes for {count} detections")
     rel = decode_slots(enc, count, n_slots)
     bob = np.unpackbits(bases_p, count=count)
-    keep, bit, cls = sift_alice(basis, value, intensity, rel, bob)
+    keep, bit, cls = sift_alice(basis, value, intensity_p, rel, bob)
     n_keep = int(keep.sum())
-    codes = None
-    if n_keep == 0 or int(cls.max()) < 4:
-        two = np.empty(2 * n_keep, dtype=np.uint8)
-        two[0::2] = cls >> 1
-        two[1::2] = cls & 1
-        codes = np.packbits(two)
     kb = keep.astype(bool)
+    codes = pack_classes2(cls)
     return np.packbits(keep), np.packbits(bit), n_keep, cls, codes, bob[kb], rel[kb] + slot0
 
 
