@@ -73,7 +73,7 @@ other work; ``docs/timing.md``): ``fit_clock`` 26.9 ms (74.4 before), assignment
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,22 +359,41 @@ def _fit_clock_reference(
     nb = max(1, t.size // track_events)
     edges = np.linspace(0, t.size, nb + 1).astype(np.int64)
     tt = np.array([t[edges[i]] for i in range(nb)], np.float64)
-    line = None
+    on_sub = None
     if sub is not None:
-        line = _line_track_reference(A_t[sub], x[sub], ch_idx[sub], n_ch, P, _sub_index(edges, k))
-        if line[3] > P * _SUB_MAX_RMS:
-            line = None  # not confident: the full fit
-    if line is None:
-        line = _line_track_reference(A_t, x, ch_idx, n_ch, P, edges)
+        on_sub = lambda: _line_track_reference(  # noqa: E731
+            A_t[sub], x[sub], ch_idx[sub], n_ch, P, _sub_index(edges, k)
+        )
+    on_all = lambda: _line_track_reference(A_t, x, ch_idx, n_ch, P, edges)  # noqa: E731
+    return _tracked_fit(on_sub, on_all, P, T, tref, chans, score, z, tt)
+
+
+def _tracked_fit(
+    on_sub: Callable[[], tuple[np.ndarray, float, np.ndarray, float]] | None,
+    on_all: Callable[[], tuple[np.ndarray, float, np.ndarray, float]],
+    P: float,
+    T: float,
+    tref: float,
+    chans: np.ndarray,
+    score: float,
+    z: float,
+    tt: np.ndarray,
+) -> ClockFit:
+    """The clock from the line and tracking ``(icpt, P2, corr, rms)`` fitted on the subset
+    (``on_sub``, :func:`_fit_stride`) when there is one and it is confident (residual rms at most
+    ``P`` · :data:`_SUB_MAX_RMS`), else on all events (``on_all``); shared by the fast and the
+    reference fit. Delays are relative to the lowest-numbered channel, whose delay is absorbed in
+    ``t0``; ``tt`` are the tracking blocks' first times relative to ``tref`` (ps)."""
+    line = on_sub() if on_sub is not None else None
+    if line is None or line[3] > P * _SUB_MAX_RMS:
+        line = on_all()
     icpt, P2, corr, rms = line
-    # delays relative to the lowest-numbered channel, whose delay is absorbed in t0
-    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
     return ClockFit(
         t0_ps=tref + float(icpt[0]),
         period_ps=P2,
         nominal_period_ps=T,
         drift_ppm=(P2 / T - 1) * 1e6,
-        delays_ps=delays,
+        delays_ps={int(chans[c]): float(icpt[c] - icpt[0]) for c in range(chans.size)},
         peak_score=score,
         peak_sigma=z,
         residual_rms_ps=rms,
@@ -882,27 +901,11 @@ def _fit_fast_events(
     nb = max(1, n_ev // track_events)
     edges = np.linspace(0, n_ev, nb + 1).astype(np.int64)
     tt = (tp[edges[:-1]] - utref).astype(np.int64).astype(np.float64)
-    line = None
+    on_sub = None
     if sub is not None:
-        line = _line_track_fast(*sub, chans, utref, tau, Ks, P, _sub_index(edges, k))
-        if line[3] > P * _SUB_MAX_RMS:
-            line = None  # not confident: the full fit
-    if line is None:
-        line = _line_track_fast(tp, ch, counts, chans, utref, tau, Ks, P, edges)
-    icpt, P2, corr, rms = line
-    delays = {int(chans[c]): float(icpt[c] - icpt[0]) for c in range(n_ch)}
-    return ClockFit(
-        t0_ps=tref + float(icpt[0]),
-        period_ps=P2,
-        nominal_period_ps=T,
-        drift_ppm=(P2 / T - 1) * 1e6,
-        delays_ps=delays,
-        peak_score=score,
-        peak_sigma=z,
-        residual_rms_ps=rms,
-        track_t=tt + tref,
-        track_corr=corr,
-    )
+        on_sub = lambda: _line_track_fast(*sub, chans, utref, tau, Ks, P, _sub_index(edges, k))  # noqa: E731
+    on_all = lambda: _line_track_fast(tp, ch, counts, chans, utref, tau, Ks, P, edges)  # noqa: E731
+    return _tracked_fit(on_sub, on_all, P, T, tref, chans, score, z, tt)
 
 
 def _line_track_fast(
