@@ -35,6 +35,7 @@ import numpy as np
 from qkdpp.errors import ConfigError, ProtocolError
 from qkdpp.frame import Frame, KeyState, Role
 from qkdpp.kernels import bits as kbits
+from qkdpp.kernels import sifting as ks
 from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
 
@@ -202,7 +203,7 @@ class EstimationStage(Stage):
         )
         diff = kbits.unpack(np.bitwise_xor(mine_t, theirs_t), n_test).astype(bool)
         m_test = np.bincount(t_int[diff], minlength=n_cls)
-        n_test_cls = np.bincount(t_int, minlength=n_cls)
+        n_test_cls = ks.class_counts(t_int, n_cls)
         s_err = int(kbits.xor_popcount(mine_s, theirs_s, pos.size)) if pos.size else 0
         if pos.size:
             keep = np.ones(n, dtype=bool)
@@ -212,7 +213,7 @@ class EstimationStage(Stage):
             n_key, ones, key = unpacked.size, int(unpacked.sum()), kbits.pack(unpacked)
         else:  # no sample: the key is the block as it is (a copy: later stages flip bits)
             n_key, ones, key = n, int(kbits.popcount(f.bits, n)), f.bits.copy()
-        n_key_cls = np.bincount(k_int, minlength=n_cls)
+        n_key_cls = ks.class_counts(k_int, n_cls)
         # Bit balance from public data only (both parties' test bits and sampled key bits), so
         # both sides reach the same verdict; the local key-bit balance is informative.
         if self.role is Role.ALICE:
