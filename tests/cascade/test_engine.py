@@ -129,6 +129,41 @@ def test_tail_depth_of_round() -> None:
         bob_reconcile([], AliceOracle([]), tail_depth=2, tail_fraction=1.5)
 
 
+@pytest.mark.parametrize(
+    "size, huge",
+    [
+        (100, 0),
+        (1 << 16, 0),
+        (3 << 20, 0),
+        (5 << 20, 4 << 20),
+        (5 << 20, 64 << 20),
+        (5 << 20, 100),
+        (1_900_000, 1_900_000),
+    ],
+)
+def test_fresh_work_buffers_are_zero_writable_and_aligned(size: int, huge: int) -> None:
+    """Fresh pool buffers (memory maps from MMAP_MIN bytes on) are all zero, writable,
+    contiguous ``uint8[size]``; with huge pages asked for they start on a huge-page boundary."""
+    import mmap
+
+    from qkdpp.kernels.cascade import engine
+
+    b = engine.fresh_buffer(size, huge)
+    assert b.dtype == np.uint8 and b.shape == (size,)
+    assert b.flags.writeable and b.flags.c_contiguous
+    assert not b.any()
+    b[::4096] = 1
+    b[-1] = 1
+    assert int(np.count_nonzero(b)) == len(range(0, size, 4096)) + (1 if (size - 1) % 4096 else 0)
+    if min(huge, size) >= engine.HUGE_PAGE // 2 and hasattr(mmap, "MADV_HUGEPAGE"):
+        assert b.ctypes.data % engine.HUGE_PAGE == 0
+    pool = engine.BufferPool()
+    a = pool.acquire("x", size)
+    pool.release("x", a)
+    assert pool.acquire("x", size).ctypes.data == a.ctypes.data  # recycled
+    assert pool.acquire("x", size).ctypes.data != a.ctypes.data  # the pool is empty: fresh
+
+
 @pytest.mark.parametrize("variant", ["biconf", "option8", "yanetal"])
 def test_recycled_work_buffers_give_the_reference_result(variant: str) -> None:
     """Later batches of a session reuse the pooled (page-wise cleared) buffers of earlier ones;

@@ -19,7 +19,9 @@ differ from Alice's (the error pattern), as in every Cascade analysis, and are n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 import struct
 import threading
 from collections.abc import Sequence
@@ -84,6 +86,48 @@ def permutation(
     return perm
 
 
+# fresh work buffers of at least this many bytes are anonymous memory maps (see fresh_buffer)
+MMAP_MIN = 1 << 16
+HUGE_PAGE = 1 << 21  # transparent huge page size assumed for the alignment (x86-64, arm64)
+
+
+def _anonymous_map(size: int) -> mmap.mmap:
+    """Private anonymous memory (Python's default for ``fileno=-1`` is a *shared* map, whose
+    pages are shared memory: no transparent huge pages, slower faults)."""
+    if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS"):
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return mmap.mmap(-1, size)
+
+
+def fresh_buffer(size: int, huge: int = 0) -> np.ndarray:
+    """A new all-zero ``uint8[size]`` work buffer whose pages cost nothing until written.
+
+    From :data:`MMAP_MIN` bytes on it is an anonymous private memory map (the kernel's zero
+    pages, faulted in one 4 KiB page at a time when first written), with transparent huge pages
+    requested (``madvise``, the buffer aligned to a huge page) for its first ``huge`` bytes
+    only, rounded up to whole huge pages (none below half a huge page). ``numpy.zeros`` of
+    such sizes either clears reused heap memory (a few MB: ≈ 1–2 ms) or, from 4 MB on, asks
+    for huge pages for the whole array, so that the first write anywhere in a 2 MB page
+    zeroes 2 MB: the sparse node trees of Cascade's n/2 passes are written a few bytes per
+    2 MB (one frame of 1e6 bits at option7: ≈ 50 MB zeroed for ≈ 100 KB written). Regions
+    written all over (the dense node trees, the packed copies) fault in fewer, larger pages
+    with ``huge``, and their random reads then miss the TLB less.
+    """
+    if size < MMAP_MIN:
+        return np.zeros(size, dtype=np.uint8)
+    huge = min(int(huge), size) if hasattr(mmap, "MADV_HUGEPAGE") else 0
+    if huge < HUGE_PAGE // 2:
+        return np.frombuffer(_anonymous_map(size), dtype=np.uint8)
+    # start the buffer on a huge-page boundary (the map itself is aligned to 4 KiB only) and
+    # advise whole huge pages (a 1.9 MB copy buffer fits one)
+    pages = -(-huge // HUGE_PAGE)
+    m = _anonymous_map(max(size, pages * HUGE_PAGE) + HUGE_PAGE)
+    skip = -np.frombuffer(m, dtype=np.uint8, count=1).ctypes.data % HUGE_PAGE
+    with contextlib.suppress(OSError, ValueError):
+        m.madvise(mmap.MADV_HUGEPAGE, skip, pages * HUGE_PAGE)
+    return np.frombuffer(m, dtype=np.uint8, count=size, offset=skip)
+
+
 class BufferPool:
     """Work buffers recycled across frames *and sessions* (fresh pages cost a page fault each;
     the node trees of one option7 frame of 1e6 bits reserve ~60 MB). Thread-safe."""
@@ -97,14 +141,15 @@ class BufferPool:
         self._free: dict[tuple[str, int], list[np.ndarray]] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, kind: str, size: int, zero: bool = False) -> np.ndarray:
+    def acquire(self, kind: str, size: int, zero: bool = False, huge: int = 0) -> np.ndarray:
         """A ``uint8[size]`` buffer (all zero when ``zero``: pooled node buffers are cleared
-        when released, see :func:`._nb.clear_dirty`)."""
+        when released, see :func:`._nb.clear_dirty`; a fresh one is all zero anyway, see
+        :func:`fresh_buffer`, whose ``huge`` it passes on)."""
         with self._lock:
             free = self._free.get((kind, size))
             if free:
                 return free.pop()
-        return np.zeros(size, dtype=np.uint8)
+        return fresh_buffer(size, huge)
 
     def release(self, kind: str, buf: np.ndarray, zero: bool = False) -> None:
         """Give a buffer back (cleared first when ``zero``)."""
@@ -177,9 +222,9 @@ class PassShuffles:
         else:
             _nb.permutation_v2_into(np.uint64(k0), np.uint64(k1), perm, pos)
 
-    def acquire(self, kind: str, size: int, zero: bool = False) -> np.ndarray:
-        """A ``uint8[size]`` work buffer from :attr:`pool`."""
-        return self.pool.acquire(kind, size, zero)
+    def acquire(self, kind: str, size: int, zero: bool = False, huge: int = 0) -> np.ndarray:
+        """A ``uint8[size]`` work buffer from :attr:`pool` (see :meth:`BufferPool.acquire`)."""
+        return self.pool.acquire(kind, size, zero, huge)
 
     def release(self, kind: str, buf: np.ndarray, zero: bool = False) -> None:
         """Give a buffer back to :attr:`pool` (cleared first when ``zero``)."""
@@ -335,6 +380,7 @@ class _CompiledBob:
     """Bob's engine on the numba kernels (same interface as :class:`._ref.BobEngine`)."""
 
     FLOG_CAP = 1 << 30  # entries of the flip log (tests lower it to exercise its wrap-around)
+    DENSE_TREE = 1 << 16  # node bytes per top-level block up to which a slot is "dense"
 
     def __init__(
         self, bits: np.ndarray, reuse: bool, all_odd: bool, sh: PassShuffles, slot_sizes: list[int]
@@ -359,13 +405,20 @@ class _CompiledBob:
         nblocks = np.array([-(-max(n, 1) // k) for k in slot_sizes], dtype=np.int64)
         sizes = self.slot_t * nblocks
         self.slot_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-        # all-zero node buffer (pooled buffers are cleared page by page when released)
-        self.node = sh.acquire("node", int(sizes.sum()), zero=True)
+        # all-zero node buffer (pooled buffers are cleared page by page when released); huge
+        # pages only for the leading slots of small trees, which are written all over (the
+        # trees of the passes of few blocks are written along BINARY paths only)
+        dense = 0
+        for s in range(len(slot_sizes)):
+            if self.slot_t[s] > self.DENSE_TREE:
+                break
+            dense = int(self.slot_off[s] + sizes[s])
+        self.node = sh.acquire("node", int(sizes.sum()), zero=True, huge=dense)
         self.dirty = sh.acquire("dirty", (self.node.size >> _nb.PAGE_SHIFT) + 1, zero=True)
         self.nslots = 0
         nw = (n + 63) // 64 + 1
         # packed copies; rows are (re)built before use, so a recycled buffer needs no clearing
-        self.cur = sh.acquire("cur", ns * nw * 8)
+        self.cur = sh.acquire("cur", ns * nw * 8, huge=ns * nw * 8)
         self.words = self.cur.view(np.uint64).reshape(ns, nw)
         # BICONF slot's membership masks (acquired at its first round); the cascade passes of
         # few blocks use the session's shared block table (PassShuffles.few_table)
@@ -668,7 +721,7 @@ class AliceFrame:
         nw = (self.n + 63) // 64 + 1
         self.cur: np.ndarray | None = None
         if state is None:
-            self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8)
+            self.cur = shuffles.acquire("cur", (passes + 1) * nw * 8, huge=(passes + 1) * nw * 8)
             self.words = self.cur.view(np.uint64).reshape(passes + 1, nw)
             self.has_copy = np.zeros(passes + 1, dtype=np.uint8)
             self.work = np.zeros(passes + 1, dtype=np.int64)
@@ -838,7 +891,7 @@ class AliceBatch:
         self.bits = np.empty((nf, n), dtype=np.uint8)
         for i, k in enumerate(keys):
             self.bits[i] = k
-        self.cur = sh.acquire("cur", nf * (passes + 1) * nw * 8)
+        self.cur = sh.acquire("cur", nf * (passes + 1) * nw * 8, huge=nf * (passes + 1) * nw * 8)
         self.words = self.cur.view(np.uint64).reshape(nf, passes + 1, nw)
         self.has_copy = np.zeros((nf, passes + 1), dtype=np.uint8)
         self.work = np.zeros((nf, passes + 1), dtype=np.int64)
