@@ -87,6 +87,24 @@ def _h2(q: float) -> float:
     return -q * math.log2(q) - (1 - q) * math.log2(1 - q)
 
 
+def _round_message(
+    tops: list[np.ndarray] | None, counts: np.ndarray, q: np.ndarray
+) -> tuple[dict[str, Any], list[int]]:
+    """The corrector's message of one round and the number of top-level parities it asks per
+    frame: ``ask`` with the pass openings ``tops`` (one array per frame), or the usual ``bin``
+    round of range questions only (``tops`` None: no top-level parities)."""
+    if tops is None:
+        return {"op": "bin", "counts": counts, "q": q}, []
+    msg = {
+        "op": "ask",
+        "tcounts": np.array([t.shape[0] for t in tops], dtype=np.int64),
+        "t": np.concatenate([_E3, *tops]),
+        "counts": counts,
+        "q": q,
+    }
+    return msg, [top_count(t) for t in tops]
+
+
 class _PeerAsk(AskPeer):
     """The corrector's questions over the PeerScope (one request per round)."""
 
@@ -103,17 +121,8 @@ class _PeerAsk(AskPeer):
         allq = np.concatenate([_E3, *asks], dtype=np.uint32, casting="unsafe")
         m = allq.shape[0]
         opening = any(t.shape[0] for t in tops)
-        if opening:
-            msg = {
-                "op": "ask",
-                "tcounts": np.array([t.shape[0] for t in tops], dtype=np.int64),
-                "t": np.concatenate([_E3, *tops]),
-                "counts": counts,
-                "q": allq,
-            }
-            ntop = [top_count(t) for t in tops]
-        else:  # the usual round: range questions only
-            msg = {"op": "bin", "counts": counts, "q": allq}
+        msg, ntop = _round_message(tops if opening else None, counts, allq)
+        if not opening:
             ntop = [0] * nf
         reply = self.peer.request(KIND, msg)
         total = sum(ntop) + m
@@ -144,18 +153,7 @@ class _PeerAsk(AskPeer):
         ``uint32[m, 3]``, ``counts`` per frame; see :meth:`AskPeer.exchange_flat`): the same
         messages as :meth:`exchange`, without per-frame arrays."""
         m = q.shape[0]
-        if tops is not None:
-            msg = {
-                "op": "ask",
-                "tcounts": np.array([t.shape[0] for t in tops], dtype=np.int64),
-                "t": np.concatenate([_E3, *tops]),
-                "counts": counts,
-                "q": q,
-            }
-            ntop = [top_count(t) for t in tops]
-        else:
-            msg = {"op": "bin", "counts": counts, "q": q}
-            ntop = []
+        msg, ntop = _round_message(tops, counts, q)
         reply = self.peer.request(KIND, msg)
         nt = sum(ntop)
         total = nt + m

@@ -907,6 +907,22 @@ class AliceBatch:
         ]
         self.limit = 2 * n + 16
 
+    def _kernel_state(self) -> tuple[Any, ...]:
+        """Alice's keys, the session's shuffles and the packed copies, as the batched answer
+        kernels (:func:`._nb.answer_batch`, :func:`._nb.answer_round`) take them first."""
+        sh = self.sh
+        return (
+            self.bits,
+            sh.perms,
+            sh.poss,
+            sh.loaded,
+            sh.seeds,
+            sh.version,
+            self.words,
+            self.has_copy,
+            self.work,
+        )
+
     def answer(self, bounds: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Parities of range questions of all frames: rows ``bounds[f]:bounds[f+1]`` of ``q``
         (``int64[m, 3]``: pass id, start, end) belong to frame ``f``. Returns them packed
@@ -916,21 +932,7 @@ class AliceBatch:
             if int(np.diff(bounds).max()) > self.limit:
                 raise ProtocolError(f"more than {self.limit} parity questions for one frame")
             out = np.zeros((m + 7) // 8, dtype=np.uint8)
-            sh = self.sh
-            bad = _nb.answer_batch(
-                self.bits,
-                sh.perms,
-                sh.poss,
-                sh.loaded,
-                sh.seeds,
-                sh.version,
-                self.words,
-                self.has_copy,
-                self.work,
-                bounds,
-                q,
-                out,
-            )
+            bad = _nb.answer_batch(*self._kernel_state(), bounds, q, out)
             if bad < 0:
                 for a, lo, hi in zip(self.frames, bounds[:-1], bounds[1:], strict=False):
                     a.leaked += int(hi - lo)
@@ -960,21 +962,8 @@ class AliceBatch:
             return None
         m = q.shape[0]
         out = np.zeros((m + 7) // 8, dtype=np.uint8)
-        sh = self.sh
         code = _nb.answer_round(
-            self.bits,
-            sh.perms,
-            sh.poss,
-            sh.loaded,
-            sh.seeds,
-            sh.version,
-            self.words,
-            self.has_copy,
-            self.work,
-            counts,
-            np.ascontiguousarray(q),
-            self.limit,
-            out,
+            *self._kernel_state(), counts, np.ascontiguousarray(q), self.limit, out
         )
         if code != -1:
             return None

@@ -28,12 +28,18 @@ cdef extern from *:
     #include <wmmintrin.h>
     #include <emmintrin.h>
     #define QG_HAVE_CLMUL 1
-    static inline __m128i qg_dot(__m128i a, __m128i b) {
+    /* unreduced 256-bit carry-less product a * b accumulated into (lo, mid, hi) */
+    static inline void qg_mul_acc(__m128i a, __m128i b, __m128i* lo, __m128i* mid, __m128i* hi) {
+        *lo = _mm_xor_si128(*lo, _mm_clmulepi64_si128(a, b, 0x00));
+        *hi = _mm_xor_si128(*hi, _mm_clmulepi64_si128(a, b, 0x11));
+        *mid = _mm_xor_si128(*mid, _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x10),
+                                                 _mm_clmulepi64_si128(a, b, 0x01)));
+    }
+    /* (lo, mid, hi) * x^-128 mod P: two Montgomery folds (GF(2)-linear, so a sum of
+       products is reduced once: aggregated reduction, Gueron-Kounavis, "Intel Carry-Less
+       Multiplication Instruction and its Usage for Computing the GCM Mode", 2010, §5) */
+    static inline __m128i qg_reduce(__m128i t1, __m128i t2, __m128i t4) {
         const __m128i poly = _mm_setr_epi32(0x1, 0, 0, (int)0xc2000000);
-        __m128i t1 = _mm_clmulepi64_si128(a, b, 0x00);
-        __m128i t4 = _mm_clmulepi64_si128(a, b, 0x11);
-        __m128i t2 = _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x10),
-                                   _mm_clmulepi64_si128(a, b, 0x01));
         t1 = _mm_xor_si128(t1, _mm_slli_si128(t2, 8));
         t4 = _mm_xor_si128(t4, _mm_srli_si128(t2, 8));
         /* two Montgomery folds of the low half by x^64 each */
@@ -43,26 +49,11 @@ cdef extern from *:
         t1 = _mm_xor_si128(_mm_shuffle_epi32(t1, 78), t2);
         return _mm_xor_si128(t4, t1);
     }
-    /* s = POLYVAL_h continuing from state s over nblocks 16-byte blocks */
-    /* unreduced 256-bit carry-less product a * b accumulated into (lo, mid, hi) */
-    static inline void qg_mul_acc(__m128i a, __m128i b, __m128i* lo, __m128i* mid, __m128i* hi) {
-        *lo = _mm_xor_si128(*lo, _mm_clmulepi64_si128(a, b, 0x00));
-        *hi = _mm_xor_si128(*hi, _mm_clmulepi64_si128(a, b, 0x11));
-        *mid = _mm_xor_si128(*mid, _mm_xor_si128(_mm_clmulepi64_si128(a, b, 0x10),
-                                                 _mm_clmulepi64_si128(a, b, 0x01)));
-    }
-    /* (lo, mid, hi) * x^-128 mod P: the Montgomery folds of qg_dot (GF(2)-linear, so a sum of
-       products is reduced once: aggregated reduction, Gueron-Kounavis, "Intel Carry-Less
-       Multiplication Instruction and its Usage for Computing the GCM Mode", 2010, §5) */
-    static inline __m128i qg_reduce(__m128i t1, __m128i t2, __m128i t4) {
-        const __m128i poly = _mm_setr_epi32(0x1, 0, 0, (int)0xc2000000);
-        t1 = _mm_xor_si128(t1, _mm_slli_si128(t2, 8));
-        t4 = _mm_xor_si128(t4, _mm_srli_si128(t2, 8));
-        t2 = _mm_clmulepi64_si128(t1, poly, 0x10);
-        t1 = _mm_xor_si128(_mm_shuffle_epi32(t1, 78), t2);
-        t2 = _mm_clmulepi64_si128(t1, poly, 0x10);
-        t1 = _mm_xor_si128(_mm_shuffle_epi32(t1, 78), t2);
-        return _mm_xor_si128(t4, t1);
+    /* dot(a, b) = a * b * x^-128 mod P: one product, reduced */
+    static inline __m128i qg_dot(__m128i a, __m128i b) {
+        __m128i lo = _mm_setzero_si128(), mid = lo, hi = lo;
+        qg_mul_acc(a, b, &lo, &mid, &hi);
+        return qg_reduce(lo, mid, hi);
     }
     #define QG_AGG 8
     /* hpow[i] = H^(i+1) in POLYVAL's Montgomery form: dot(dot(H, H), H)... */
