@@ -56,6 +56,8 @@ def test_config_check(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # 
         ('[privacy_amplification]\ncolour = "blue"\n', "colour"),
         ("[sesion]\n", "unknown section"),
         ("[session]\nlanes = 0\n", "lanes must be a positive integer"),
+        ("[session]\ntail_fraction = 1.5\n", "tail_fraction must be a number in [0, 1]"),
+        ('[session]\ntail_fraction = "all"\n', "tail_fraction must be a number in [0, 1]"),
     ):
         bad = tmp_path / "bad.toml"
         bad.write_text(text)

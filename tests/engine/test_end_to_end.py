@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from qkdpp.engine.inputs import make_demo_bootstrap
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.report import block_row, h2
 from qkdpp.engine.run import run_local
@@ -57,6 +58,35 @@ def test_identical_keys_bound_and_ledger(link_data, workdir: Path) -> None:
         assert 6 * 64 <= row["auth_pad_bits"] <= 0.01 * row["final_key_bits"]
         assert fa.meta.leaked_bits == leak + t["verify_tag_bits"]
         assert math.isclose(fa.meta.eps_total(), fb.meta.eps_total())
+
+
+def test_capture_tail_becomes_a_shorter_block(link_data, tmp_path: Path) -> None:
+    """The key bits short of a full block at the end of the capture form one last block at
+    both ends (tail_fraction, here 0.1), with its own test bits and finite-key length; with
+    tail_fraction = 1 they are dropped and the full blocks come out the same."""
+    alice, bob = link_data
+    runs = {}
+    for frac in (0.1, 1.0):
+        wd = tmp_path / str(frac)
+        wd.mkdir()
+        make_demo_bootstrap(wd)
+        cfg = e2e_config(block_size=400_000, batch_size=2, tail_fraction=frac)
+        runs[frac] = run_local(cfg, alice, bob, workdir=wd)
+        check = compare_stores(wd / "keys-alice.sqlite", wd / "keys-bob.sqlite")
+        assert check["identical"], check
+    (a, b), (a1, _) = runs[0.1], runs[1.0]
+    assert a.error is None and b.error is None
+    assert [f.meta.frame_id for f in a.blocks] == [f.meta.frame_id for f in b.blocks]
+    *full, tail = a.blocks
+    assert [f.meta.frame_id for f in full] == [f.meta.frame_id for f in a1.blocks]
+    assert tail.meta.frame_id % 1024 == 1023 and tail.ok, tail.meta.failure
+    n_tail = tail.meta.tags["n_key_by_intensity"]
+    assert 40_000 <= sum(n_tail) < 400_000
+    assert sum(tail.meta.tags["n_test_by_intensity"]) > 0
+    assert 0 < tail.meta.tags["key_length"] < min(f.meta.tags["key_length"] for f in full)
+    # each full block's test bits are its own share, not the whole chunk's
+    n_test = [sum(f.meta.tags["n_test_by_intensity"]) for f in full]
+    assert max(n_test) < 2 * min(n_test), n_test
 
 
 def test_configurations_must_agree(link_data, workdir: Path) -> None:

@@ -64,32 +64,44 @@ def test_accumulator_concatenates_key_basis_bits(sizes: list[int], block: int, s
 
 
 def _reference_blocks(chunks: list[Frame], m: int, key_basis: int, n_int: int) -> list[dict]:
-    """Readable oracle of the accumulator: concatenate, cut every m key bits; test bits travel
-    with the first block completed after them."""
-    key, kint, kslot, test, tint = [], [], [], [], []
-    out = []
+    """Readable oracle of the accumulator: walk the sifted bits in order; a block ends at every
+    m-th key bit and takes the test bits seen since the previous block ended. The last entry
+    is what :meth:`Accumulator.flush` emits (the pending key bits and every pending test bit),
+    or ``None`` when no key bit is pending."""
+    key: list[int] = []
+    kint: list[int] = []
+    kslot: list[int] = []
+    test: list[int] = []
+    tint: list[int] = []
+    out: list = []
+
+    def block() -> dict:
+        return {
+            "key": key,
+            "kint": kint,
+            "first": kslot[0],
+            "last": kslot[-1],
+            "test": test,
+            "tint": tint,
+            "nk": np.bincount(kint, minlength=n_int).tolist(),
+            "nt": np.bincount(np.array(tint, int), minlength=n_int).tolist(),
+        }
+
     for c in chunks:
         b = bits.unpack(c.bits, c.meta.n_bits)
-        is_key = np.asarray(c.aux["basis"]) == key_basis
-        key += b[is_key].tolist()
-        kint += np.asarray(c.aux["intensity"])[is_key].tolist()
-        kslot += np.asarray(c.aux["slot"])[is_key].tolist()
-        test += b[~is_key].tolist()
-        tint += np.asarray(c.aux["intensity"])[~is_key].tolist()
-        while len(key) >= m:
-            out.append(
-                {
-                    "key": key[:m],
-                    "kint": kint[:m],
-                    "first": kslot[0],
-                    "last": kslot[m - 1],
-                    "test": test,
-                    "tint": tint,
-                    "nk": np.bincount(kint[:m], minlength=n_int).tolist(),
-                    "nt": np.bincount(np.array(tint, int), minlength=n_int).tolist(),
-                }
-            )
-            key, kint, kslot, test, tint = key[m:], kint[m:], kslot[m:], [], []
+        for i in range(c.meta.n_bits):
+            cls, slot = int(c.aux["intensity"][i]), int(c.aux["slot"][i])
+            if c.aux["basis"][i] != key_basis:
+                test.append(int(b[i]))
+                tint.append(cls)
+                continue
+            key.append(int(b[i]))
+            kint.append(cls)
+            kslot.append(slot)
+            if len(key) == m:
+                out.append(block())
+                key, kint, kslot, test, tint = [], [], [], [], []
+    out.append(block() if key else None)
     return out
 
 
@@ -123,10 +135,17 @@ def test_accumulator_matches_reference_blocks(
                     acc.feed(bad)
             blocks += acc.feed(c)
     exp = _reference_blocks(chunks, block, key_basis, 3)
+    tail = acc.flush(1)
+    assert (tail is None) == (exp[-1] is None)
+    if tail is not None:
+        blocks.append(tail)
+    else:
+        exp.pop()
     assert len(blocks) == len(exp)
     for j, (b, e) in enumerate(zip(blocks, exp, strict=True)):
-        assert b.meta.frame_id == 5 + j and b.meta.n_bits == block
-        assert bits.unpack(b.bits, block).tolist() == e["key"]
+        n = len(e["key"])
+        assert b.meta.frame_id == 5 + j and b.meta.n_bits == n
+        assert bits.unpack(b.bits, n).tolist() == e["key"]
         assert b.aux["intensity"].tolist() == e["kint"]
         assert b.aux["n_test"] == len(e["test"])
         assert bits.unpack(b.aux["test_bits"], b.aux["n_test"]).tolist() == e["test"]
@@ -134,9 +153,7 @@ def test_accumulator_matches_reference_blocks(
         assert b.meta.tags["n_key_by_intensity"] == e["nk"]
         assert b.meta.tags["n_test_by_intensity"] == e["nt"]
         assert (b.meta.tags["first_slot"], b.meta.tags["last_slot"]) == (e["first"], e["last"])
-    assert acc.pending_key_bits == sum(
-        int((np.asarray(c.aux["basis"]) == key_basis).sum()) for c in chunks
-    ) - block * len(blocks)
+    assert acc.pending_key_bits == 0 and acc.flush(1) is None
 
 
 def test_accumulator_rejects_bad_input() -> None:

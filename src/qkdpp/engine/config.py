@@ -9,7 +9,12 @@ validates a file and every stage parameter of both roles):
    (default 50 000 000, a multiple of 8), ``timeout_s`` per message (default 60), ``lanes``
    (default 1): independent runs over contiguous shares of the chunks at the same time, one
    forked process each, so that several cores work (``qkdpp process`` without ``--role``,
-   ``qkdpp demo``; the two-process mode and ``qkdpp node`` use one lane).
+   ``qkdpp demo``; the two-process mode and ``qkdpp node`` use one lane), ``tail_fraction``
+   (default 0.3): at the end of a capture the key bits short of a full block form one last,
+   shorter block when they are at least this fraction of ``block_size`` (each lane has its
+   own; 1 = drop them; a live ``qkdpp node`` drops them at shutdown). At 25 km (demo link,
+   Lim et al. 2014 bound) blocks of 1.5e5 bits gave no key, 3e5 bits ℓ/n 0.16–0.20
+   (``docs/config.md``).
 ``[simulate]`` :class:`qkdpp.io.simulator.LinkParams` fields (defaults after Lim et al. 2014 §IV,
    25 km) plus ``n_slots`` (default 200 000 000) and ``seed``.
 ``[timing]``, ``[sifting]``, ``[estimation]``, ``[reconcile]`` (with ``[reconcile.cascade]`` and
@@ -47,6 +52,7 @@ SESSION_DEFAULTS: dict[str, Any] = {
     "chunk_slots": 50_000_000,
     "timeout_s": 60.0,
     "lanes": 1,
+    "tail_fraction": 0.3,
 }
 SECTIONS = ("session", "simulate", "timing", "keystore", *SIFT_STAGES, *BLOCK_STAGES)
 
@@ -85,6 +91,11 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
             raise ConfigError(
                 f"{source}: [session] {key} must be a positive integer, got {session[key]!r}"
             )
+    tf = session["tail_fraction"]
+    if isinstance(tf, bool) or not isinstance(tf, (int, float)) or not 0 <= tf <= 1:
+        raise ConfigError(
+            f"{source}: [session] tail_fraction must be a number in [0, 1], got {tf!r}"
+        )
     if session["lanes"] > 16:
         raise ConfigError(f"{source}: [session] lanes must be at most 16, got {session['lanes']}")
     if session["chunk_slots"] % 8:

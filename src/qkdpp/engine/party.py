@@ -7,7 +7,9 @@ Work goes in *steps*, each a batch with an id both parties derive identically:
 * block steps: every ``batch_size`` complete blocks go through the block pipeline (estimation →
   reconciliation → verification → key length → privacy amplification → authentication →
   two-phase commit) in lock-step; a block completed during chunk ``c`` gets frame id
-  ``c · 1024 + k`` (k = 1, 2, …), and a batch's id is its first block's id.
+  ``c · 1024 + k`` (k = 1, 2, …), and a batch's id is its first block's id; at the end of a
+  finite capture the pending key bits may form one last, shorter block (``tail_min_bits``),
+  id ``c · 1024 + 1023`` for the last chunk ``c``.
 
 When the exchange breaks (lost or mangled messages, a timeout — a TransportError), the batch in
 flight is void, and before the next step both parties resynchronise, agreeing on the next chunk
@@ -33,7 +35,7 @@ from qkdpp.stages.accumulate import Accumulator
 
 log = logging.getLogger(__name__)
 
-STEP = 1024  # batch ids per chunk: chunk step c·1024, block ids c·1024 + 1..1023
+STEP = 1024  # batch ids per chunk: chunk step c·1024, block ids c·1024 + 1..1022, tail + 1023
 
 
 @dataclass
@@ -70,6 +72,11 @@ class PartyEngine:
     prelude : callable, optional
         The preliminary steps (run before the first chunk); run again after a resync in which
         the peer proposes batch 0, i.e. it has not completed them.
+    tail_min_bits : int, optional
+        At the end of the chunks (a finite capture), the key bits still pending in the
+        accumulator become one last, shorter block if there are at least this many
+        (:meth:`Accumulator.flush`; frame id ``last_chunk · 1024 + 1023``). ``None`` (a live
+        link, whose chunks end only at shutdown): they are dropped.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class PartyEngine:
         *,
         batch_size: int = 1,
         prelude: Callable[[], object] | None = None,
+        tail_min_bits: int | None = None,
     ) -> None:
         if batch_size < 1 or batch_size >= STEP:
             raise ConfigError(f"batch_size must be in [1, {STEP - 1}], got {batch_size}")
@@ -97,6 +105,7 @@ class PartyEngine:
         self._gave_up: str | None = None
         self.last_chunk = -1
         self.prelude = prelude
+        self.tail_min_bits = tail_min_bits
         self._ready = False
 
     def skip_below(self, chunk: int) -> None:
@@ -138,6 +147,11 @@ class PartyEngine:
                 self.stats.chunks_failed += 1
                 continue
             yield from self._chunk(chunk, c)
+        if self.tail_min_bits is not None and self._gave_up is None and self._resync_at is None:
+            tail = self._acc.flush(self.tail_min_bits)
+            if tail is not None:
+                fid = self.last_chunk * STEP + STEP - 1
+                self._queue.append(tail.evolve(meta=tail.meta.replace(frame_id=fid)))
         while self._queue and self._gave_up is None and self._resync_at is None:
             yield from self._block_batch()
 
@@ -163,9 +177,9 @@ class PartyEngine:
         fed = self._acc.feed(sifted)
         self.stats.seconds_accumulating += time.perf_counter() - t0
         for k, block in enumerate(fed, start=1):
-            if k >= STEP:
+            if k >= STEP - 1:  # (id c · 1024 + 1023 is the last block a flush may add)
                 raise ConfigError(
-                    f"chunk {c} completes more than {STEP - 1} blocks: "
+                    f"chunk {c} completes more than {STEP - 2} blocks: "
                     "use smaller chunks or larger blocks"
                 )
             self._queue.append(block.evolve(meta=block.meta.replace(frame_id=c * STEP + k)))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import threading
@@ -358,7 +359,13 @@ def run_party(
         return frame
 
     engine = PartyEngine(
-        link, sift, blocks, make_acc, batch_size=sess["batch_size"], prelude=prelude
+        link,
+        sift,
+        blocks,
+        make_acc,
+        batch_size=sess["batch_size"],
+        prelude=prelude,
+        tail_min_bits=max(1, math.ceil(float(sess["tail_fraction"]) * sess["block_size"])),
     )
     engine.setup()
     # per-session precomputation (Cascade's pass permutations) runs while the parties wait in

@@ -6,14 +6,16 @@ identical inputs in identical order give identical blocks.
 
 Each sifted bit is routed by its basis (``frame.aux["basis"]``): the key basis (default 0 = Z,
 Lim et al. 2014 call it X) fills key blocks of exactly ``block_size`` bits; test-basis bits
-(default 1) are collected alongside and travel with the next block that completes (all test bits
-received since the previous block). Per bit the intensity class is kept, so the decoy bounds
-get per-intensity detection counts.
+(default 1) are collected alongside; a block takes those that arrived after the previous block's
+last key bit and before its own last key bit (in sifted order, i.e. in time). Per bit the
+intensity class is kept, so the decoy bounds get per-intensity detection counts.
 
 Output block frame (state SIFTED): ``bits`` = packed key-basis bits, ``n_bits = block_size``;
 ``aux["intensity"]`` (uint8 per key bit), ``aux["test_bits"]`` (packed), ``aux["test_intensity"]``
 (uint8 per test bit), ``aux["n_test"]`` (int); tags ``n_key_by_intensity`` and
 ``n_test_by_intensity`` (lists of ``n_intensities`` ints), ``first_slot``/``last_slot``.
+At the end of a finite capture :meth:`Accumulator.flush` emits the pending key bits as one
+shorter block.
 
 Implementation: pending key bits and test bits live in growable uint8 buffers (one byte per bit
 and one per class) filled by one compiled pass per chunk (:func:`qkdpp.kernels.sifting.
@@ -74,19 +76,26 @@ class Accumulator:
         self.key_basis = key_basis
         self.n_intensities = n_intensities
         self.next_frame_id = first_frame_id
-        # Growable buffers: key bits (uint8 0/1) and their classes in [_k0, _k1); test bits and
-        # classes since the last block in [0, _t1). Filled by one compiled routing pass.
+        # Growable buffers: pending key bits (uint8 0/1) and their classes in [_k0, _k1);
+        # pending test bits and classes in [_t0, _t1). Filled by one compiled routing pass.
         self._kbit = np.empty(0, np.uint8)
         self._kint = np.empty(0, np.uint8)
         self._tbit = np.empty(0, np.uint8)
         self._tint = np.empty(0, np.uint8)
-        self._k0 = self._k1 = self._t1 = 0
+        self._k0 = self._k1 = self._t0 = self._t1 = 0
+        # A block takes the test bits that arrived before its last key bit (and after the
+        # previous block's): {global index of a block's last key bit: test bits routed before
+        # it}, recorded when the chunk is fed, like the slots below.
+        self._bound_test: dict[int, int] = {}
+        self._t_emitted = 0  # global index of the first pending test bit
+        self._t_total = 0  # test bits routed so far
         # Slots are only needed for the first and last key bit of each block, i.e. for the key
         # bits with global index g = b·m and b·m + m - 1: those are looked up when their chunk
         # is fed and kept here ({g: slot}) until their block is emitted.
         self._bound_slot: dict[int, int] = {}
         self._g_emitted = 0  # global index of the first pending key bit
         self._g_total = 0  # key bits routed so far
+        self._last_slot = 0  # slot of the latest key bit (the end of a flushed last block)
 
     @property
     def pending_key_bits(self) -> int:
@@ -95,7 +104,7 @@ class Accumulator:
 
     def _make_room(self, n: int) -> None:
         """Ensure ``n + 1`` more entries fit after ``_k1`` and after ``_t1`` (the routing kernel
-        writes one entry past the end)."""
+        writes one entry past the end), moving the pending entries to the front or growing."""
         n += 1
         pend = self._k1 - self._k0
         if self._k1 + n > self._kbit.size:
@@ -109,12 +118,18 @@ class Accumulator:
                 ki[:pend] = self._kint[self._k0 : self._k1]
                 self._kbit, self._kint = kb, ki
             self._k0, self._k1 = 0, pend
+        pend = self._t1 - self._t0
         if self._t1 + n > self._tbit.size:
-            cap = max(self._t1 + n, 2 * self._tbit.size)
-            tb, ti = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
-            tb[: self._t1] = self._tbit[: self._t1]
-            ti[: self._t1] = self._tint[: self._t1]
-            self._tbit, self._tint = tb, ti
+            if pend + n <= self._tbit.size // 2:
+                for arr in (self._tbit, self._tint):
+                    arr[:pend] = arr[self._t0 : self._t1]
+            else:
+                cap = max(pend + n, 2 * self._tbit.size)
+                tb, ti = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
+                tb[:pend] = self._tbit[self._t0 : self._t1]
+                ti[:pend] = self._tint[self._t0 : self._t1]
+                self._tbit, self._tint = tb, ti
+            self._t0, self._t1 = 0, pend
 
     def feed(self, frame: Frame) -> list[Frame]:
         """Add one SIFTED chunk; return the blocks it completes (possibly none).
@@ -165,6 +180,7 @@ class Accumulator:
         nk = k1 - self._k1
         if nk:
             self._record_boundaries(basis, slots, nk)
+        self._t_total += t1 - self._t1
         self._k1, self._t1 = k1, t1
         out = []
         while self._k1 - self._k0 >= self.block_size:
@@ -172,46 +188,78 @@ class Accumulator:
         return out
 
     def _record_boundaries(self, basis: np.ndarray, slots: np.ndarray | None, nk: int) -> None:
-        """Keep the slots of this chunk's key bits that will start or end a block."""
+        """Keep the slots of this chunk's key bits that will start or end a block (and of its
+        last key bit, the end of a flushed block), and the test bits routed before each end:
+        the ``j``-th key bit of the chunk at position ``p`` has ``p - j`` test bits before it
+        in the chunk (every sifted bit is of one of the two bases)."""
         lo, hi, m = self._g_total, self._g_total + nk, self.block_size
         starts = np.arange(-(-lo // m) * m, hi, m, dtype=np.int64)
         ends = np.arange(-(-(lo + 1) // m) * m - 1, hi, m, dtype=np.int64)
         g = np.union1d(starts, ends)
         self._g_total = hi
-        if not g.size:
-            return
+        want = np.union1d(g, [hi - 1])  # g < hi: g, then hi - 1 unless g ends with it
         if slots is None:
-            found = np.zeros(g.size, np.int64)
+            found = np.zeros(want.size, np.int64)
         else:
-            found = ks.key_slots(basis, slots, self.key_basis, g - lo)
-        self._bound_slot.update(zip(g.tolist(), found.tolist(), strict=True))
+            found = ks.key_slots(basis, slots, self.key_basis, want - lo)
+        self._last_slot = int(found[-1])
+        self._bound_slot.update(zip(g.tolist(), found[: g.size].tolist(), strict=True))
+        if ends.size:
+            pos = ks.key_slots(
+                basis, np.arange(basis.size, dtype=np.int64), self.key_basis, ends - lo
+            )
+            before = self._t_total + pos - (ends - lo)
+            self._bound_test.update(zip(ends.tolist(), before.tolist(), strict=True))
 
-    def _emit(self) -> Frame:
-        m = self.block_size
+    def flush(self, min_bits: int) -> Frame | None:
+        """The pending key bits as one last, shorter block, with every test bit received since
+        the previous block, when there are at least ``min_bits`` (≥ 1) of them; else ``None``
+        (nothing changes).
+
+        For the end of a finite capture: both parties hold the same pending bits, so both
+        flush the same block. Its ``n_bits`` is the pending count (< ``block_size``); the
+        finite-key bound of the key-length stage is computed for that length (a shorter block
+        gives a smaller secret fraction, possibly no key).
+        """
+        n = self.pending_key_bits
+        if n < max(1, int(min_bits)):
+            return None
+        return self._emit(n)
+
+    def _emit(self, m: int | None = None) -> Frame:
+        """The next block: ``m`` pending key bits (default ``block_size``)."""
+        g = self._g_emitted
+        if m is None:
+            m = self.block_size
+            last = self._bound_slot[g + m - 1]
+            t_end = self._t0 + self._bound_test.pop(g + m - 1) - self._t_emitted
+        else:  # flush(): the pending bits end at the latest key bit and take every test bit
+            last, t_end = self._last_slot, self._t1
         a, b = self._k0, self._k0 + m
+        t0 = self._t0
         kint = self._kint[a:b].copy()
-        tint = self._tint[: self._t1].copy()
+        tint = self._tint[t0:t_end].copy()
         nk = ks.class_counts(kint, self.n_intensities)
         nt = ks.class_counts(tint, self.n_intensities)
-        g = self._g_emitted
         meta = FrameMeta(
             self.session_id, self.next_frame_id, self.role, state=KeyState.SIFTED, n_bits=m
         ).with_tags(
             n_key_by_intensity=[int(x) for x in nk],
             n_test_by_intensity=[int(x) for x in nt],
             first_slot=self._bound_slot[g],
-            last_slot=self._bound_slot[g + m - 1],
+            last_slot=last,
         )
         self.next_frame_id += 1
         aux = {
             "intensity": kint,
-            "test_bits": kbits.pack(self._tbit[: self._t1]),
+            "test_bits": kbits.pack(self._tbit[t0:t_end]),
             "test_intensity": tint,
-            "n_test": int(self._t1),
+            "n_test": int(t_end - t0),
         }
         bits = kbits.pack(self._kbit[a:b])
         self._k0 = b
-        self._t1 = 0
+        self._t0 = t_end
+        self._t_emitted += t_end - t0
         self._g_emitted = g + m
         self._bound_slot.pop(g)
         self._bound_slot.pop(g + m - 1, None)  # the same key bit when m == 1
