@@ -55,7 +55,8 @@ def test_end_to_end_25km(benchmark, n_slots: int, lanes: int) -> None:  # type: 
     """Both roles, the whole chain; ``lanes = 2`` (two links over the two halves of the capture
     at the same time, each fitting the clock on its half) against one lane, same capture, same
     run. Each lane ends with its own shorter last block (``tail_fraction``), so the lanes
-    process a few more sifted bits than one lane: compare bits_per_s. 1.6e9 slots is the issue's scale (≥ 1e9)."""
+    process a few more sifted bits than one lane: compare bits_per_s. 1.6e9 slots is the
+    issue's scale (≥ 1e9)."""
     cfg, alice, bob = _link(n_slots)
     cfg = {**cfg, "session": {**cfg["session"], "lanes": lanes}}
     results = []
