@@ -87,3 +87,23 @@ def test_numba_cache_falls_back_on_read_only_dir(tmp_path: Path) -> None:
         out = _run(code, NUMBA_CACHE_DIR=str(ro / "cache"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "2"]
+
+
+def test_numba_cache_dir_is_set_before_any_kernel_imports_numba(tmp_path: Path) -> None:
+    """The Cascade kernels import numba before qkdpp._numba; the cache still goes to
+    $XDG_CACHE_HOME/qkdpp/numba (numba reads NUMBA_CACHE_DIR once, at its import)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import qkdpp.kernels.cascade._nb, numba; print(numba.config.CACHE_DIR)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path / "qkdpp" / "numba")

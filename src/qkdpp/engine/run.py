@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from qkdpp.engine import warm
 from qkdpp.engine.config import SIFT_STAGES, block_stage_configs, stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine, PartyStats
@@ -429,6 +430,7 @@ def run_local(
     folder = Path(workdir)
     folder.mkdir(parents=True, exist_ok=True)
     sids = [str(uuid.uuid4()) for _ in range(lanes)]
+    warm.first_run_compile(config)  # (a fresh installation: two processes compile at once)
     if lanes == 1:
         return _run_lane(config, alice, bob, folder, 0, sids, transports, on_block)
     if not hasattr(os, "fork"):

@@ -1,0 +1,136 @@
+"""First-run compilation in two processes at once.
+
+The first run of an installation compiles the numba kernels (then cached on disk, see
+:mod:`qkdpp._numba`): Cascade ≈ 33 s, Bob's timing ≈ 13 s, sifting ≈ 5 s on the development
+machine, one after the other in the parties' threads (numba compiles under one lock). When the
+Cascade kernels are not in the cache yet, :func:`start` compiles them in a second Python process
+(``python -m qkdpp.engine.warm``) while this one compiles the timing and sifting kernels
+(:func:`compile_here`); the run then loads Cascade from the cache. A warm cache costs one
+directory listing. Nothing here is needed for correctness: if the helper process fails, the
+parties compile what they need as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from typing import Any
+
+import numba
+import numpy as np
+
+from qkdpp._numba import CACHE_ENABLED
+
+log = logging.getLogger(__name__)
+
+__all__ = ["cascade_is_cold", "compile_here", "first_run_compile", "start"]
+
+
+def cascade_is_cold() -> bool:
+    """True when most of the Cascade kernels have no entry in numba's on-disk cache (their
+    index files are missing); False when caching is off (nothing to share between processes)."""
+    if not CACHE_ENABLED:
+        return False
+    from qkdpp.kernels.cascade import _nb
+
+    disp = [v for v in vars(_nb).values() if isinstance(v, numba.core.registry.CPUDispatcher)]
+    missing = 0
+    for d in disp:
+        cache = getattr(d, "_cache", None)
+        path = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+        if path is None:
+            return False  # an unknown numba layout: do not guess
+        missing += not os.path.exists(path)
+    return 2 * missing > len(disp)
+
+
+def first_run_compile(config: dict[str, Any]) -> None:
+    """When the Cascade kernels are not cached: compile them in a helper process while this
+    one compiles timing and sifting, and wait for the helper (at most 10 min, then it is
+    killed). A no-op with a warm cache."""
+    helper = start(config)
+    if helper is None:
+        return
+    compile_here(config)
+    try:
+        helper.wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
+
+
+def start(config: dict[str, Any]) -> subprocess.Popen[bytes] | None:
+    """Compile the reconciliation kernels of ``config`` in a second process when the Cascade
+    kernels are not cached (:func:`cascade_is_cold`); ``None`` otherwise. Wait for the
+    returned process before the parties set up their stages."""
+    if not cascade_is_cold():
+        return None
+    arg = json.dumps(config.get("reconcile", {}))
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "qkdpp.engine.warm", arg],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        log.debug("no compile helper process (%s); compiling in the parties", exc)
+        return None
+
+
+def compile_here(config: dict[str, Any]) -> None:
+    """Compile the sifting kernels (both roles) and Bob's timing kernels (on a small simulated
+    capture: 2e7 slots of the demo link) in this process. Failures are logged and ignored: the
+    run compiles whatever is still missing."""
+    from qkdpp.engine.config import SIFT_STAGES, stage_configs
+    from qkdpp.engine.demo import demo_config
+    from qkdpp.frame import Frame, FrameMeta, KeyState, Role
+    from qkdpp.io.simulator import simulate_link
+    from qkdpp.pipeline.runner import Pipeline
+    from qkdpp.stages.timing import TimingStage
+
+    try:
+        for role in ("alice", "bob"):
+            Pipeline.from_config(role, stage_configs(config, SIFT_STAGES)).setup()
+        n = 20_000_000
+        demo = demo_config(n)
+        alice, bob, _ = simulate_link(demo["simulate"]["params"], n, 1)
+        peer = _Mailbox()
+        mu = demo["timing"]["mu"]
+        meta = FrameMeta("warm-up", 0, Role.ALICE, state=KeyState.RAW)
+        aux_a = {"intensity_p": alice.intensity_p, "slot0": 0, "n_slots": n}
+        TimingStage("alice", mu=mu).process_batch([Frame(meta, np.zeros(0, np.uint8), aux_a)], peer)
+        aux_b = {"t_ps": bob.t_ps, "channel": bob.channel, "slot0": 0, "n_slots": n}
+        meta_b = FrameMeta("warm-up", 0, Role.BOB, state=KeyState.RAW)
+        TimingStage("bob", mu=mu).process_batch([Frame(meta_b, np.zeros(0, np.uint8), aux_b)], peer)
+    except Exception as exc:  # only a head start: the run compiles what is missing
+        log.debug("compile warm-up stopped early: %s", exc)
+
+
+class _Mailbox:
+    """Both ends of the timing pilot in one object (Alice's stage sends, Bob's receives)."""
+
+    def __init__(self) -> None:
+        self.msg: dict[str, Any] = {}
+
+    def send(self, kind: str, payload: dict[str, Any]) -> None:
+        self.msg = payload
+
+    def recv(self, kind: str) -> dict[str, Any]:
+        return self.msg
+
+
+def _main(argv: list[str]) -> int:
+    from qkdpp.stages.reconcile import ReconcileStage
+
+    params = json.loads(argv[0]) if argv else {}
+    for role in ("alice", "bob"):
+        ReconcileStage(role, **params).setup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

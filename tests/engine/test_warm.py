@@ -1,0 +1,53 @@
+"""First-run compilation in a helper process (qkdpp.engine.warm)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qkdpp.engine import warm
+
+
+def _cold(cache_dir: Path) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", "from qkdpp.engine import warm; print(warm.cascade_is_cold())"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NUMBA_CACHE_DIR": str(cache_dir)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_empty_cache_is_cold_and_caching_off_is_not(tmp_path: Path) -> None:
+    assert _cold(tmp_path / "empty") == "True"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a cache directory below a regular file cannot be created
+    assert _cold(blocker / "cache") == "False"
+
+
+def test_warm_cache_starts_no_helper() -> None:
+    """This test process has compiled and cached Cascade (the suite runs it), so no helper."""
+    from qkdpp.stages.cascade import CascadeStage
+
+    CascadeStage("alice").setup()
+    if warm.CACHE_ENABLED:
+        assert not warm.cascade_is_cold()
+    assert warm.start({}) is None
+
+
+@pytest.mark.slow
+def test_helper_process_fills_the_cache(tmp_path: Path) -> None:
+    """The helper (``python -m qkdpp.engine.warm``) compiles Cascade into an empty cache, after
+    which the cache is warm (≈ 35 s: slow)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-m", "qkdpp.engine.warm", "{}"], env=env, timeout=600, check=False
+    )
+    assert out.returncode == 0
+    assert _cold(tmp_path) == "False"
