@@ -10,7 +10,7 @@ import pytest
 
 from qkdpp.engine.inputs import make_demo_bootstrap
 from qkdpp.engine.keys import compare_stores
-from qkdpp.engine.report import block_row, h2
+from qkdpp.engine.report import block_row, format_table, h2
 from qkdpp.engine.run import run_local
 from qkdpp.errors import ConfigError
 from qkdpp.keystore.sqlite import KeyStore
@@ -50,6 +50,11 @@ def test_identical_keys_bound_and_ledger(link_data, workdir: Path) -> None:
         assert fa.meta.n_bits <= t["key_length"]  # the auth pool may take its refill first
         # f from the report equals the ledger's reconciliation leakage over n·h(Q_true)
         row = block_row(fa, fb)
+        # Bob corrected the block: alone (two-process mode) he reports the same f; Alice,
+        # whose key is the reference, reports the estimate, marked as such
+        assert block_row(fb)["f"] == row["f"] and not block_row(fb)["f_estimated"]
+        assert block_row(fa)["f_estimated"]
+        assert "~" in format_table([block_row(fa)]) and "~" not in format_table([row])
         leak = sum(e.bits for e in fa.meta.leakage if e.stage in ("cascade", "ldpc"))
         q = row["qber_corrected"]
         assert row["f"] == pytest.approx(leak / (t["pa_input_bits"] * h2(q)))

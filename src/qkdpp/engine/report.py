@@ -27,9 +27,10 @@ def h2(p: float) -> float:
 
 
 def block_row(f: Frame, peer: Frame | None = None) -> dict[str, Any]:
-    """One report row (no key material). With the peer's frame of the same block, the block's
-    true QBER is known (errors corrected by either side) and ``f`` uses it; otherwise ``f`` uses
-    the test-basis estimate and is marked ``f_estimated``."""
+    """One report row (no key material). With the peer's frame of the same block, or at the party
+    that corrected (a verified block with ``ec_corrected_bits > 0``), the block's true QBER is
+    known and ``f`` uses it; otherwise ``f`` uses the test-basis estimate and is marked
+    ``f_estimated`` (the reference party of a two-process run)."""
     m = f.meta
     tags = m.tags
     leak_ec = sum(e.bits for e in m.leakage if e.stage in RECONCILERS)
@@ -37,6 +38,10 @@ def block_row(f: Frame, peer: Frame | None = None) -> dict[str, Any]:
     corrected = [x.meta.tags.get("ec_corrected_bits") for x in (f, peer) if x is not None]
     known = [c for c in corrected if isinstance(c, int)]
     q_true = max(known) / n_rec if peer is not None and known and n_rec else None
+    if q_true is None and f.ok and known and known[0] > 0 and n_rec:
+        # this party corrected bits and the block passed verification: its count is the
+        # block's error count (the other party, whose key is the reference, corrects none)
+        q_true = known[0] / n_rec
     q = q_true if q_true is not None else m.qber
     f_eff = leak_ec / (n_rec * h2(q)) if q and n_rec and leak_ec else None
     times = {
@@ -68,7 +73,9 @@ def block_row(f: Frame, peer: Frame | None = None) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The per-block table printed by ``qkdpp process`` and ``qkdpp demo``."""
+    """The per-block table printed by ``qkdpp process`` and ``qkdpp demo``. QBER and f use the
+    block's true error count where this party knows it; otherwise (the reference party of a
+    two-process run) the test-basis estimate, marked ``~``."""
     head = (
         f"{'block':>7} {'state':>13} {'QBER%':>6} {'n':>9} {'f':>6} {'leaked':>8} "
         f"{'ℓ':>8} {'key':>8} {'ε':>8} {'rec s':>6}  note"
@@ -77,7 +84,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         qv = r["qber_corrected"] if r["qber_corrected"] is not None else r["qber"]
         q = f"{100 * qv:.2f}" if qv is not None else "-"
-        f = f"{r['f']:.3f}" if r["f"] else "-"
+        f = (f"~{r['f']:.3f}" if r["f_estimated"] else f"{r['f']:.3f}") if r["f"] else "-"
+        q = f"~{q}" if r["f_estimated"] and qv is not None else q
         ell = str(r["key_length"]) if r["key_length"] is not None else "-"
         rec = r["stage_seconds"].get("reconcile")
         lines.append(
