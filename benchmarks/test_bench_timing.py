@@ -13,7 +13,6 @@ of CPU per 8e8-slot chunk.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,33 +20,21 @@ import pytest
 from benchmarks.conftest import record_rate
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.stages.timing import TimingStage
+from qkdpp.testing import Mailbox
 
 N_SLOTS = 800_000_000
 rc = importlib.import_module("qkdpp.timing.recover")
 
 
-class _Peer:
-    """The two ends of the pilot message in one object (the stage sends, then receives it)."""
-
-    def __init__(self) -> None:
-        self.msg: dict[str, Any] = {}
-
-    def send(self, kind: str, payload: dict[str, Any]) -> None:
-        self.msg = payload
-
-    def recv(self, kind: str) -> dict[str, Any]:
-        return self.msg
-
-
 @pytest.fixture(scope="module")
-def demo() -> tuple[Frame, _Peer, list[float]]:
+def demo() -> tuple[Frame, Mailbox, list[float]]:
     from qkdpp.engine.demo import demo_config
     from qkdpp.io.simulator import simulate_link
 
     cfg = demo_config(N_SLOTS)
     alice, bob, _ = simulate_link(cfg["simulate"]["params"], N_SLOTS, 7)
     mu = list(cfg["timing"]["mu"])
-    peer = _Peer()
+    peer = Mailbox()
     a = Frame(
         FrameMeta("bench", 0, Role.ALICE, state=KeyState.RAW),
         np.zeros(0, np.uint8),
@@ -62,7 +49,7 @@ def demo() -> tuple[Frame, _Peer, list[float]]:
     return b, peer, mu
 
 
-def _run(frame: Frame, peer: _Peer, mu: list[float]) -> Frame:
+def _run(frame: Frame, peer: Mailbox, mu: list[float]) -> Frame:
     (out,) = TimingStage("bob", mu=mu).process_batch([frame], peer)
     assert out.ok, out.meta.failure
     return out

@@ -91,6 +91,7 @@ def compile_here(config: dict[str, Any]) -> None:
     from qkdpp.io.simulator import simulate_link
     from qkdpp.pipeline.runner import Pipeline
     from qkdpp.stages.timing import TimingStage
+    from qkdpp.testing import Mailbox
 
     try:
         for role in ("alice", "bob"):
@@ -98,7 +99,7 @@ def compile_here(config: dict[str, Any]) -> None:
         n = 20_000_000
         demo = demo_config(n)
         alice, bob, _ = simulate_link(demo["simulate"]["params"], n, 1)
-        peer = _Mailbox()
+        peer = Mailbox()
         mu = demo["timing"]["mu"]
         meta = FrameMeta("warm-up", 0, Role.ALICE, state=KeyState.RAW)
         aux_a = {"intensity_p": alice.intensity_p, "slot0": 0, "n_slots": n}
@@ -108,19 +109,6 @@ def compile_here(config: dict[str, Any]) -> None:
         TimingStage("bob", mu=mu).process_batch([Frame(meta_b, np.zeros(0, np.uint8), aux_b)], peer)
     except Exception as exc:  # only a head start: the run compiles what is missing
         log.debug("compile warm-up stopped early: %s", exc)
-
-
-class _Mailbox:
-    """Both ends of the timing pilot in one object (Alice's stage sends, Bob's receives)."""
-
-    def __init__(self) -> None:
-        self.msg: dict[str, Any] = {}
-
-    def send(self, kind: str, payload: dict[str, Any]) -> None:
-        self.msg = payload
-
-    def recv(self, kind: str) -> dict[str, Any]:
-        return self.msg
 
 
 def _main(argv: list[str]) -> int:

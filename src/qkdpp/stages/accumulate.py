@@ -105,31 +105,12 @@ class Accumulator:
     def _make_room(self, n: int) -> None:
         """Ensure ``n + 1`` more entries fit after ``_k1`` and after ``_t1`` (the routing kernel
         writes one entry past the end), moving the pending entries to the front or growing."""
-        n += 1
-        pend = self._k1 - self._k0
-        if self._k1 + n > self._kbit.size:
-            if pend + n <= self._kbit.size // 2:  # room enough: move the pending bits to the front
-                for arr in (self._kbit, self._kint):
-                    arr[:pend] = arr[self._k0 : self._k1]
-            else:
-                cap = max(pend + n, 2 * self._kbit.size)
-                kb, ki = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
-                kb[:pend] = self._kbit[self._k0 : self._k1]
-                ki[:pend] = self._kint[self._k0 : self._k1]
-                self._kbit, self._kint = kb, ki
-            self._k0, self._k1 = 0, pend
-        pend = self._t1 - self._t0
-        if self._t1 + n > self._tbit.size:
-            if pend + n <= self._tbit.size // 2:
-                for arr in (self._tbit, self._tint):
-                    arr[:pend] = arr[self._t0 : self._t1]
-            else:
-                cap = max(pend + n, 2 * self._tbit.size)
-                tb, ti = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
-                tb[:pend] = self._tbit[self._t0 : self._t1]
-                ti[:pend] = self._tint[self._t0 : self._t1]
-                self._tbit, self._tint = tb, ti
-            self._t0, self._t1 = 0, pend
+        self._kbit, self._kint, self._k0, self._k1 = _room(
+            self._kbit, self._kint, self._k0, self._k1, n + 1
+        )
+        self._tbit, self._tint, self._t0, self._t1 = _room(
+            self._tbit, self._tint, self._t0, self._t1, n + 1
+        )
 
     def feed(self, frame: Frame) -> list[Frame]:
         """Add one SIFTED chunk; return the blocks it completes (possibly none).
@@ -271,3 +252,24 @@ class Accumulator:
         for f in frames:
             out.extend(self.feed(f))
         return out
+
+
+def _room(
+    bit: np.ndarray, cls: np.ndarray, lo: int, hi: int, n: int
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Buffers (bits, classes) whose pending entries ``[lo, hi)`` are followed by ``n`` free
+    ones: unchanged when they fit, else the entries moved to the front (when at most half the
+    buffer is then used) or copied into buffers of twice the size or more. Returns the buffers
+    and the new ``lo, hi``."""
+    if hi + n <= bit.size:
+        return bit, cls, lo, hi
+    pend = hi - lo
+    if pend + n <= bit.size // 2:
+        for arr in (bit, cls):
+            arr[:pend] = arr[lo:hi]
+    else:
+        cap = max(pend + n, 2 * bit.size)
+        nb, nc = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
+        nb[:pend], nc[:pend] = bit[lo:hi], cls[lo:hi]
+        bit, cls = nb, nc
+    return bit, cls, 0, pend

@@ -19,6 +19,20 @@ from qkdpp.protocol.link import PeerLink
 from qkdpp.protocol.transports import Transport, loopback_pair
 
 
+class Mailbox:
+    """Both ends of a one-way exchange in one object, for stages run one after the other in
+    one thread (e.g. Alice's timing stage sends the pilot, then Bob's receives it)."""
+
+    def __init__(self) -> None:
+        self.msg: dict[str, Any] = {}
+
+    def send(self, kind: str, payload: dict[str, Any]) -> None:
+        self.msg = payload
+
+    def recv(self, kind: str) -> dict[str, Any]:
+        return self.msg
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (for tests that start listeners)."""
     with socket.socket() as s:
