@@ -178,13 +178,16 @@ class Accumulator:
         ends = np.arange(-(-(lo + 1) // m) * m - 1, hi, m, dtype=np.int64)
         g = np.union1d(starts, ends)
         self._g_total = hi
-        want = np.union1d(g, [hi - 1])  # g < hi: g, then hi - 1 unless g ends with it
         if slots is None:
-            found = np.zeros(want.size, np.int64)
+            self._last_slot = 0
+            self._bound_slot.update(dict.fromkeys(g.tolist(), 0))
         else:
-            found = ks.key_slots(basis, slots, self.key_basis, want - lo)
-        self._last_slot = int(found[-1])
-        self._bound_slot.update(zip(g.tolist(), found[: g.size].tolist(), strict=True))
+            if g.size:
+                found = ks.key_slots(basis, slots, self.key_basis, g - lo)
+                self._bound_slot.update(zip(g.tolist(), found.tolist(), strict=True))
+            # the chunk's last key bit: the last entry of the key basis (nk > 0, so one exists)
+            last = basis.size - 1 - int(np.argmax(basis[::-1] == self.key_basis))
+            self._last_slot = int(slots[last])
         if ends.size:
             pos = ks.key_slots(
                 basis, np.arange(basis.size, dtype=np.int64), self.key_basis, ends - lo
