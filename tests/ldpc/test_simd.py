@@ -203,3 +203,43 @@ def test_group_independence_and_resume(patience):
         good = ok.astype(bool)
         np.testing.assert_array_equal(bits2[:, good], bits[:, good])
         np.testing.assert_array_equal(total2[good], total[good])
+
+
+def test_no_resume_same_decisions():
+    """``resume=False`` (no write-back of unconverged state) leaves bits, sweeps and verdicts
+    as they are with ``resume=True``."""
+    code = load_code("peg4k-r0.70")
+    rng = np.random.default_rng(6)
+    nf = 21
+    qs = np.where(np.arange(nf) % 3 == 0, 0.075, 0.035)  # a third stall and are given up
+    x = rng.integers(0, 2, (code.n, nf), dtype=np.uint8)
+    y = x ^ (rng.random((code.n, nf)) < qs[None, :]).astype(np.uint8)
+    s = _ref.syndrome(code.row_ptr, code.col_idx, x)
+    llr = (np.where(y == 1, -1.0, 1.0) * np.log((1 - qs) / qs)[None, :]).astype(np.float32)
+    out = []
+    for resume in (True, False):
+        post = llr.copy()
+        msg = np.zeros((code.edges, nf), np.float32)
+        bits = np.zeros((code.n, nf), np.uint8)
+        it = np.zeros(nf, np.int32)
+        ok = np.zeros(nf, np.uint8)
+        syn = s.copy()
+        _simd.spa_sweeps(code.row_ptr, code.col_idx, post, msg, syn, 60, bits, it, ok, 4, resume)
+        out.append((bits, it, ok))
+    assert out[0][2].any() and not out[0][2].all()
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_put_rows():
+    """``put_rows(dst, cols, src)`` writes ``src[j]`` into column ``cols[j]`` of ``dst``."""
+    rng = np.random.default_rng(7)
+    dst = rng.random((50, 9)).astype(np.float32)
+    src = rng.random((3, 50)).astype(np.float32)
+    cols = np.array([7, 0, 4], dtype=np.int64)
+    want = dst.copy()
+    want[:, cols] = src.T
+    _simd._cy.put_rows(dst, cols, src)
+    np.testing.assert_array_equal(dst, want)
+    with pytest.raises(ValueError):
+        _simd._cy.put_rows(dst, np.array([9, 0, 1], dtype=np.int64), src)

@@ -691,8 +691,19 @@ class LdpcStage(Stage):
     ) -> None:
         it[:] = 0
         if self.algorithm == "spa" and self._simd is not None:
+            # rate-adaptive mode never resumes a chunk: no write-back of unconverged state
             self._simd.spa_sweeps(
-                code.row_ptr, code.col_idx, post, msgs, synd, max_iter, bits, it, okg, self.patience
+                code.row_ptr,
+                code.col_idx,
+                post,
+                msgs,
+                synd,
+                max_iter,
+                bits,
+                it,
+                okg,
+                self.patience,
+                resume=self.mode == "blind",
             )
             return
         if hasattr(self._k, "nms_sweeps"):

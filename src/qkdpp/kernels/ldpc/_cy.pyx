@@ -474,6 +474,20 @@ def put_columns(
                 dst[r, dcols[j]] = src[r, scols[j]]
 
 
+def put_rows(_elem[:, ::1] dst, const int64_t[::1] dcols, const _elem[:, ::1] src) -> None:
+    """``dst[:, dcols[j]] = src[j, :]`` (one write-back pass for columns parked as rows)."""
+    cdef Py_ssize_t r, j, k = dcols.shape[0]
+    if src.shape[0] != k or src.shape[1] != dst.shape[0]:
+        raise ValueError("put_rows: shape mismatch")
+    for j in range(k):
+        if not 0 <= dcols[j] < dst.shape[1]:
+            raise ValueError("put_rows: column out of range")
+    with nogil:
+        for r in range(dst.shape[0]):
+            for j in range(k):
+                dst[r, dcols[j]] = src[j, r]
+
+
 def hard_columns(
     uint8_t[:, ::1] bits, const int64_t[::1] dcols, const float[:, ::1] post,
     const int64_t[::1] scols

@@ -3,11 +3,12 @@
 Same contract as :func:`qkdpp.kernels.ldpc._nb.spa_sweeps` (frame-minor ``post[n, F]`` /
 ``msg[E, F]`` / ``synd[m, F]`` state updated in place; early termination per frame on a syndrome
 match; ``patience``; converged and given-up frames leave the working set; the state of
-unconverged frames is written back so a caller resumes from it), but each sweep and check runs in
-C: the check rule uses the gather-free ``phi`` (:data:`qkdpp.kernels.ldpc._ref.PHI_POLY`, a
-piecewise cubic with in-register coefficient lookups) instead of the 2048-entry table, so its
-messages differ slightly from the table sum-product of ``_nb``/``_ref`` (tested: the same decoded
-words on frames both decode, FER and f within noise). The loop over sweeps is Python: a sweep of a
+unconverged frames is written back so a caller resumes from it, unless ``resume=False``), but
+each sweep and check runs in C: the check rule uses the gather-free ``phi``
+(:data:`qkdpp.kernels.ldpc._ref.PHI_POLY`, a piecewise cubic with in-register coefficient
+lookups) instead of the 2048-entry table, so its messages differ slightly from the table
+sum-product of ``_nb``/``_ref`` (tested: the same decoded words on frames both decode, FER and f
+within noise). The loop over sweeps is Python: a sweep of a
 32768-bit code costs milliseconds, the bookkeeping microseconds.
 
 ``AVAILABLE`` is False when the C module is not built (then callers use ``_nb``).
@@ -45,6 +46,7 @@ def spa_sweeps(
     iters: np.ndarray,
     ok: np.ndarray,
     patience: int = 0,
+    resume: bool = True,
 ) -> int:
     """Run up to ``max_iter`` layered sum-product sweeps (gather-free phi) in place.
 
@@ -62,6 +64,10 @@ def spa_sweeps(
     bits, iters, ok : uint8[n, F], int32[F], uint8[F]
         Outputs: hard decisions (1 = bit 1) frozen at the sweep a frame matched or was given up,
         sweeps used by this call, 1 = matched (frames already ok on entry are left alone).
+    resume : bool
+        True: the ``post``/``msg`` columns of unconverged frames hold their state at the sweep
+        they stopped (a later call resumes from it). False: the caller will not resume (e.g.
+        rate-adaptive mode), so that state is not written back and those columns are undefined.
 
     Returns
     -------
@@ -105,6 +111,10 @@ def spa_sweeps(
         live = np.ones(sel.size, dtype=bool)
         width = sel.size
         buffered = True
+    # post/msg of frames that stop unconverged, one row per frame (copied out of the block at
+    # the sweep they stop, written to the caller's columns in one pass at the end: one strided
+    # pass over msg[E, F] per call instead of one per give-up sweep)
+    parked: list[tuple[int, np.ndarray, np.ndarray]] = []
     it = 0
     while remaining > 0 and it < max_iter:
         if remaining <= width // 2 or force or -(-remaining // BLOCK) < len(blocks):
@@ -130,9 +140,9 @@ def spa_sweeps(
             given_up = going & (since >= patience)
             if given_up.any():
                 stop |= given_up
-                if buffered:  # keep the state of this sweep as the resume point
-                    _put_state(blocks, np.flatnonzero(given_up), orig, post, msg)
-                else:
+                if buffered and resume:  # keep the state of this sweep as the resume point
+                    _park(blocks, np.flatnonzero(given_up), orig, parked)
+                elif resume:
                     force = True  # leave the caller's column as it is now
         if stop.any():
             _put_bits(blocks, np.flatnonzero(stop), orig, bits)
@@ -142,8 +152,12 @@ def spa_sweeps(
     if remaining > 0:
         src = np.flatnonzero(live)
         _put_bits(blocks, src, orig, bits)
-        if buffered:
-            _put_state(blocks, src, orig, post, msg)
+        if buffered and resume:
+            _park(blocks, src, orig, parked)
+    if parked:
+        cols = np.array([j for j, _, _ in parked], dtype=np.int64)
+        _cy.put_rows(post, cols, np.stack([p for _, p, _ in parked]))
+        _cy.put_rows(msg, cols, np.stack([m for _, _, m in parked]))
     return it
 
 
@@ -184,10 +198,11 @@ def _put_bits(blocks, src: np.ndarray, orig: np.ndarray, bits: np.ndarray) -> No
         _cy.hard_columns(bits, orig[src[pos]], blocks[b][0], cols)
 
 
-def _put_state(blocks, src: np.ndarray, orig: np.ndarray, post, msg) -> None:
+def _park(blocks, src: np.ndarray, orig: np.ndarray, parked: list) -> None:
+    """Append ``(caller column, post column, msg column)`` copies of working columns ``src``."""
     for b, pos, cols in _split(src):
-        _cy.put_columns(post, orig[src[pos]], blocks[b][0], cols)
-        _cy.put_columns(msg, orig[src[pos]], blocks[b][1], cols)
+        for j, c in zip(orig[src[pos]].tolist(), cols.tolist(), strict=True):
+            parked.append((j, blocks[b][0][:, c].copy(), blocks[b][1][:, c].copy()))
 
 
 def decode_layered_spa(
