@@ -485,3 +485,49 @@ def test_64_frames_within_1p5x_the_round_trips_of_one_at_1e6(seed: int) -> None:
     assert rt64 <= 1.5 * np.mean(singles), (rt64, np.mean(singles))
     df = (np.mean([b.leaked for b in many]) - np.mean(leaks)) / (n * h2(q))
     assert df <= 0.002, df
+
+
+def test_twin_shuffles_compute_once_and_copy() -> None:
+    """Two PassShuffles of the same (session, n, frame, passes, version, backend) in one process
+    (the two parties of a loopback run) compute each pass row, mask and block table once; the
+    other gets a copy, equal to computing it itself."""
+    import gc
+
+    from qkdpp.kernels.cascade.engine import PassShuffles
+
+    calls: list[int] = []
+    orig = PassShuffles._fill
+
+    def counting(self, pid, perm, pos):  # type: ignore[no-untyped-def]
+        calls.append(pid)
+        orig(self, pid, perm, pos)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(PassShuffles, "_fill", counting)
+        a = PassShuffles("twins", 5000, 8)
+        b = PassShuffles("twins", 5000, 8)
+        for p in (1, 3):
+            ra, rb = a.get(p), b.get(p)
+            assert np.array_equal(ra[0], rb[0]) and np.array_equal(ra[1], rb[1])
+            assert ra[0] is not rb[0]
+        assert calls == [1, 3]
+        ma, mb = a.masks(4, 2500, 5000), b.masks(4, 2500, 5000)
+        assert all(np.array_equal(x, y) and x is not y for x, y in zip(ma, mb, strict=True))
+        fa, fb = a.few_table(((4, 2500),)), b.few_table(((4, 2500),))
+        assert np.array_equal(fa, fb) and fa is not fb
+        # pass 0's masks go through its row: a copy must load the row too (the kernels take
+        # pass 0 as loaded once its masks exist; an unloaded row crashed them)
+        a.masks(0, 2500, 5000)
+        b.masks(0, 2500, 5000)
+        assert b.loaded[0] == 1 and np.array_equal(b.poss[0], np.arange(5000))
+        # another frame scope or session is not a twin
+        PassShuffles("twins", 5000, 8, frame_id=2).get(1)
+        assert calls == [1, 3, 0, 1]
+        ref = [a.get(1)[0].copy(), *ma, fa.copy()]
+        del a, b, ra, rb, ma, mb, fa, fb
+        gc.collect()
+        c = PassShuffles("twins", 5000, 8)  # both gone: computed afresh, the same
+        assert np.array_equal(c.get(1)[0], ref[0]) and calls == [1, 3, 0, 1, 1]
+        mc = c.masks(4, 2500, 5000)
+        assert np.array_equal(mc[0], ref[1]) and np.array_equal(mc[1], ref[2])
+        assert np.array_equal(c.few_table(((4, 2500),)), ref[3])

@@ -24,6 +24,7 @@ import hashlib
 import mmap
 import struct
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,26 @@ class BufferPool:
                 free.append(buf.reshape(-1))
 
 
+class _Twins:
+    """Pass data computed by one :class:`PassShuffles`, for the others of the same key in this
+    process: the other party of a loopback run derives the same public permutations from the
+    same seeds, so it copies them instead (≈ 46 ms of prepared data per party and session at
+    option7, n = 1e6). Only rows and tables computed in Python (:meth:`PassShuffles.get`,
+    :meth:`~PassShuffles.masks`, :meth:`~PassShuffles.few_table`) are offered, after they are
+    complete; ``lock`` is held while computing one, so the twin waits and copies instead of
+    computing it too (it never waits on anything else: no lock cycle)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()  # (masks of a pass may need its row first)
+        self.rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.masks: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.few: dict[tuple[tuple[int, int], ...], np.ndarray] = {}
+
+
+_TWINS: weakref.WeakValueDictionary[tuple[Any, ...], _Twins] = weakref.WeakValueDictionary()
+_TWINS_LOCK = threading.Lock()
+
+
 class PassShuffles:
     """Permutations of the passes of one (session, n[, frame]), shared by all its frames.
 
@@ -206,6 +227,12 @@ class PassShuffles:
         self._masks: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._few: dict[tuple[tuple[int, int], ...], np.ndarray] = {}
         self.keep_biconf = max(8, self.BICONF_CACHE_BYTES // max(8 * n, 1))
+        with _TWINS_LOCK:
+            key = (session_id, n, frame_id, passes, version, backend)
+            tw = _TWINS.get(key)
+            if tw is None:
+                tw = _TWINS[key] = _Twins()
+        self._twins = tw
 
     def _fill(self, pid: int, perm: np.ndarray, pos: np.ndarray) -> None:
         if pid == 0:
@@ -238,22 +265,43 @@ class PassShuffles:
         with self.lock:
             got = self._masks.get(key)
             if got is None:
-                nw = (self.n + 63) // 64
-                m0 = np.zeros(nw * 8, dtype=np.uint8)
-                m1 = np.zeros(nw * 8, dtype=np.uint8)
-                if self.version == 2 and pid > 0 and self.backend == "compiled":
-                    k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id, 2)
-                    _nb.block_masks_v2(np.uint64(k0), np.uint64(k1), self.n, k, end, m0, m1)
-                elif self.backend == "compiled":
-                    _nb.block_masks(self.get(pid)[1], k, end, m0, m1)
-                else:
-                    r0, r1 = _ref.block_masks(self.get(pid)[1], k, end)
-                    m0[: r0.size], m1[: r1.size] = r0, r1
-                got = (m0.view(np.uint64), m1.view(np.uint64))
+                with self._twins.lock:
+                    twin = self._twins.masks.get(key)
+                    if twin is None:
+                        got = self._compute_masks(pid, k, end)
+                        self._twins.masks[key] = got
+                    else:
+                        got = (twin[0].copy(), twin[1].copy())
+                        self._load_row_for_masks(pid)
                 self._masks[key] = got
                 while len(self._masks) > self.passes + self.keep_biconf:
                     del self._masks[next(iter(self._masks))]
         return got
+
+    def _masks_need_row(self, pid: int) -> bool:
+        """Whether computing a pass's masks goes through its full row (:meth:`get`): all but
+        the PRF v2 passes after the first with the compiled kernels."""
+        return not (self.version == 2 and pid > 0 and self.backend == "compiled")
+
+    def _load_row_for_masks(self, pid: int) -> None:
+        """A twin's masks were copied: load the row as computing them would have (the kernels
+        take pass 0's row, and every row of PRF v1, as loaded once its masks exist)."""
+        if self._masks_need_row(pid):
+            self.get(pid)
+
+    def _compute_masks(self, pid: int, k: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        nw = (self.n + 63) // 64
+        m0 = np.zeros(nw * 8, dtype=np.uint8)
+        m1 = np.zeros(nw * 8, dtype=np.uint8)
+        if not self._masks_need_row(pid):
+            k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id, 2)
+            _nb.block_masks_v2(np.uint64(k0), np.uint64(k1), self.n, k, end, m0, m1)
+        elif self.backend == "compiled":
+            _nb.block_masks(self.get(pid)[1], k, end, m0, m1)
+        else:
+            r0, r1 = _ref.block_masks(self.get(pid)[1], k, end)
+            m0[: r0.size], m1[: r1.size] = r0, r1
+        return m0.view(np.uint64), m1.view(np.uint64)
 
     FEW_TABLES = 4  # block tables kept (one per set of block sizes in use)
 
@@ -268,12 +316,20 @@ class PassShuffles:
         with self.lock:
             got = self._few.get(key)
             if got is None:
-                got = np.zeros(self.n, dtype=np.uint32)
-                for p, k in key:
-                    if not 0 <= p < min(self.passes, 16):
-                        raise ConfigError(f"block table: pass {p} outside [0, 16)")
-                    m0, m1 = self.masks(p, k, self.n)
-                    _nb.few_table_add(got, m0.view(np.uint8), m1.view(np.uint8), 2 * p)
+                with self._twins.lock:
+                    twin = self._twins.few.get(key)
+                    if twin is None:
+                        got = np.zeros(self.n, dtype=np.uint32)
+                        for p, k in key:
+                            if not 0 <= p < min(self.passes, 16):
+                                raise ConfigError(f"block table: pass {p} outside [0, 16)")
+                            m0, m1 = self.masks(p, k, self.n)
+                            _nb.few_table_add(got, m0.view(np.uint8), m1.view(np.uint8), 2 * p)
+                        self._twins.few[key] = got
+                    else:
+                        got = twin.copy()
+                        for p, _ in key:
+                            self._load_row_for_masks(p)
                 self._few[key] = got
                 while len(self._few) > self.FEW_TABLES:
                     del self._few[next(iter(self._few))]
@@ -284,7 +340,14 @@ class PassShuffles:
         with self.lock:
             if pid < self.passes:
                 if not self.loaded[pid]:
-                    self._fill(pid, self.perms[pid], self.poss[pid])
+                    with self._twins.lock:
+                        row = self._twins.rows.get(pid)
+                        if row is None:
+                            self._fill(pid, self.perms[pid], self.poss[pid])
+                            self._twins.rows[pid] = (self.perms[pid], self.poss[pid])
+                        else:
+                            self.perms[pid] = row[0]
+                            self.poss[pid] = row[1]
                     self.loaded[pid] = 1
                 return self.perms[pid], self.poss[pid]
             got = self._biconf.get(pid)
