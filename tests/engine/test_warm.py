@@ -51,3 +51,17 @@ def test_helper_process_fills_the_cache(tmp_path: Path) -> None:
     )
     assert out.returncode == 0
     assert _cold(tmp_path) == "False"
+
+
+def test_kernels_load_once_per_process() -> None:
+    """Before forking lanes, run_local loads the kernels once; later calls do nothing."""
+    import time
+
+    from qkdpp.engine.config import validate
+
+    cfg = validate({})
+    warm.load_kernels_once(cfg)
+    assert warm._LOADED
+    t = time.perf_counter()
+    warm.load_kernels_once(cfg)
+    assert time.perf_counter() - t < 0.01

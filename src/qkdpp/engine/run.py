@@ -435,6 +435,7 @@ def run_local(
         return _run_lane(config, alice, bob, folder, 0, sids, transports, on_block)
     if not hasattr(os, "fork"):
         raise ConfigError("[session] lanes > 1 needs os.fork (Linux): set lanes = 1")
+    warm.load_kernels_once(config)  # here, not once in every forked lane
     ctx = mp.get_context("fork")
     children = []
     for lane in range(1, lanes):
