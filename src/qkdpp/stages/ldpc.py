@@ -690,50 +690,17 @@ class LdpcStage(Stage):
         max_iter: int,
     ) -> None:
         it[:] = 0
+        graph = (code.row_ptr, code.col_idx, post, msgs, synd, max_iter)
+        state = (bits, it, okg, self.patience)
         if self.algorithm == "spa" and self._simd is not None:
             # rate-adaptive mode never resumes a chunk: no write-back of unconverged state
-            self._simd.spa_sweeps(
-                code.row_ptr,
-                code.col_idx,
-                post,
-                msgs,
-                synd,
-                max_iter,
-                bits,
-                it,
-                okg,
-                self.patience,
-                resume=self.mode == "blind",
-            )
+            self._simd.spa_sweeps(*graph, *state, resume=self.mode == "blind")
             return
         if hasattr(self._k, "nms_sweeps"):
             if self.algorithm != "nms":
-                self._k.spa_sweeps(
-                    code.row_ptr,
-                    code.col_idx,
-                    post,
-                    msgs,
-                    synd,
-                    max_iter,
-                    bits,
-                    it,
-                    okg,
-                    self.patience,
-                )
+                self._k.spa_sweeps(*graph, *state)
             else:
-                self._k.nms_sweeps(
-                    code.row_ptr,
-                    code.col_idx,
-                    post,
-                    msgs,
-                    synd,
-                    max_iter,
-                    self.alpha,
-                    bits,
-                    it,
-                    okg,
-                    self.patience,
-                )
+                self._k.nms_sweeps(*graph, self.alpha, *state)
             return
         # reference backend: decode from the current posteriors (no message state kept)
         if self.algorithm != "nms":
