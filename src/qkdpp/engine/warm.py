@@ -62,7 +62,8 @@ def first_run_compile(config: dict[str, Any]) -> None:
         helper.wait()
 
 
-_LOADED = False
+_LOADED = False  # load_kernels_once has run in this process
+_HERE = False  # compile_here has run in this process
 
 
 def load_kernels_once(config: dict[str, Any]) -> None:
@@ -103,8 +104,8 @@ def start(config: dict[str, Any]) -> subprocess.Popen[bytes] | None:
 
 def compile_here(config: dict[str, Any]) -> None:
     """Compile the sifting kernels (both roles) and Bob's timing kernels (on a small simulated
-    capture: 2e7 slots of the demo link) in this process. Failures are logged and ignored: the
-    run compiles whatever is still missing."""
+    capture: 2e7 slots of the demo link) in this process, once per process. Failures are logged
+    and ignored: the run compiles whatever is still missing."""
     from qkdpp.engine.config import SIFT_STAGES, stage_configs
     from qkdpp.engine.demo import demo_config
     from qkdpp.frame import Frame, FrameMeta, KeyState, Role
@@ -113,6 +114,10 @@ def compile_here(config: dict[str, Any]) -> None:
     from qkdpp.stages.timing import TimingStage
     from qkdpp.testing import Mailbox
 
+    global _HERE
+    if _HERE:
+        return
+    _HERE = True
     try:
         for role in ("alice", "bob"):
             Pipeline.from_config(role, stage_configs(config, SIFT_STAGES)).setup()

@@ -178,22 +178,16 @@ class Accumulator:
         ends = np.arange(-(-(lo + 1) // m) * m - 1, hi, m, dtype=np.int64)
         g = np.union1d(starts, ends)
         self._g_total = hi
-        if slots is None:
-            self._last_slot = 0
-            self._bound_slot.update(dict.fromkeys(g.tolist(), 0))
-        else:
-            if g.size:
-                found = ks.key_slots(basis, slots, self.key_basis, g - lo)
-                self._bound_slot.update(zip(g.tolist(), found.tolist(), strict=True))
-            # the chunk's last key bit: the last entry of the key basis (nk > 0, so one exists)
-            last = basis.size - 1 - int(np.argmax(basis[::-1] == self.key_basis))
-            self._last_slot = int(slots[last])
-        if ends.size:
-            pos = ks.key_slots(
-                basis, np.arange(basis.size, dtype=np.int64), self.key_basis, ends - lo
-            )
-            before = self._t_total + pos - (ends - lo)
-            self._bound_test.update(zip(ends.tolist(), before.tolist(), strict=True))
+        if g.size:  # positions in the chunk of the boundary key bits (one scan of the bases)
+            pos = ks.key_slots(basis, np.arange(basis.size, dtype=np.int64), self.key_basis, g - lo)
+            found = np.zeros(g.size, np.int64) if slots is None else slots[pos]
+            self._bound_slot.update(zip(g.tolist(), found.tolist(), strict=True))
+            is_end = np.isin(g, ends)
+            before = self._t_total + pos[is_end] - (g[is_end] - lo)
+            self._bound_test.update(zip(g[is_end].tolist(), before.tolist(), strict=True))
+        # the chunk's last key bit: the last entry of the key basis (nk > 0, so one exists)
+        last = basis.size - 1 - int(np.argmax(basis[::-1] == self.key_basis))
+        self._last_slot = 0 if slots is None else int(slots[last])
 
     def flush(self, min_bits: int) -> Frame | None:
         """The pending key bits as one last, shorter block, with every test bit received since
