@@ -27,6 +27,7 @@ sharing one interpreter lock made every lane slower (measured: 1.5 vs 2.7 Mbit/s
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -436,6 +437,7 @@ def run_local(
     if not hasattr(os, "fork"):
         raise ConfigError("[session] lanes > 1 needs os.fork (Linux): set lanes = 1")
     warm.load_kernels_once(config)  # here, not once in every forked lane
+    _release_free_heap()
     ctx = mp.get_context("fork")
     children = []
     for lane in range(1, lanes):
@@ -466,6 +468,23 @@ def run_local(
                 for f in r[side].blocks:
                     on_block(r[side].role, f)
     return _merge(merged[0]), _merge(merged[1])
+
+
+def _release_free_heap() -> None:
+    """Give the pages that this process's C heap holds free back to the kernel (glibc
+    ``malloc_trim``; nothing elsewhere), before forking the lanes.
+
+    A freed page stays mapped in the heap, so after ``fork`` it is shared with the child, and
+    the first write to it in either process (the next allocation there) copies it, with a TLB
+    shoot-down to the other core. Returned pages are mapped afresh as zero pages instead. Measured
+    (1.6e9 slots, two lanes, a process's later runs, ``perf`` on the fault tracepoint over 3 s):
+    177k user page faults, 142k of them copy-on-write, without; 111k and 53k with (≈ 4-8 ms per
+    call here)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc
+        return
+    trim(0)
 
 
 def _lane_result(

@@ -13,8 +13,10 @@ sampled bits from the key, and check the bit balance — the fraction of ones of
 test-basis bits and sampled key bits (public after the exchange, so both parties reach the same
 verdict; for Bob a basis is one detector pair) — against ``balance_threshold``.
 
-Output (state ESTIMATED): ``n_bits`` reduced by the sample; aux ``intensity`` filtered the same
-way; tags ``n_key_by_intensity``, ``n_test_by_intensity``, ``m_test_by_intensity`` (lists),
+Output (state ESTIMATED): ``n_bits`` reduced by the sample; the per-bit aux fields consumed
+here (``intensity``, ``test_bits``, ``test_intensity``, ``n_test``) are dropped — their counts are
+in the tags, and a finished block carries no per-bit data but its key; tags
+``n_key_by_intensity``, ``n_test_by_intensity``, ``m_test_by_intensity`` (lists),
 ``qber_test``, ``sample_size``, ``sample_errors``, ``qber_sample``, ``balance_test_alice``,
 ``balance_test_bob``, ``balance_sample_alice``, ``balance_sample_bob``, ``balance_alarm``,
 ``balance_key_local`` (own key bits, informative); ``meta.qber`` = the key-basis estimate
@@ -43,6 +45,7 @@ __all__ = ["EstimationStage", "random_sample"]
 
 BIT_BALANCE_ALARM = "bit_balance_alarm"
 QBER_ABOVE_MAX = "qber_above_max"
+_CONSUMED = ("intensity", "test_bits", "test_intensity", "n_test")  # aux read here, not handed on
 
 
 def _gather(f: Frame, pos: np.ndarray) -> np.ndarray:
@@ -252,9 +255,7 @@ class EstimationStage(Stage):
             balance_alarm=bool(alarm),
             **balances,
         )
-        aux = {k: v for k, v in f.aux.items() if k not in ("intensity",)}
-        aux["intensity"] = k_int
-        out = Frame(meta, key, aux)
+        out = Frame(meta, key, {k: v for k, v in f.aux.items() if k not in _CONSUMED})
         if alarm and self.fail_on_alarm:
             return out.fail(BIT_BALANCE_ALARM)
         if est is not None and est > self.max_qber:
