@@ -22,7 +22,9 @@ on its own share only: Alice's slots of it, Bob's tags from his predicted time o
 pads (SQLite transactions; pads are withdrawn and accepted atomically, the receiver accepts them
 in any order).
 Processes, not threads: the Cascade driver is Python between its kernels, and four threads
-sharing one interpreter lock made every lane slower (measured: 1.5 vs 2.7 Mbit/s).
+sharing one interpreter lock made every lane slower (measured: 1.5 vs 2.7 Mbit/s). Within a lane
+the two parties take turns in one thread (:mod:`qkdpp.protocol.coop`): they mostly wait for each
+other anyway, and a hand-off between two threads cost a cross-core wake-up per message.
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.events import EventChunk
 from qkdpp.io.records import AliceRecord, BobDetections
 from qkdpp.pipeline.runner import Pipeline
+from qkdpp.protocol.coop import CoopTransport, coop_pair, run_both
 from qkdpp.protocol.link import PeerLink
-from qkdpp.protocol.transports import Transport, loopback_pair
+from qkdpp.protocol.transports import DEFAULT_MAX_MESSAGE, Transport
 from qkdpp.stages.accumulate import Accumulator
 from qkdpp.stages.authentication import AuthenticationStage
 from qkdpp.stages.commit import CommitStage
@@ -422,10 +425,11 @@ def run_local(
     transports: tuple[Transport, Transport] | None = None,
     on_block: Callable[[Role, Frame], None] | None = None,
 ) -> tuple[PartyResult, PartyResult]:
-    """Both parties over an in-memory link: two threads per lane, one process per lane.
+    """Both parties over an in-memory link, taking turns in one thread per lane
+    (:mod:`qkdpp.protocol.coop`), one process per lane.
 
-    ``transports`` (optional) carry lane 0. ``on_block`` sees lane 0's blocks as they finish and
-    the other lanes' blocks when their process ends.
+    ``transports`` (optional) carry lane 0, whose parties then run in two threads. ``on_block``
+    sees lane 0's blocks as they finish and the other lanes' blocks when their process ends.
     """
     lanes = int(config["session"].get("lanes", 1))
     folder = Path(workdir)
@@ -540,9 +544,9 @@ def _run_lane(
     transports: tuple[Transport, Transport] | None,
     on_block: Callable[[Role, Frame], None] | None,
 ) -> tuple[PartyResult, PartyResult]:
-    """Lane ``lane`` (session ``sids[lane]``): both parties in two threads of this process over
-    one link."""
-    ta, tb = transports or loopback_pair()
+    """Lane ``lane`` (session ``sids[lane]``): both parties in this thread, taking turns over an
+    in-memory link (:mod:`qkdpp.protocol.coop`), or in two threads over ``transports``."""
+    ta, tb = transports or coop_pair(DEFAULT_MAX_MESSAGE)
     sid = sids[lane]
     timeout = float(config["session"]["timeout_s"])
     links = {
@@ -569,14 +573,17 @@ def _run_lane(
             out[role] = exc
             links[role].transport.close()
 
-    threads = [
-        threading.Thread(target=party, args=(Role.ALICE, alice), name=f"alice-{lane}"),
-        threading.Thread(target=party, args=(Role.BOB, bob), name=f"bob-{lane}"),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    if isinstance(ta, CoopTransport) and isinstance(tb, CoopTransport):
+        run_both(lambda: party(Role.ALICE, alice), lambda: party(Role.BOB, bob), (ta, tb))
+    else:
+        threads = [
+            threading.Thread(target=party, args=(Role.ALICE, alice), name=f"alice-{lane}"),
+            threading.Thread(target=party, args=(Role.BOB, bob), name=f"bob-{lane}"),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     for role in (Role.ALICE, Role.BOB):
         r = out.get(role)
         if isinstance(r, BaseException):

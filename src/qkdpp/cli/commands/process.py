@@ -119,8 +119,10 @@ def run(args: argparse.Namespace) -> int:
         alice = load_alice_record(args.inputs[0])
         bob, header = load_bob_events(args.inputs[1])
         config = _with_link_defaults(config, header)
-        ta, tb = loopback_pair()
-        transports = (FaultyTransport(ta, plan), FaultyTransport(tb, plan)) if plan else (ta, tb)
+        transports = None  # both parties in one thread per lane (qkdpp.protocol.coop)
+        if plan:
+            ta, tb = loopback_pair()
+            transports = (FaultyTransport(ta, plan), FaultyTransport(tb, plan))
         progress = _Progress(not args.quiet)
         t0 = time.perf_counter()
         a, b = run_local(
