@@ -15,8 +15,9 @@ from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.kernels import bits
 from qkdpp.pipeline.runner import Pipeline
 from qkdpp.pipeline.stage import Stage
+from qkdpp.protocol.coop import CoopTransport, coop_pair, run_both
 from qkdpp.protocol.link import PeerLink
-from qkdpp.protocol.transports import Transport, loopback_pair
+from qkdpp.protocol.transports import DEFAULT_MAX_MESSAGE, Transport
 
 
 class Mailbox:
@@ -82,7 +83,8 @@ def run_pair(
     session_id: str | None = None,
     transports: tuple[Any, Any] | None = None,
 ) -> PairResult:
-    """Run Alice and Bob in two threads over an in-memory loopback channel.
+    """Run Alice and Bob over an in-memory channel: taking turns in this thread
+    (:mod:`qkdpp.protocol.coop`), or in two threads over ``transports`` when given.
 
     ``alice``/``bob`` are pipelines, stage lists, or stage config lists (``bob=None`` reuses
     Alice's configs in Bob's role). ``batch_size`` defaults to all frames in one batch.
@@ -90,7 +92,7 @@ def run_pair(
     pa = _as_pipeline(Role.ALICE, alice)
     pb = _as_pipeline(Role.BOB, bob if bob is not None else pa.get_config())
     sid = session_id or str(uuid.uuid4())
-    ta, tb = transports or loopback_pair()
+    ta, tb = transports or coop_pair(DEFAULT_MAX_MESSAGE)
     la = PeerLink(ta, Role.ALICE, sid, timeout=timeout)
     lb = PeerLink(tb, Role.BOB, sid, timeout=timeout)
     n = batch_size or max(1, len(alice_frames))
@@ -104,14 +106,21 @@ def run_pair(
             out[name] = exc
             link.transport.close()
 
-    ts = [
-        threading.Thread(target=party, args=("alice", pa, la, alice_frames), daemon=True),
-        threading.Thread(target=party, args=("bob", pb, lb, bob_frames), daemon=True),
-    ]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout + 30)
+    if isinstance(ta, CoopTransport) and isinstance(tb, CoopTransport):
+        run_both(
+            lambda: party("alice", pa, la, alice_frames),
+            lambda: party("bob", pb, lb, bob_frames),
+            (ta, tb),
+        )
+    else:
+        ts = [
+            threading.Thread(target=party, args=("alice", pa, la, alice_frames), daemon=True),
+            threading.Thread(target=party, args=("bob", pb, lb, bob_frames), daemon=True),
+        ]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(timeout + 30)
     for name in ("alice", "bob"):
         if isinstance(out.get(name), BaseException):
             raise out[name]
