@@ -54,7 +54,7 @@ from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.events import EventChunk
 from qkdpp.io.records import AliceRecord, BobDetections
 from qkdpp.pipeline.runner import Pipeline
-from qkdpp.protocol.coop import CoopTransport, coop_pair, run_both
+from qkdpp.protocol.coop import coop_pair, run_both
 from qkdpp.protocol.link import PeerLink
 from qkdpp.protocol.transports import DEFAULT_MAX_MESSAGE, Transport
 from qkdpp.stages.accumulate import Accumulator
@@ -501,13 +501,12 @@ def _lane_result(
     wait for. ``multiprocessing`` reaps it when the next process starts, or at exit."""
     try:
         if recv.poll(wait_s):
-            out = recv.recv()
-            proc = None  # sent: not joined (see above)
-            return out
+            return recv.recv()  # not joined (see above)
         proc.terminate()
         proc.join(5.0)
         if proc.is_alive():
             proc.kill()
+            proc.join()
         return RuntimeError(
             f"lane {lane} had not finished {wait_s:.0f} s after lane 0 and was stopped: its "
             "committed keys are in the key stores, its blocks in flight are void (a pending "
@@ -516,9 +515,6 @@ def _lane_result(
     except EOFError:
         proc.join()
         return RuntimeError(f"lane {lane} died (exit code {proc.exitcode})")
-    finally:
-        if proc is not None:
-            proc.join()
 
 
 def _lane_child(
@@ -581,17 +577,12 @@ def _run_lane(
             out[role] = exc
             links[role].transport.close()
 
-    if isinstance(ta, CoopTransport) and isinstance(tb, CoopTransport):
-        run_both(lambda: party(Role.ALICE, alice), lambda: party(Role.BOB, bob), (ta, tb))
-    else:
-        threads = [
-            threading.Thread(target=party, args=(Role.ALICE, alice), name=f"alice-{lane}"),
-            threading.Thread(target=party, args=(Role.BOB, bob), name=f"bob-{lane}"),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+    run_both(
+        lambda: party(Role.ALICE, alice),
+        lambda: party(Role.BOB, bob),
+        (ta, tb),
+        names=(f"alice-{lane}", f"bob-{lane}"),
+    )
     for role in (Role.ALICE, Role.BOB):
         r = out.get(role)
         if isinstance(r, BaseException):

@@ -6,7 +6,8 @@ one computes while the other waits for its reply. As two threads over
 wake-up, on this 2-core VM an inter-processor interrupt when the other thread last ran on the
 other core: a round trip cost 39–52 µs of CPU across cores (13 µs on one). Cascade makes hundreds
 of round trips per batch. Here both parties run as greenlets of the calling thread
-(:func:`run_both`) and a :class:`CoopTransport` that finds its inbox empty switches to the peer
+(:func:`run_both`, which runs the parties in two threads over any other transports) and a
+:class:`CoopTransport` that finds its inbox empty switches to the peer
 instead of sleeping: a turn costs a stack switch (~1 µs), and the GIL never changes hands between
 the parties.
 
@@ -27,8 +28,10 @@ Transports that block (TCP, or a fault-injecting wrapper) need the parties in th
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from greenlet import greenlet
 
@@ -108,12 +111,27 @@ def coop_pair(max_message: int) -> tuple[CoopTransport, CoopTransport]:
 def run_both(
     alice: Callable[[], None],
     bob: Callable[[], None],
-    ends: tuple[CoopTransport, CoopTransport],
+    ends: tuple[Any, Any],
+    *,
+    names: tuple[str, str] = ("alice", "bob"),
+    join_timeout: float | None = None,
 ) -> None:
-    """Run ``alice()`` and ``bob()`` (each using its end of ``ends``) as greenlets of this thread
-    until both have returned. An exception that escapes one of them propagates from here once it
-    is raised (the callers catch everything inside and report it themselves)."""
-    ga, gb = greenlet(alice), greenlet(bob)
-    ends[0]._runner, ends[1]._runner = ga, gb
-    while not (ga.dead and gb.dead):
-        (ga if not ga.dead else gb).switch()
+    """Run ``alice()`` and ``bob()`` (each using its end of ``ends``) until both have returned:
+    as greenlets of this thread taking turns when both ends are :class:`CoopTransport`, else in
+    two (daemon) threads named ``names``, each joined within ``join_timeout`` seconds. The callers
+    catch everything inside ``alice``/``bob`` and report it themselves (an exception escaping a
+    greenlet propagates from here)."""
+    if isinstance(ends[0], CoopTransport) and isinstance(ends[1], CoopTransport):
+        ga, gb = greenlet(alice), greenlet(bob)
+        ends[0]._runner, ends[1]._runner = ga, gb
+        while not (ga.dead and gb.dead):
+            (ga if not ga.dead else gb).switch()
+        return
+    threads = [
+        threading.Thread(target=fn, name=name, daemon=True)
+        for fn, name in zip((alice, bob), names, strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_timeout)

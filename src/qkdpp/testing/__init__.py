@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.kernels import bits
 from qkdpp.pipeline.runner import Pipeline
 from qkdpp.pipeline.stage import Stage
-from qkdpp.protocol.coop import CoopTransport, coop_pair, run_both
+from qkdpp.protocol.coop import coop_pair, run_both
 from qkdpp.protocol.link import PeerLink
 from qkdpp.protocol.transports import DEFAULT_MAX_MESSAGE, Transport
 
@@ -106,21 +105,12 @@ def run_pair(
             out[name] = exc
             link.transport.close()
 
-    if isinstance(ta, CoopTransport) and isinstance(tb, CoopTransport):
-        run_both(
-            lambda: party("alice", pa, la, alice_frames),
-            lambda: party("bob", pb, lb, bob_frames),
-            (ta, tb),
-        )
-    else:
-        ts = [
-            threading.Thread(target=party, args=("alice", pa, la, alice_frames), daemon=True),
-            threading.Thread(target=party, args=("bob", pb, lb, bob_frames), daemon=True),
-        ]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(timeout + 30)
+    run_both(
+        lambda: party("alice", pa, la, alice_frames),
+        lambda: party("bob", pb, lb, bob_frames),
+        (ta, tb),
+        join_timeout=timeout + 30,
+    )
     for name in ("alice", "bob"):
         if isinstance(out.get(name), BaseException):
             raise out[name]
