@@ -4,6 +4,7 @@ with a voided block; and Wegman–Carter tags over them."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -170,3 +171,32 @@ def test_authenticated_channel_round_trip_and_tamper(stores) -> None:  # type: i
         ca.send("2pc.ack", {"tag": b"x"})
     assert message_bytes("c", "k", {"b": 1, "a": 2}) == message_bytes("c", "k", {"a": 2, "b": 1})
     assert "hash" not in repr(la) and "key" not in repr(la).replace("LinkAuth", "")
+
+
+def test_stages_of_one_party_share_one_link_auth(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """acquire/release: one LinkAuth (one connection, one lease) per party and key store in a
+    process, closed by its last user; another process (a forked lane) opens its own."""
+    import os
+
+    from qkdpp.auth import link_auth as la
+    from qkdpp.engine.inputs import make_demo_bootstrap, party_files
+
+    make_demo_bootstrap(tmp_path)
+    files = party_files(tmp_path, "alice")
+    boot, store = str(files["bootstrap"]), str(tmp_path / "alice.sqlite")
+    a1 = la.acquire_link_auth("alice", boot, store)
+    a2 = la.acquire_link_auth("alice", boot, store)
+    assert a1 is a2
+    monkeypatch.setattr(os, "getpid", lambda: -1)
+    other = la.acquire_link_auth("alice", boot, store)
+    monkeypatch.undo()
+    assert other is not a1
+    la.release_link_auth(other)
+    la.release_link_auth(a1)
+    assert a2.tag(b"still open")["pad_seg"] == "bootstrap"  # one user left: usable
+    la.release_link_auth(a2)
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        a2.store.next_pads("ab", 8, 1, need_ack=False)  # closed by the last user
+    fresh = la.acquire_link_auth("alice", boot, store)
+    assert fresh is not a1 and fresh.tag(b"x")["pad_seg"] == "bootstrap"
+    la.release_link_auth(fresh)

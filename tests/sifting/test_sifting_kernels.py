@@ -176,10 +176,11 @@ def test_fused_kernels_match_reference(
     _same(impl.class_counts(cls, n_int), ref.class_counts(cls, n_int))
     n_key = int((k_basis == 0).sum())
     targets = np.unique(rng.integers(0, max(n_key, 1), 3)) if n_key else np.zeros(0, np.int64)
-    _same(impl.key_slots(k_basis, k_slot, 0, targets), ref.key_slots(k_basis, k_slot, 0, targets))
+    _same(impl.key_positions(k_basis, 0, targets), ref.key_positions(k_basis, 0, targets))
+    assert impl.last_key(k_basis, 0) == ref.last_key(k_basis, 0)
     for m in (impl, ref):
         with pytest.raises(ValueError):
-            m.key_slots(k_basis, k_slot, 0, np.array([n_key], np.int64))
+            m.key_positions(k_basis, 0, np.array([n_key], np.int64))
     if n_keep and int(cls.max()) > 0:  # a class >= n_int: (-1, first such index)
         top = int(cls.max())
         first = int(np.flatnonzero(cls >= top)[0])
@@ -188,3 +189,29 @@ def test_fused_kernels_match_reference(
                 -1,
                 first,
             )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_key_positions_long_runs(seed: int) -> None:
+    """The compiled scan counts whole runs of entries at a time: targets on, just before and
+    just after run boundaries, in runs of one basis only, and beyond the end."""
+    impl, ref = sifting.impl("compiled"), sifting.impl("reference")
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 5000))
+    p_key = (0.0, 1.0, 0.5, 0.02, 0.98, 0.5)[seed]
+    basis = (rng.random(n) >= p_key).astype(np.uint8)  # key basis 0 with probability p_key
+    n_key = int((basis == 0).sum())
+    for m in (impl, ref):
+        assert m.last_key(basis, 0) == (int(np.flatnonzero(basis == 0)[-1]) if n_key else -1)
+    picks = {0, n_key - 1, n_key // 2, *rng.integers(0, max(n_key, 1), 20).tolist()}
+    key_counts = np.cumsum(basis == 0)
+    edges = {int(key_counts[k - 1]) for k in range(256, n, 256)}  # key entries before a run
+    picks |= {e + d for e in edges for d in (-1, 0, 1)}
+    targets = np.array(sorted(t for t in picks if 0 <= t < n_key), np.int64)
+    _same(impl.key_positions(basis, 0, targets), ref.key_positions(basis, 0, targets))
+    for m in (impl, ref):
+        with pytest.raises(ValueError):
+            m.key_positions(basis, 0, np.array([n_key], np.int64))
+        if targets.size >= 2:
+            with pytest.raises(ValueError):
+                m.key_positions(basis, 0, targets[::-1].copy())

@@ -7,7 +7,13 @@ before first use).
 """
 
 from qkdpp.auth.bootstrap import BootstrapKey, check_permissions, load_bootstrap, write_bootstrap
-from qkdpp.auth.link_auth import AuthenticatedChannel, LinkAuth, open_link_auth
+from qkdpp.auth.link_auth import (
+    AuthenticatedChannel,
+    LinkAuth,
+    acquire_link_auth,
+    open_link_auth,
+    release_link_auth,
+)
 from qkdpp.auth.selftest import self_test
 from qkdpp.auth.wegman_carter import encode_transcript, wc_tag
 
@@ -15,10 +21,12 @@ __all__ = [
     "AuthenticatedChannel",
     "BootstrapKey",
     "LinkAuth",
+    "acquire_link_auth",
     "check_permissions",
     "encode_transcript",
     "load_bootstrap",
     "open_link_auth",
+    "release_link_auth",
     "self_test",
     "wc_tag",
     "write_bootstrap",

@@ -129,7 +129,8 @@ class KeyStore:
         self._wal()
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA secure_delete=ON")
-        self._db.executescript(_SCHEMA)
+        # one transaction (one fsync) for the whole schema, not one per statement
+        self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA};COMMIT;")
 
     # -- plumbing ------------------------------------------------------------------------------
     def _wal(self, wait_s: float = 30.0) -> None:

@@ -179,15 +179,14 @@ class Accumulator:
         g = np.union1d(starts, ends)
         self._g_total = hi
         if g.size:  # positions in the chunk of the boundary key bits (one scan of the bases)
-            pos = ks.key_slots(basis, np.arange(basis.size, dtype=np.int64), self.key_basis, g - lo)
+            pos = ks.key_positions(basis, self.key_basis, g - lo)
             found = np.zeros(g.size, np.int64) if slots is None else slots[pos]
             self._bound_slot.update(zip(g.tolist(), found.tolist(), strict=True))
             is_end = np.isin(g, ends)
             before = self._t_total + pos[is_end] - (g[is_end] - lo)
             self._bound_test.update(zip(g[is_end].tolist(), before.tolist(), strict=True))
         # the chunk's last key bit: the last entry of the key basis (nk > 0, so one exists)
-        last = basis.size - 1 - int(np.argmax(basis[::-1] == self.key_basis))
-        self._last_slot = 0 if slots is None else int(slots[last])
+        self._last_slot = 0 if slots is None else int(slots[ks.last_key(basis, self.key_basis)])
 
     def flush(self, min_bits: int) -> Frame | None:
         """The pending key bits as one last, shorter block, with every test bit received since

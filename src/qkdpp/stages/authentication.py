@@ -39,7 +39,7 @@ copied into the key store once; a key store that already holds it never takes it
 
 from __future__ import annotations
 
-from qkdpp.auth.link_auth import AUTH_FIELDS, LinkAuth, open_link_auth
+from qkdpp.auth.link_auth import AUTH_FIELDS, LinkAuth, acquire_link_auth, release_link_auth
 from qkdpp.auth.wegman_carter import transcript_length
 from qkdpp.errors import AuthenticationFailed, ChannelDesync, ConfigError, KeyStoreError
 from qkdpp.frame import Frame, KeyState, Role
@@ -96,15 +96,14 @@ class AuthenticationStage(Stage):
     def setup(self) -> None:
         if self.auth is not None:
             return
-        self.auth = open_link_auth(
+        self.auth = acquire_link_auth(
             self.role, self.params["bootstrap"], self.params["keystore"], self.params["tag_bits"]
         )
 
     def close(self) -> None:
         """Wipe the hash key and close the key store."""
         if self.auth is not None:
-            self.auth.wipe()
-            self.auth.store.close()
+            release_link_auth(self.auth)
             self.auth = None
 
     def _select(

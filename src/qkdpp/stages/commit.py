@@ -30,7 +30,12 @@ from __future__ import annotations
 
 import logging
 
-from qkdpp.auth.link_auth import AuthenticatedChannel, LinkAuth, open_link_auth
+from qkdpp.auth.link_auth import (
+    AuthenticatedChannel,
+    LinkAuth,
+    acquire_link_auth,
+    release_link_auth,
+)
 from qkdpp.errors import (
     AuthenticationFailed,
     ChannelDesync,
@@ -109,15 +114,14 @@ class CommitStage(Stage):
 
     def setup(self) -> None:
         if self.auth is None:
-            self.auth = open_link_auth(
+            self.auth = acquire_link_auth(
                 self.role, self.params["bootstrap"], self.params["path"], self.params["tag_bits"]
             )
 
     def close(self) -> None:
         """Wipe the hash key and close the key store."""
         if self.auth is not None:
-            self.auth.wipe()
-            self.auth.store.close()
+            release_link_auth(self.auth)
             self.auth = None
 
     def _reserve(self, store: KeyStore, n_bits: int, pending: int) -> int:

@@ -7,7 +7,7 @@ Functions (dispatch by ``QKDPP_BACKEND``, see :mod:`qkdpp.backend`):
 ``compact(values, keep)``; the fused
 one-pass kernels of the stage: ``bob_prepare``, ``bob_finish``, ``alice_sift``,
 ``decode_classes2``, ``popcount_prefix``, and ``route_sifted``, ``class_counts``,
-``key_slots`` of the accumulator.
+``key_positions``, ``last_key`` of the accumulator.
 See :mod:`._ref` for the conventions.
 """
 
@@ -32,7 +32,8 @@ decode_classes2 = _impl.decode_classes2
 popcount_prefix = _impl.popcount_prefix
 route_sifted = _impl.route_sifted
 class_counts = _impl.class_counts
-key_slots = _impl.key_slots
+key_positions = _impl.key_positions
+last_key = _impl.last_key
 
 
 def warm() -> None:
@@ -56,7 +57,8 @@ __all__ = [
     "gather_bits",
     "gather_classes2",
     "impl",
-    "key_slots",
+    "key_positions",
+    "last_key",
     "pack_classes2",
     "popcount_prefix",
     "route_sifted",

@@ -20,7 +20,8 @@ __all__ = [
     "encode_slots",
     "gather_bits",
     "gather_classes2",
-    "key_slots",
+    "key_positions",
+    "last_key",
     "pack_classes2",
     "popcount_prefix",
     "route_sifted",
@@ -630,40 +631,69 @@ def _route(
     return kpos + jk, tpos + jt
 
 
+KEY_SKIP = 256  # entries counted per vectorised step of :func:`_key_positions`
+
+
 @njit
-def _key_slots(
-    basis: np.ndarray, slots: np.ndarray, key_basis: int, targets: np.ndarray, out: np.ndarray
-) -> np.int64:
-    t = np.int64(0)
+def _key_positions(basis: np.ndarray, key_basis: int, targets: np.ndarray, out: np.ndarray):
+    """Fill ``out[t]`` with the position of key-basis entry number ``targets[t]``; return how
+    many were found (all of them unless out of range or not strictly increasing). Whole runs
+    of :data:`KEY_SKIP` entries whose key count stays below the next target are counted in a
+    loop LLVM vectorises; only the run holding a target is scanned entry by entry (the
+    entry-by-entry scan alone, a branch per entry on random bases, took 1.6 ms for the
+    6e5 sifted bits of a demo chunk)."""
+    n = basis.shape[0]
     nt = targets.shape[0]
+    t = 0
     jk = np.int64(0)
-    for i in range(basis.shape[0]):
-        if t >= nt:
+    i = np.int64(0)
+    while t < nt and i < n:
+        want = targets[t]
+        if want < jk:
             break
-        if basis[i] == key_basis:
-            if jk == targets[t]:
-                out[t] = slots[i]
-                t += 1
-            jk += 1
+        while i + KEY_SKIP <= n:
+            c = np.int64(0)
+            for j in range(i, i + KEY_SKIP):  # SIMD
+                c += np.int64(basis[j] == key_basis)
+            if jk + c > want:
+                break
+            jk += c
+            i += KEY_SKIP
+        while i < n:
+            k = basis[i] == key_basis
+            i += 1
+            if k:
+                jk += 1
+                if jk - 1 == want:
+                    out[t] = i - 1
+                    t += 1
+                    break
     return t
 
 
-def key_slots(
-    basis: np.ndarray, slots: np.ndarray, key_basis: int, targets: np.ndarray
-) -> np.ndarray:
-    """Slots of the key-basis entries number ``targets`` (sorted, int64) among ``basis``."""
+def key_positions(basis: np.ndarray, key_basis: int, targets: np.ndarray) -> np.ndarray:
+    """Positions in ``basis`` of its key-basis entries number ``targets`` (see
+    ``_ref.key_positions``)."""
     targets = np.ascontiguousarray(targets, dtype=np.int64)
     out = np.empty(targets.shape[0], dtype=np.int64)
-    found = _key_slots(
-        np.ascontiguousarray(basis, dtype=np.uint8),
-        np.ascontiguousarray(slots, dtype=np.int64),
-        int(key_basis),
-        targets,
-        out,
-    )
+    found = _key_positions(_u8(basis), int(key_basis), targets, out)
     if found != targets.shape[0]:
-        raise ValueError("key_slots: targets beyond the key-basis entries (or not sorted)")
+        raise ValueError("key_positions: targets beyond the key-basis entries (or not increasing)")
     return out
+
+
+@njit
+def _last_key(basis: np.ndarray, key_basis: int) -> np.int64:
+    for i in range(basis.shape[0] - 1, -1, -1):
+        if basis[i] == key_basis:
+            return np.int64(i)
+    return np.int64(-1)
+
+
+def last_key(basis: np.ndarray, key_basis: int) -> int:
+    """Position of the last key-basis entry of ``basis`` (-1 when there is none): a scan from
+    the end (a comparison of the whole chunk took 0.3 ms per 6e5-entry chunk)."""
+    return int(_last_key(_u8(basis), int(key_basis)))
 
 
 @njit
@@ -747,4 +777,5 @@ def warm() -> None:
     bufs = (np.empty(4, np.uint8), np.empty(4, np.uint8))
     route_sifted(bp, b3, b3, 0, 3, bufs, 0, bufs, 0)
     class_counts(b3, 3)
-    key_slots(b3, slots, 1, np.array([0, 1], np.int64))
+    key_positions(b3, 1, np.array([0, 1], np.int64))
+    last_key(b3, 1)

@@ -32,7 +32,8 @@ __all__ = [
     "encode_slots",
     "gather_bits",
     "gather_classes2",
-    "key_slots",
+    "key_positions",
+    "last_key",
     "pack_classes2",
     "popcount_prefix",
     "route_sifted",
@@ -310,13 +311,20 @@ def class_counts(cls: np.ndarray, n_int: int) -> np.ndarray:
     return np.bincount(cls, minlength=n_int).astype(np.int64)
 
 
-def key_slots(
-    basis: np.ndarray, slots: np.ndarray, key_basis: int, targets: np.ndarray
-) -> np.ndarray:
-    """Slots of the key-basis entries number ``targets`` (sorted, int64) among ``basis``:
-    ``slots[flatnonzero(basis == key_basis)[targets]]`` (ValueError when out of range)."""
+def key_positions(basis: np.ndarray, key_basis: int, targets: np.ndarray) -> np.ndarray:
+    """Positions in ``basis`` of its key-basis entries number ``targets`` (strictly
+    increasing, int64): ``flatnonzero(basis == key_basis)[targets]`` (ValueError when out of
+    range or not strictly increasing)."""
     pos = np.flatnonzero(np.asarray(basis, dtype=np.uint8) == key_basis)
     targets = np.asarray(targets, dtype=np.int64)
-    if targets.size and (targets[-1] >= pos.size or np.any(np.diff(targets) < 0)):
-        raise ValueError("key_slots: targets beyond the key-basis entries (or not sorted)")
-    return np.asarray(slots, dtype=np.int64)[pos[targets]]
+    if targets.size and (
+        targets[0] < 0 or targets[-1] >= pos.size or np.any(np.diff(targets) <= 0)
+    ):
+        raise ValueError("key_positions: targets beyond the key-basis entries (or not increasing)")
+    return pos[targets].astype(np.int64)
+
+
+def last_key(basis: np.ndarray, key_basis: int) -> int:
+    """Position of the last key-basis entry of ``basis`` (-1 when there is none)."""
+    pos = np.flatnonzero(np.asarray(basis, dtype=np.uint8) == key_basis)
+    return int(pos[-1]) if pos.size else -1
