@@ -67,7 +67,9 @@ def test_end_to_end_25km(benchmark, n_slots: int, lanes: int) -> None:  # type: 
             results.append(run_local(cfg, alice, bob, workdir=Path(tmp)))
 
     benchmark.group = f"e2e-25km-{n_slots:.1e}-slots"
-    benchmark.pedantic(run, rounds=2, iterations=1, warmup_rounds=1)
+    # 5 rounds: single rounds of this shared VM lose 10-60 % to the host (steal time), so the
+    # median and the best round are reported beside the mean
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
     a, b = results[-1]
     rows = [block_row(fa, fb) for fa, fb in zip(a.blocks, b.blocks, strict=True)]
     sifted = sum(r["n_sifted_key_bits"] for r in rows)
@@ -80,6 +82,8 @@ def test_end_to_end_25km(benchmark, n_slots: int, lanes: int) -> None:  # type: 
     benchmark.extra_info.update(
         n_bits=sifted,
         bits_per_s=sifted / mean,
+        bits_per_s_median=sifted / benchmark.stats.stats.median,
+        bits_per_s_best=sifted / benchmark.stats.stats.min,
         secret_bits=sum(r["final_key_bits"] for r in rows),
         slots_per_s=n_slots / mean,
         f=sum(r["f"] for r in rows) / len(rows),
