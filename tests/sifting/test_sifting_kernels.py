@@ -215,3 +215,17 @@ def test_key_positions_long_runs(seed: int) -> None:
         if targets.size >= 2:
             with pytest.raises(ValueError):
                 m.key_positions(basis, 0, targets[::-1].copy())
+
+
+@pytest.mark.parametrize("n_int", [1, 3, 4, 7])
+def test_class_counts_long_and_out_of_range(n_int: int) -> None:
+    """Per-class counting passes (compiled) against the reference, and a class >= n_int is an
+    error in both (the compiled kernel finds it by the counts' total)."""
+    impl, ref = sifting.impl("compiled"), sifting.impl("reference")
+    rng = np.random.default_rng(n_int)
+    cls = rng.integers(0, n_int, 10_007).astype(np.uint8)
+    _same(impl.class_counts(cls, n_int), ref.class_counts(cls, n_int))
+    cls[5_000] = n_int
+    for m in (impl, ref):
+        with pytest.raises(ValueError, match="class"):
+            m.class_counts(cls, n_int)

