@@ -4,7 +4,6 @@ with a voided block; and Wegman–Carter tags over them."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from pathlib import Path
 
@@ -195,7 +194,7 @@ def test_stages_of_one_party_share_one_link_auth(tmp_path: Path, monkeypatch) ->
     la.release_link_auth(a1)
     assert a2.tag(b"still open")["pad_seg"] == "bootstrap"  # one user left: usable
     la.release_link_auth(a2)
-    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+    with pytest.raises(KeyStoreError, match="closed"):
         a2.store.next_pads("ab", 8, 1, need_ack=False)  # closed by the last user
     fresh = la.acquire_link_auth("alice", boot, store)
     assert fresh is not a1 and fresh.tag(b"x")["pad_seg"] == "bootstrap"

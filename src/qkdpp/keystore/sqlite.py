@@ -177,9 +177,11 @@ class KeyStore:
             return out
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database (idempotent); any later use raises :class:`KeyStoreError`."""
         with self._lock:
-            self._db.close()
+            if not isinstance(self._db, _Closed):
+                self._db.close()
+                self._db = _Closed(self.path)  # type: ignore[assignment]
 
     def __enter__(self) -> KeyStore:
         return self
@@ -634,6 +636,17 @@ class KeyStore:
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
         return {n: int(v) for n, v in zip(names, row, strict=True)}
+
+
+class _Closed:
+    """Stands in for the connection of a closed :class:`KeyStore`: every use says so (instead
+    of sqlite3's "Cannot operate on a closed database")."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def __getattr__(self, name: str) -> Any:
+        raise KeyStoreError(f"key store {self._path} is closed (a use after close: a bug)")
 
 
 def _pad_col(direction: str) -> str:
