@@ -16,6 +16,7 @@ from qkdpp.kernels.cascade import (
     AskPeer,
     BobFrame,
     PassShuffles,
+    _nb,
     bob_reconcile,
     get_variant,
 )
@@ -113,6 +114,42 @@ def test_compiled_equals_reference_with_tail_acceleration(
     plain = [b.leaked for b in bobs]
     # it does something: more parities, fewer round trips
     assert sum(logs[1][2]) > sum(plain) and logs[1][1] < plain_rt
+
+
+@pytest.mark.parametrize("variant", ["biconf", "option7", "option8"])
+@pytest.mark.parametrize("depth", [1, 4])
+@pytest.mark.parametrize("batched", [True, False])
+def test_compiled_step_grows_one_row_buffers(
+    variant: str, depth: int, batched: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bob's step makes room in its question, waiting-task and heap buffers between task
+    visits (never inside one): started from buffers of one row each, the compiled engine
+    grows them and asks exactly the reference's questions (batched and per-frame driver)."""
+    from qkdpp.kernels.cascade import engine
+
+    if not batched:
+        monkeypatch.setattr(engine._BobBatch, "make", classmethod(lambda cls, frames: None))
+    n, q, frames = 3000, 0.05, 3
+    logs = []
+    for backend in ("reference", "compiled"):
+        alices, bobs, truth = make_batch(n, q, variant, frames=frames, seed=7, backend=backend)
+        if backend == "compiled":
+            for b in bobs:
+                e = b.eng
+                e._asks = [np.empty((1, 6), dtype=np.int64) for _ in range(2)]
+                e._wait = [np.empty((1, 6), dtype=np.int64) for _ in range(2)]
+                e._qs = [np.empty((1, 3), dtype=np.int64) for _ in range(2)]
+                e._hp = np.empty((1, 4), dtype=np.int64)
+                e._sort = np.empty((_nb.SORT_ROWS, 1), dtype=np.int64)
+        oracle = RecordingOracle(alices)
+        rt = bob_reconcile(bobs, oracle, tail_depth=depth, tail_fraction=1.0)
+        assert all(np.array_equal(b.bits, t) for b, t in zip(bobs, truth, strict=False))
+        logs.append((oracle.log, rt, [b.leaked for b in bobs]))
+        if backend == "compiled" and not batched:  # the per-frame driver keeps the buffers
+            for b in bobs:
+                e = b.eng
+                assert min(e._asks[0].shape[0], e._wait[0].shape[0], e._hp.shape[0]) > 1
+    assert logs[0] == logs[1]
 
 
 def test_tail_depth_of_round() -> None:

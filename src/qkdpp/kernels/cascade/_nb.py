@@ -356,7 +356,8 @@ ALICE_COPY_SHIFT = 5
 
 # Hot loops index 2-D arrays by (row, column) instead of taking row views, and pass arrays to
 # as few helpers as possible: views, and array arguments of inlined helpers, cost atomic
-# reference-count updates in numba (they showed up as 7-12 % of the run time).
+# reference-count updates in numba (they showed up as 7-12 % of the run time). So does an
+# array variable that a hot loop may rebind (``buf = _grow_rows(buf)``): grow outside it.
 
 
 @njit
@@ -869,26 +870,31 @@ def _sort_pairs(srt, m):
                     srt[dst, x] = srt[src, x]
                     srt[dst + 1, x] = srt[src + 1, x]
             else:
-                a, b, x = lo, mid, lo
-                while a < mid and b < hi:
+                # unsigned indices: numba adds no negative-index wraparound (three
+                # instructions per index) to their loads and stores; ≈ 20 % less time for
+                # the whole sort on the parked keys of an option8 batch (docs/cascade.md)
+                one = np.uint64(1)
+                umid, uhi = np.uint64(mid), np.uint64(hi)
+                a, b, x = np.uint64(lo), umid, np.uint64(lo)
+                while a < umid and b < uhi:
                     ka = srt[src, a]
                     kb = srt[src, b]
                     tb = kb < ka  # the left run wins ties (stable)
                     srt[dst, x] = kb if tb else ka
                     srt[dst + 1, x] = srt[src + 1, b] if tb else srt[src + 1, a]
-                    b += np.int64(tb)
-                    a += np.int64(1) - np.int64(tb)
-                    x += 1
-                while a < mid:
+                    b += np.uint64(tb)
+                    a += one - np.uint64(tb)
+                    x += one
+                while a < umid:
                     srt[dst, x] = srt[src, a]
                     srt[dst + 1, x] = srt[src + 1, a]
-                    a += 1
-                    x += 1
-                while b < hi:
+                    a += one
+                    x += one
+                while b < uhi:
                     srt[dst, x] = srt[src, b]
                     srt[dst + 1, x] = srt[src + 1, b]
-                    b += 1
-                    x += 1
+                    b += one
+                    x += one
             srt[4, nn] = lo  # nn <= t: boundaries still to be read lie further right
             nn += 1
             t += 2
@@ -1077,7 +1083,19 @@ def bob_step(
             if slot_few[slot] != 0 and applied[slot] < nlog[0]:
                 _apply_log(words, slot, poss, bpos, flog, applied[slot], nlog[0])
                 applied[slot] = nlog[0]
-            b = _copy_parity_row(words, slot, s, e)
+            # _copy_parity_row written out: LLVM does not inline it into a function this
+            # large, and a call per answer cost ≈ 3 % of the step (docs/cascade.md)
+            ws = s >> 6
+            we = (e - 1) >> 6
+            lo = ONES << np.uint64(s & 63)
+            hi = ONES >> np.uint64(63 - ((e - 1) & 63))
+            if ws == we:
+                acc = words[slot, ws] & lo & hi
+            else:
+                acc = (words[slot, ws] & lo) ^ (words[slot, we] & hi)
+                for t in range(ws + 1, we):
+                    acc ^= words[slot, t]
+            b = _word_parity(acc)
         else:
             work[slot] += e - s
             b = _parity_perm_row(bits, perms, bperm, slot, s, e)
@@ -1118,274 +1136,288 @@ def bob_step(
     pkey, ppe, pblk, ph = np.int64(0), np.int64(0), np.int64(0), np.int64(0)
     hrem = 0
     hkey, hblk, hh0 = np.int64(0), np.int64(0), np.int64(0)
+    # Room for one task visit (see below) is made between visits, in this outer loop: an
+    # array variable that the task loop itself may rebind (``asks = _grow_rows(asks)`` next
+    # to every write) costs numba an atomic reference-count increment and decrement each time
+    # it passes there (≈ 10 % of the CPU of a 16-frame option8 batch at 2 %, in `perf`).
+    # One visit asks at most ``2^depth - 1`` questions (tail acceleration; else one), parks
+    # at most one task and pushes at most one task plus, for its flip, one per tree level of
+    # every slot (all-odd variants; trees have at most 27 levels: n < 2^26).
+    acap = 1 << max(depth, 1)
+    hcap = 1 + 28 * max(nslots, 1)
     while ptr < npk or hn > 0 or prem > 0 or hrem > 0:
-        if prem > 0:
-            pk = pkey
-        elif ptr < npk:
-            pk = srt[okey, ptr]
-        else:
-            pk = NOKEY
-        hgrp = hrem > 0 and (hn == 0 or hkey <= hp[0, 0])
-        if hgrp:
-            hq = hkey
-        elif hn > 0:
-            hq = hp[0, 0]
-        else:
-            hq = NOKEY
-        if pk <= hq and prem > 0:  # parked tasks win ties
-            prem -= 1
-            hk, pe, blk, h = pkey, ppe, pblk, ph
-            src = 1
-        elif pk <= hq:
-            if ptr + PREFETCH < npk:  # the node of a later parked task
-                rr = srt[orow, ptr + PREFETCH]
-                sl = parked[rr, 0] & 255
-                pb = slot_off[sl] + parked[rr, 4] * slot_t[sl]
-                _prefetch(node, pb + parked[rr, 5])
-                _prefetch(node, pb + 2 * parked[rr, 5])  # its children (a descent reads them)
-            r = srt[orow, ptr]
-            ptr += 1
-            hk, pe, blk, h = srt[okey, ptr - 1], parked[r, 3], parked[r, 4], parked[r, 5]
-            prem = parked[r, 0] >> 8
-            while ptr < npk and srt[okey, ptr] == hk:  # equal rows: more copies
-                prem += 1 + (parked[srt[orow, ptr], 0] >> 8)
+        while asks.shape[0] < na + acap:
+            asks = _grow_rows(asks)
+        while wait.shape[0] < nw + 1:
+            wait = _grow_rows(wait)
+        while hp.shape[0] < hn + hcap:
+            hp = _grow_rows(hp)
+        while (ptr < npk or hn > 0 or prem > 0 or hrem > 0) and (
+            na + acap <= asks.shape[0] and nw < wait.shape[0] and hn + hcap <= hp.shape[0]
+        ):
+            if prem > 0:
+                pk = pkey
+            elif ptr < npk:
+                pk = srt[okey, ptr]
+            else:
+                pk = NOKEY
+            hgrp = hrem > 0 and (hn == 0 or hkey <= hp[0, 0])
+            if hgrp:
+                hq = hkey
+            elif hn > 0:
+                hq = hp[0, 0]
+            else:
+                hq = NOKEY
+            if pk <= hq and prem > 0:  # parked tasks win ties
+                prem -= 1
+                hk, pe, blk, h = pkey, ppe, pblk, ph
+                src = 1
+            elif pk <= hq:
+                if ptr + PREFETCH < npk:  # the node of a later parked task
+                    rr = srt[orow, ptr + PREFETCH]
+                    sl = parked[rr, 0] & 255
+                    pb = slot_off[sl] + parked[rr, 4] * slot_t[sl]
+                    _prefetch(node, pb + parked[rr, 5])
+                    _prefetch(node, pb + 2 * parked[rr, 5])  # its children (a descent reads them)
+                r = srt[orow, ptr]
                 ptr += 1
-            pkey, ppe, pblk, ph = hk, pe, blk, h
-            src = 1
-        elif hgrp:
-            hrem -= 1
-            hk, pe, blk, h = hkey, np.int64(-1), hblk, hh0
-            src = 2
-        else:
-            hk, pe, blk, h, hn = _hpop(hp, hn)
-            src = 0
-            if hrem == 0:  # equal rows at the heap's head: more copies
-                while hn > 0 and hp[0, 0] == hk:
-                    _, _, _, _, hn = _hpop(hp, hn)
-                    hrem += 1
-                if hrem > 0:
-                    hkey, hblk, hh0 = hk, blk, h
-                    src = 2
-        s = (hk >> 1) & S_MASK
-        slot = (hk >> (S_BITS + 1)) & 127
-        e = s + (hk >> (S_BITS + 8))
-        base = slot_off[slot] + blk * slot_t[slot]
-        # A left child is smaller than every task in the heap (the popped one was the
-        # smallest and nothing was pushed since), so descending in place keeps the
-        # shortest-first order of the reference exactly, without heap traffic.
-        while True:
-            st = node[base + h]
-            if st == 0 or (st & KNOWN) == 0:
-                if st == 0 and depth > 1 and pe >= 0:
-                    # tail acceleration: the left children of the `depth` levels below the
-                    # parent [s, pe), breadth first, left to right (see _ref._ask_subtree)
-                    hpar = h >> 1
-                    for lv in range(depth):
-                        for j in range(1 << lv):
-                            ls, le, lh = s, pe, hpar
-                            exists = True
-                            for t in range(lv - 1, -1, -1):
-                                if le - ls < 2:
-                                    exists = False
-                                    break
-                                mm = ls + (le - ls + 1) // 2
-                                if (j >> t) & 1:
-                                    ls = mm
-                                    lh = 2 * lh + 1
-                                else:
-                                    le = mm
-                                    lh = 2 * lh
-                            if not exists or le - ls < 2:
-                                continue
-                            mm = ls + (le - ls + 1) // 2
-                            if node[base + 2 * lh] != 0:
-                                continue
-                            if 0 < slot < nperm and loaded[slot] == 0:
-                                fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
-                                loaded[slot] = 1
-                            node[base + 2 * lh] = PENDING
-                            dirty[(base + 2 * lh) >> PAGE_SHIFT] = 1
-                            if na == asks.shape[0]:
-                                asks = _grow_rows(asks)
-                            asks[na, 0], asks[na, 1], asks[na, 2] = slot, ls, mm
-                            asks[na, 3], asks[na, 4], asks[na, 5] = le, blk, 2 * lh
-                            na += 1
-                elif st == 0:
-                    if 0 < slot < nperm and loaded[slot] == 0:
-                        fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
-                        loaded[slot] = 1
-                    node[base + h] = PENDING
-                    dirty[(base + h) >> PAGE_SHIFT] = 1
-                    if na == asks.shape[0]:
-                        asks = _grow_rows(asks)
-                    asks[na, 0], asks[na, 1], asks[na, 2] = slot, s, e
-                    asks[na, 3], asks[na, 4], asks[na, 5] = pe, blk, h
-                    na += 1
-                if nw == wait.shape[0]:
-                    wait = _grow_rows(wait)
-                # A visit that parks pushed nothing, flipped nothing and changed no node but
-                # to PENDING: the remaining copies of its group come next (the choice of the
-                # next task is unchanged) and would walk the same path (the same in-place
-                # right halves: their next keys are not smaller) to this same node and park
-                # there too, asking nothing. They park as copies of this row.
-                extra = 0
-                if src == 1:
-                    extra = prem
-                    prem = 0
-                elif src == 2:
-                    extra = hrem
-                    hrem = 0
-                wait[nw, 0], wait[nw, 1], wait[nw, 2] = slot | (extra << 8), s, e
-                wait[nw, 3], wait[nw, 4], wait[nw, 5] = pe, blk, h
-                nw += 1
-                break
-            if ((st >> 2) ^ (st >> 3)) & 1 == 0:
-                if pe >= 0:  # even left half: the error is in the right half
-                    hk = _hkey(pe - e, slot, e, False)
-                    # The right half is the next task in shortest-first order when its key
-                    # is below the next parked task's (parked tasks win ties) and at most the
-                    # heap's smallest (a tie there is this same node): then it is processed
-                    # here, in place, instead of through a push and a pop (the usual case).
-                    # (copies of a group left to visit are at the head of their queue)
-                    if prem > 0:
-                        nkp = pkey
-                    elif ptr < npk:
-                        nkp = srt[okey, ptr]
-                    else:
-                        nkp = NOKEY
-                    nkh = hp[0, 0] if hn > 0 else NOKEY
-                    if hrem > 0 and hkey < nkh:
-                        nkh = hkey
-                    if hk < nkp and hk <= nkh:
-                        s = e
-                        e = pe
-                        pe = -1
-                        h = h + 1
-                        continue
-                    if hn == hp.shape[0]:
-                        hp = _grow_rows(hp)
-                    hn = _hpush(hp, hn, hk, -1, blk, h + 1)
-                break
-            if e - s == 1:
-                break
-            m = s + (e - s + 1) // 2
-            pe = e
-            e = m
-            h = 2 * h
-        if e - s != 1 or node[base + h] == PENDING or (node[base + h] & KNOWN) == 0:
-            continue
-        st = node[base + h]
-        if ((st >> 2) ^ (st >> 3)) & 1 == 0:
-            continue
-        if 0 < slot < nperm and loaded[slot] == 0:  # a block of one bit: no question asked
-            fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
-            loaded[slot] = 1
-        if slot == 0:  # pass 0 is the identity permutation
-            i = s
-        elif slot == nperm:
-            i = bperm[s]
-        else:
-            i = perms[slot, s]
-        bits[i] ^= np.uint8(1)
-        flips += 1
-        ibyte = i >> 3
-        ibit = np.uint8(1 << (7 - (i & 7)))
-        # Copies of slots of few blocks catch up lazily from the flip log (see _bob_parity).
-        if nlog[0] == flog.size:  # log full: bring every lazy copy up to date, restart it
-            for q in range(nslots):
-                if slot_few[q] != 0 and has_copy[q] != 0 and applied[q] < nlog[0]:
-                    _apply_log(words, q, poss, bpos, flog, applied[q], nlog[0])
-                applied[q] = 0
-            nlog[0] = 0
-        flog[nlog[0]] = i
-        nlog[0] += 1
-        # First the position of bit i in every pass of many blocks and the flip of its packed
-        # copy: independent loads, so the cache misses overlap (the walk below is serial).
-        for q in range(nslots):
-            if slot_few[q] == 0:
-                x = np.int64(i) if q == 0 else np.int64(bpos[i] if q == nperm else poss[q, i])
-                xs[q] = x
-                if has_copy[q] != 0:
-                    words[q, x >> 6] ^= np.uint64(1) << np.uint64(x & 63)
-                if x < slot_end[q]:  # the block's root, fetched now (the walks are serial)
-                    qbs[q] = _block_of(x, slot_k[q])
-                    _prefetch(node, slot_off[q] + qbs[q] * slot_t[q] + 1)
-        ftv = np.int64(fewtab[i]) if fewtab.size == n else np.int64(0)
-        for q in range(nslots):
-            if slot_few[q] != 0:
-                # passes of <= 3 blocks: the block from the shared block table (cascade
-                # passes) or the packed membership masks (BICONF); while no sub-block of it
-                # is known, only its root changes.
-                if q < nperm:
-                    qb = (ftv >> (2 * q)) & 3
-                elif fmask[0, 0, ibyte] & ibit:
-                    qb = np.int64(0)
-                elif fmask[0, 1, ibyte] & ibit:
-                    qb = np.int64(1)
-                else:
-                    qb = np.int64(2)
-                k = slot_k[q]
-                end = slot_end[q]
-                bs = qb * k
-                if bs >= end:
-                    continue
-                qbase = slot_off[q] + qb * slot_t[q]
-                if slot_t[q] < 4 or node[qbase + 2] == 0:
-                    st = node[qbase + 1]
-                    if (st & KNOWN) == 0:
-                        continue
-                    st ^= BBIT
-                    node[qbase + 1] = st
-                    if ((st >> 2) ^ (st >> 3)) & 1 != 0 and cascade_on and slot_casc[q] != 0:
-                        be = min(bs + k, end)
-                        if hn == hp.shape[0]:
-                            hp = _grow_rows(hp)
-                        hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, 1)
-                    continue
-            x = xs[q] if slot_few[q] == 0 else np.int64(bpos[i] if q == nperm else poss[q, i])
-            end = slot_end[q]
-            if x >= end:
-                continue
-            k = slot_k[q]
-            qb = qbs[q] if slot_few[q] == 0 else _block_of(x, k)
-            bs = qb * k
-            be = min(bs + k, end)
-            qbase = slot_off[q] + qb * slot_t[q]
-            hh = np.int64(1)
-            ds = np.int64(-1)
-            de = np.int64(-1)
-            dh = np.int64(-1)
-            root = True
-            casc = cascade_on and slot_casc[q] != 0
+                hk, pe, blk, h = srt[okey, ptr - 1], parked[r, 3], parked[r, 4], parked[r, 5]
+                prem = parked[r, 0] >> 8
+                while ptr < npk and srt[okey, ptr] == hk:  # equal rows: more copies
+                    prem += 1 + (parked[srt[orow, ptr], 0] >> 8)
+                    ptr += 1
+                pkey, ppe, pblk, ph = hk, pe, blk, h
+                src = 1
+            elif hgrp:
+                hrem -= 1
+                hk, pe, blk, h = hkey, np.int64(-1), hblk, hh0
+                src = 2
+            else:
+                hk, pe, blk, h, hn = _hpop(hp, hn)
+                src = 0
+                if hrem == 0:  # equal rows at the heap's head: more copies
+                    while hn > 0 and hp[0, 0] == hk:
+                        _, _, _, _, hn = _hpop(hp, hn)
+                        hrem += 1
+                    if hrem > 0:
+                        hkey, hblk, hh0 = hk, blk, h
+                        src = 2
+            s = (hk >> 1) & S_MASK
+            slot = (hk >> (S_BITS + 1)) & 127
+            e = s + (hk >> (S_BITS + 8))
+            base = slot_off[slot] + blk * slot_t[slot]
+            # A left child is smaller than every task in the heap (the popped one was the
+            # smallest and nothing was pushed since), so descending in place keeps the
+            # shortest-first order of the reference exactly, without heap traffic.
             while True:
-                j = qbase + hh
-                st = node[j]
-                if (st & KNOWN) == 0:
+                st = node[base + h]
+                if st == 0 or (st & KNOWN) == 0:
+                    if st == 0 and depth > 1 and pe >= 0:
+                        # tail acceleration: the left children of the `depth` levels below the
+                        # parent [s, pe), breadth first, left to right (see _ref._ask_subtree)
+                        hpar = h >> 1
+                        for lv in range(depth):
+                            for j in range(1 << lv):
+                                ls, le, lh = s, pe, hpar
+                                exists = True
+                                for t in range(lv - 1, -1, -1):
+                                    if le - ls < 2:
+                                        exists = False
+                                        break
+                                    mm = ls + (le - ls + 1) // 2
+                                    if (j >> t) & 1:
+                                        ls = mm
+                                        lh = 2 * lh + 1
+                                    else:
+                                        le = mm
+                                        lh = 2 * lh
+                                if not exists or le - ls < 2:
+                                    continue
+                                mm = ls + (le - ls + 1) // 2
+                                if node[base + 2 * lh] != 0:
+                                    continue
+                                if 0 < slot < nperm and loaded[slot] == 0:
+                                    fill_row(
+                                        perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version
+                                    )
+                                    loaded[slot] = 1
+                                node[base + 2 * lh] = PENDING
+                                dirty[(base + 2 * lh) >> PAGE_SHIFT] = 1
+                                asks[na, 0], asks[na, 1], asks[na, 2] = slot, ls, mm
+                                asks[na, 3], asks[na, 4], asks[na, 5] = le, blk, 2 * lh
+                                na += 1
+                    elif st == 0:
+                        if 0 < slot < nperm and loaded[slot] == 0:
+                            fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
+                            loaded[slot] = 1
+                        node[base + h] = PENDING
+                        dirty[(base + h) >> PAGE_SHIFT] = 1
+                        asks[na, 0], asks[na, 1], asks[na, 2] = slot, s, e
+                        asks[na, 3], asks[na, 4], asks[na, 5] = pe, blk, h
+                        na += 1
+                    # A visit that parks pushed nothing, flipped nothing and changed no node but
+                    # to PENDING: the remaining copies of its group come next (the choice of the
+                    # next task is unchanged) and would walk the same path (the same in-place
+                    # right halves: their next keys are not smaller) to this same node and park
+                    # there too, asking nothing. They park as copies of this row.
+                    extra = 0
+                    if src == 1:
+                        extra = prem
+                        prem = 0
+                    elif src == 2:
+                        extra = hrem
+                        hrem = 0
+                    wait[nw, 0], wait[nw, 1], wait[nw, 2] = slot | (extra << 8), s, e
+                    wait[nw, 3], wait[nw, 4], wait[nw, 5] = pe, blk, h
+                    nw += 1
                     break
-                st ^= BBIT
-                node[j] = st
-                if ((st >> 2) ^ (st >> 3)) & 1 != 0 and (reuse or root):
-                    if all_odd and casc:
-                        if hn == hp.shape[0]:
-                            hp = _grow_rows(hp)
-                        hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, hh)
-                    ds = bs
-                    de = be
-                    dh = hh
-                root = False
-                if be - bs == 1:
+                if ((st >> 2) ^ (st >> 3)) & 1 == 0:
+                    if pe >= 0:  # even left half: the error is in the right half
+                        hk = _hkey(pe - e, slot, e, False)
+                        # The right half is the next task in shortest-first order when its key
+                        # is below the next parked task's (parked tasks win ties) and at most the
+                        # heap's smallest (a tie there is this same node): then it is processed
+                        # here, in place, instead of through a push and a pop (the usual case).
+                        # (copies of a group left to visit are at the head of their queue)
+                        if prem > 0:
+                            nkp = pkey
+                        elif ptr < npk:
+                            nkp = srt[okey, ptr]
+                        else:
+                            nkp = NOKEY
+                        nkh = hp[0, 0] if hn > 0 else NOKEY
+                        if hrem > 0 and hkey < nkh:
+                            nkh = hkey
+                        if hk < nkp and hk <= nkh:
+                            s = e
+                            e = pe
+                            pe = -1
+                            h = h + 1
+                            continue
+                        hn = _hpush(hp, hn, hk, -1, blk, h + 1)
                     break
-                m = bs + (be - bs + 1) // 2
-                if x < m:
-                    be = m
-                    hh = 2 * hh
+                if e - s == 1:
+                    break
+                m = s + (e - s + 1) // 2
+                pe = e
+                e = m
+                h = 2 * h
+                _prefetch(node, base + 2 * h)  # its left child, read next if it is odd (≈ 3 %)
+            if e - s != 1 or node[base + h] == PENDING or (node[base + h] & KNOWN) == 0:
+                continue
+            st = node[base + h]
+            if ((st >> 2) ^ (st >> 3)) & 1 == 0:
+                continue
+            if 0 < slot < nperm and loaded[slot] == 0:  # a block of one bit: no question asked
+                fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
+                loaded[slot] = 1
+            if slot == 0:  # pass 0 is the identity permutation
+                i = s
+            elif slot == nperm:
+                i = bperm[s]
+            else:
+                i = perms[slot, s]
+            bits[i] ^= np.uint8(1)
+            flips += 1
+            ibyte = i >> 3
+            ibit = np.uint8(1 << (7 - (i & 7)))
+            # Copies of slots of few blocks catch up lazily from the flip log (see _bob_parity).
+            if nlog[0] == flog.size:  # log full: bring every lazy copy up to date, restart it
+                for q in range(nslots):
+                    if slot_few[q] != 0 and has_copy[q] != 0 and applied[q] < nlog[0]:
+                        _apply_log(words, q, poss, bpos, flog, applied[q], nlog[0])
+                    applied[q] = 0
+                nlog[0] = 0
+            flog[nlog[0]] = i
+            nlog[0] += 1
+            # First the position of bit i in every pass of many blocks, and a prefetch of its
+            # packed copy's word and block root: independent loads, so the cache misses
+            # overlap (the walks below are serial; the words are flipped there, ≈ 2 % less
+            # step time than flipping them here).
+            for q in range(nslots):
+                if slot_few[q] == 0:
+                    x = np.int64(i) if q == 0 else np.int64(bpos[i] if q == nperm else poss[q, i])
+                    xs[q] = x
+                    if has_copy[q] != 0:  # flipped in the next loop, once all are fetched
+                        _prefetch(wflat, q * nwr + (x >> 6))
+                    if x < slot_end[q]:  # the block's root, fetched now (the walks are serial)
+                        qbs[q] = _block_of(x, slot_k[q])
+                        _prefetch(node, slot_off[q] + qbs[q] * slot_t[q] + 1)
+            ftv = np.int64(fewtab[i]) if fewtab.size == n else np.int64(0)
+            for q in range(nslots):
+                if slot_few[q] != 0:
+                    # passes of <= 3 blocks: the block from the shared block table (cascade
+                    # passes) or the packed membership masks (BICONF); while no sub-block of it
+                    # is known, only its root changes.
+                    if q < nperm:
+                        qb = (ftv >> (2 * q)) & 3
+                    elif fmask[0, 0, ibyte] & ibit:
+                        qb = np.int64(0)
+                    elif fmask[0, 1, ibyte] & ibit:
+                        qb = np.int64(1)
+                    else:
+                        qb = np.int64(2)
+                    k = slot_k[q]
+                    end = slot_end[q]
+                    bs = qb * k
+                    if bs >= end:
+                        continue
+                    qbase = slot_off[q] + qb * slot_t[q]
+                    if slot_t[q] < 4 or node[qbase + 2] == 0:
+                        st = node[qbase + 1]
+                        if (st & KNOWN) == 0:
+                            continue
+                        st ^= BBIT
+                        node[qbase + 1] = st
+                        if ((st >> 2) ^ (st >> 3)) & 1 != 0 and cascade_on and slot_casc[q] != 0:
+                            be = min(bs + k, end)
+                            hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, 1)
+                        continue
+                if slot_few[q] == 0:
+                    x = xs[q]
+                    if has_copy[q] != 0:
+                        words[q, x >> 6] ^= np.uint64(1) << np.uint64(x & 63)
                 else:
-                    bs = m
-                    hh = 2 * hh + 1
-            if ds >= 0 and not all_odd and casc:
-                if hn == hp.shape[0]:
-                    hp = _grow_rows(hp)
-                hn = _hpush(hp, hn, _hkey(de - ds, q, ds, False), -1, qb, dh)
+                    x = np.int64(bpos[i] if q == nperm else poss[q, i])
+                end = slot_end[q]
+                if x >= end:
+                    continue
+                k = slot_k[q]
+                qb = qbs[q] if slot_few[q] == 0 else _block_of(x, k)
+                bs = qb * k
+                be = min(bs + k, end)
+                qbase = slot_off[q] + qb * slot_t[q]
+                hh = np.int64(1)
+                ds = np.int64(-1)
+                de = np.int64(-1)
+                dh = np.int64(-1)
+                root = True
+                casc = cascade_on and slot_casc[q] != 0
+                while True:
+                    j = qbase + hh
+                    st = node[j]
+                    if (st & KNOWN) == 0:
+                        break
+                    st ^= BBIT
+                    node[j] = st
+                    if ((st >> 2) ^ (st >> 3)) & 1 != 0 and (reuse or root):
+                        if all_odd and casc:
+                            hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, hh)
+                        ds = bs
+                        de = be
+                        dh = hh
+                    root = False
+                    if be - bs == 1:
+                        break
+                    m = bs + (be - bs + 1) // 2
+                    if x < m:
+                        be = m
+                        hh = 2 * hh
+                    else:
+                        bs = m
+                        hh = 2 * hh + 1
+                if ds >= 0 and not all_odd and casc:
+                    hn = _hpush(hp, hn, _hkey(de - ds, q, ds, False), -1, qb, dh)
     qs = out_qs
     if qs.shape[0] < na:
         qs = np.empty((asks.shape[0], 3), dtype=np.int64)
