@@ -364,8 +364,12 @@ class PassShuffles:
     # full permutations prepare() computes for the first passes of few blocks: BINARY reaches
     # them in many batches (option7, 2 x 1e6 bits at QBER 0.56 %, 10 sessions of 3 batches:
     # the first n/2 pass in 5 of 5 sessions counted, the second in 3 of 5, the third in 5 of
-    # 10, the fourth in 4 of 10, each later one in at most 1 of 10)
-    PREPARE_FEW_FULL = 4
+    # 10, the fourth in 4 of 10, each later one in at most 1 of 10). Only the first: the
+    # others cost their computation and fresh pages in both parties whether used or not, and
+    # with two lanes no core is idle to hide that (8e8-slot end-to-end lane, alternating in one
+    # process, 10-14 runs each, 2026-11-27: process CPU median 0.384-0.419 s with one row
+    # against 0.392-0.463 s with four, wall the same or better)
+    PREPARE_FEW_FULL = 1
 
     def prepare(self, block_sizes: Sequence[Sequence[int]]) -> None:
         """Compute now what frames with these block sizes (one list per expected QBER) will
