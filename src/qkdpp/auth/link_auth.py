@@ -85,6 +85,9 @@ class LinkAuth:
         self.pad_bytes_used = 0  # both directions, since construction
         self.lease = lease
         self._lease: list[tuple[str, int, bytearray]] = []  # withdrawn, not yet used (secret)
+        # the stages of a party share one LinkAuth (acquire_link_auth): one withdrawal and pop
+        # at a time, whatever threads they run in
+        self._lease_lock = threading.Lock()
 
     @property
     def pad_bytes(self) -> int:
@@ -117,16 +120,17 @@ class LinkAuth:
 
     def tag_digest(self, digest: bytes) -> dict[str, Any]:
         """:meth:`tag` of the message whose :meth:`digest` is ``digest``."""
-        if not self._lease:
-            try:
-                got = self.store.next_pads(
-                    self.send_dir, self.pad_bytes, self.lease, need_ack=self.role is Role.ALICE
-                )
-            except KeyStoreError as exc:
-                raise AuthenticationFailed(str(exc)) from None
-            self._lease = [(seg, off, bytearray(pad)) for seg, off, pad in reversed(got)]
-        seg, off, pad = self._lease.pop()
-        self.pad_bytes_used += len(pad)
+        with self._lease_lock:
+            if not self._lease:
+                try:
+                    got = self.store.next_pads(
+                        self.send_dir, self.pad_bytes, self.lease, need_ack=self.role is Role.ALICE
+                    )
+                except KeyStoreError as exc:
+                    raise AuthenticationFailed(str(exc)) from None
+                self._lease = [(seg, off, bytearray(pad)) for seg, off, pad in reversed(got)]
+            seg, off, pad = self._lease.pop()
+            self.pad_bytes_used += len(pad)
         tag = wc_tag_hashed(digest, bytes(pad), self.tag_bits)
         pad[:] = bytes(len(pad))
         return {"pad_seg": seg, "pad_off": off, "tag": tag}
@@ -159,9 +163,10 @@ class LinkAuth:
     def wipe(self) -> None:
         """Overwrite the hash key with zeros and drop the withdrawn pads."""
         self._key[:] = bytes(len(self._key))
-        for _, _, pad in self._lease:
-            pad[:] = bytes(len(pad))
-        self._lease.clear()
+        with self._lease_lock:
+            for _, _, pad in self._lease:
+                pad[:] = bytes(len(pad))
+            self._lease.clear()
 
     def __repr__(self) -> str:  # never show key material
         return f"LinkAuth(role={self.role.value}, tag_bits={self.tag_bits})"
