@@ -322,7 +322,7 @@ class CascadeStage(Stage):
         identical to computing on first use (each piece is computed once, by whoever needs it
         first). What is computed: the full permutation of every pass of more than three blocks
         at some QBER in :attr:`PREPARE_QBERS` and of the first pass of at most three
-        blocks (BINARY often reaches them), the membership masks of every pass of at most
+        blocks (BINARY reaches it in most sessions), the membership masks of every pass of at most
         three blocks (PRF v2: without the full permutation, which only a BINARY search there
         needs; :meth:`PassShuffles.prepare`). Nothing with ``shuffle_scope="frame"`` (the
         frame ids are not known yet).

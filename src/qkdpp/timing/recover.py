@@ -867,8 +867,8 @@ def _fit_fast_events(
     if kc.sum() < 20:
         raise TimingError(f"too few detections ({int(kc.sum())}) in the correlation window")
     # the mean-free pilot (as the reference's w), its Σ w² and range
-    w = np.empty(pilot.size)  # (NumPy: huge pages, see centre_into)
-    w_ss, w_lo, w_hi = _kclock.centre_into(pilot, float(pilot.mean()) if pilot.size else 0.0, w)
+    w = np.empty(pilot.size)  # (NumPy: huge pages, see _kclock.centre)
+    w_ss, w_lo, w_hi = _kclock.centre(pilot, float(pilot.mean()) if pilot.size else 0.0, w)
     near = None
     if offset_search == "auto" and w.size:
         # the first detection is ~1/rate slots after the expected first slot: search there first

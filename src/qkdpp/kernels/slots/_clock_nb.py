@@ -341,20 +341,12 @@ def range_sums(w, a, b):
 
 
 @njit
-def centre(pilot, mean):
-    """``w = float64(pilot) − mean`` and ``Σ w²``, ``min w``, ``max w`` (:func:`centre_into`)."""
-    w = np.empty(pilot.shape[0])
-    ss, lo, hi = centre_into(pilot, mean, w)
-    return w, ss, lo, hi
-
-
-@njit
-def centre_into(pilot, mean, w):
-    """:func:`centre` into ``w`` (float64, the pilot's length), returning ``(Σ w², min w, max
-    w)``: SIMD passes, the sum in :data:`_SUB` lanes (summed pairwise), the extremes lane-wise
-    (exact). The caller allocates ``w`` with NumPy, whose arrays of 4 MB and more ask for
-    transparent huge pages (a 2e6-slot pilot is 16 MB: 8 faults instead of ~4100, which cost
-    a forked lane ~10 ms)."""
+def centre(pilot, mean, w):
+    """``w = float64(pilot) − mean`` into ``w`` (float64, the pilot's length), returning
+    ``(Σ w², min w, max w)``: SIMD passes, the sum in :data:`_SUB` lanes (summed pairwise), the
+    extremes lane-wise (exact). The caller allocates ``w`` with NumPy, whose arrays of 4 MB and
+    more ask for transparent huge pages (a 2e6-slot pilot is 16 MB: 8 faults instead of ~4100,
+    which cost a forked lane ~10 ms)."""
     n = pilot.shape[0]
     for i in range(n):  # SIMD
         w[i] = np.float64(pilot[i]) - mean
