@@ -69,6 +69,7 @@ def test_toeplitz_compiled(benchmark: Any, n: int) -> None:
     benchmark.group = f"pa-toeplitz-{n}"
     impl = toeplitz.impl("compiled")
     benchmark.extra_info["avx512"] = bool(impl.HAVE_AVX512)
+    benchmark.extra_info["avx2"] = bool(impl.HAVE_AVX2)
     benchmark.extra_info["plan_W_B"] = list(impl.plan(n // 2))  # block and base size, words
     out = _run(benchmark, n, impl.toeplitz_hash, big_rounds=3)  # ~5 s a round at 1e8
     assert out.size == (n // 2 + 7) // 8

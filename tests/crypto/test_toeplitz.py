@@ -18,15 +18,20 @@ from qkdpp.kernels.toeplitz import _ref
 BACKENDS = toeplitz.available_backends()
 COMPILED = "compiled" in BACKENDS
 HAVE_AVX512 = COMPILED and bool(toeplitz.impl("compiled").HAVE_AVX512)
-# compiled base cases to cover: portable PCLMULQDQ, and where the CPU has AVX-512 VPCLMULQDQ the
-# word schoolbook and the digit-Karatsuba kernel (used for base sizes B % 4 == 0)
-SIMD = ["pclmul", "avx512", "avx512k"] if HAVE_AVX512 else ["pclmul"]
+HAVE_AVX2 = COMPILED and bool(toeplitz.impl("compiled").HAVE_AVX2)
+# compiled base cases to cover: portable PCLMULQDQ; where the CPU has AVX2 VPCLMULQDQ the
+# 128-bit digit-Karatsuba kernel (base sizes B even); where it has AVX-512 VPCLMULQDQ the word
+# schoolbook and the 256-bit digit-Karatsuba kernel (B % 4 == 0). Mode: (level, Karatsuba).
+MODES = {"pclmul": (0, False), "avx2k": (1, True), "avx512": (2, False), "avx512k": (2, True)}
+SIMD = ["pclmul"] + ["avx2k"] * HAVE_AVX2 + ["avx512", "avx512k"] * HAVE_AVX512
+BEST = SIMD[-1]
 
 
 def _set_mode(mode: str) -> None:
     cy = toeplitz.impl("compiled")
-    assert cy.set_simd(mode != "pclmul") == (mode != "pclmul")
-    assert cy.set_kara(mode == "avx512k") == (mode == "avx512k")
+    level, kara = MODES[mode]
+    assert cy.set_simd(level) == level
+    assert cy.set_kara(kara) == kara
 
 
 @pytest.fixture(params=SIMD)
@@ -36,7 +41,7 @@ def simd(request: pytest.FixtureRequest) -> Iterator[str | None]:
         return
     _set_mode(request.param)
     yield request.param
-    _set_mode("avx512k" if HAVE_AVX512 else "pclmul")
+    _set_mode(BEST)
 
 
 def rand_packed(rng: np.random.Generator, nbits: int) -> np.ndarray:
@@ -92,7 +97,7 @@ def test_compiled_equals_naive_product(simd: str, n: int, m: int, base: int, see
     seed=st.integers(0, 2**32 - 1),
 )
 def test_compiled_base_multiple_of_4(simd: str, n: int, m: int, digits: int, seed: int) -> None:
-    """Base sizes 4, 8, ..., 128 words (the digit-Karatsuba kernel on AVX-512), odd bit sizes."""
+    """Base sizes 4, 8, ..., 128 words (the digit-Karatsuba kernels), odd bit sizes."""
     W, B = toeplitz.impl("compiled").plan(min(n, m), 4 * digits)
     assert B % 4 == 0 and W % B == 0 and min(n, m) <= 64 * W
     rng = np.random.default_rng(seed)
@@ -102,11 +107,11 @@ def test_compiled_base_multiple_of_4(simd: str, n: int, m: int, digits: int, see
     assert np.array_equal(got, _ref.toeplitz_hash(s, x, n, m))
 
 
-@pytest.mark.skipif(not HAVE_AVX512, reason="CPU without AVX-512 VPCLMULQDQ")
-@pytest.mark.parametrize("base", range(4, 129, 4))
+@pytest.mark.skipif(len(SIMD) < 2, reason="CPU without VPCLMULQDQ: one kernel only")
+@pytest.mark.parametrize("base", range(2, 129, 2))
 def test_kernels_agree_on_every_base_size(base: int) -> None:
-    """One block of every base size the planner may pick: the three kernels agree word for word,
-    and a single base block (no recursion) equals the integer convolution mod 2."""
+    """One block of every even base size: the kernels this CPU has agree word for word, and a
+    single base block (no recursion) of the fastest equals the integer convolution mod 2."""
     cy = toeplitz.impl("compiled")
     rng = np.random.default_rng(base)
     for w in (base, 2 * base):
@@ -118,7 +123,7 @@ def test_kernels_agree_on_every_base_size(base: int) -> None:
             y = np.zeros(w, dtype=np.uint64)
             cy.middle_product(s, x, y, base)
             outs.append(y)
-        _set_mode("avx512k")
+        _set_mode(BEST)
         for y in outs[1:]:
             assert np.array_equal(y, outs[0])
     # direct check of one base block: y = coefficients [N - 1, 2N - 1) of s(z) x(z), N = 64 B

@@ -249,6 +249,74 @@ cdef extern from *:
             }
         }
     }
+    /* The middle product (B even) on AVX2 with 256-bit VPCLMULQDQ (CPUs with VPCLMULQDQ but
+       no AVX-512, e.g. AMD Zen 3): 128-bit digits with one Karatsuba level inside every digit
+       product, d = (d0, d1): L = s0 x0, H = s1 x1, M = (s0 ^ s1)(x0 ^ x1); the sums over J of
+       the three pointwise products are accumulated and interpolated once per output digit
+       (R = L ^ (M ^ L ^ H) << 64 ^ H << 128; linear over GF(2), so it commutes with the sum):
+       3 products where the schoolbook needs 4, vectorised over 2 consecutive output digits
+       (one per 128-bit lane). Output digit K (product words 2K .. 2K+3) is the sum of
+       s digit K - J times x digit J, J < D = B / 2; the words y needs are 2D-1 .. 4D-1, i.e.
+       digits K = D-2 .. 2D-1. s is copied into a zero-padded buffer (digits -1 .. 2D+1). */
+    __attribute__((target("avx2,pclmul,vpclmulqdq")))
+    static void qk_mp_base256k(const uint64_t* s, const uint64_t* x, uint64_t* y, size_t B) {
+        __attribute__((aligned(32))) uint64_t SP[2 * QK_BMAX + 8], SX[2 * QK_BMAX + 8];
+        __attribute__((aligned(32))) uint64_t XX[QK_BMAX + 4];
+        /* PL: low 2 words of each output digit, PH: high 2 words, one digit later; index
+           w - (B - 4) for product word w */
+        __attribute__((aligned(32))) uint64_t PL[QK_BMAX + 16], PH[QK_BMAX + 16];
+        ptrdiff_t D = (ptrdiff_t)(B / 2), ngroups = (D + 3) / 2, g, J, d;
+        size_t i;
+        SP[0] = SP[1] = SX[0] = SX[1] = 0;  /* digit -1 */
+        for (d = 0; d < 2 * D; d++) {
+            uint64_t a0 = s[2 * d], a1 = s[2 * d + 1];
+            SP[2 * d + 2] = a0;
+            SP[2 * d + 3] = a1;
+            SX[2 * d + 2] = a0 ^ a1;
+            SX[2 * d + 3] = 0;
+        }
+        for (d = 2 * D; d < 2 * D + 2; d++) SP[2 * d + 2] = SP[2 * d + 3] = SX[2 * d + 2] = SX[2 * d + 3] = 0;
+        for (J = 0; J < D; J++) { XX[2 * J] = x[2 * J] ^ x[2 * J + 1]; XX[2 * J + 1] = 0; }
+        for (g = 0; g < ngroups; g++) {
+            ptrdiff_t K0 = D - 2 + 2 * g;
+            __m256i AL = _mm256_setzero_si256(), AH = AL, AM = AL;
+            for (J = 0; J < D; J++) {
+                size_t q = (size_t)(2 * (K0 - J + 1));
+                __m256i sv = _mm256_loadu_si256((const __m256i*)(SP + q));
+                __m256i sx = _mm256_loadu_si256((const __m256i*)(SX + q));
+                __m256i xv = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)(x + 2 * J)));
+                __m256i xx = _mm256_broadcastsi128_si256(_mm_load_si128((const __m128i*)(XX + 2 * J)));
+                AL = _mm256_xor_si256(AL, _mm256_clmulepi64_epi128(sv, xv, 0x00));
+                AH = _mm256_xor_si256(AH, _mm256_clmulepi64_epi128(sv, xv, 0x11));
+                AM = _mm256_xor_si256(AM, _mm256_clmulepi64_epi128(sx, xx, 0x00));
+            }
+            {
+                __m256i mid = _mm256_xor_si256(AM, _mm256_xor_si256(AL, AH));
+                _mm256_store_si256((__m256i*)(PL + 4 * g),
+                                   _mm256_xor_si256(AL, _mm256_bslli_epi128(mid, 8)));
+                _mm256_storeu_si256((__m256i*)(PH + 4 * g + 2),
+                                    _mm256_xor_si256(AH, _mm256_bsrli_epi128(mid, 8)));
+            }
+        }
+        /* y[I] takes bits 63..126 of the product window starting at word I + B - 1 */
+        for (i = 0; i + 4 <= B; i += 4) {
+            __m256i lo = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(PL + i + 3)),
+                                          _mm256_loadu_si256((const __m256i*)(PH + i + 3)));
+            __m256i hi = _mm256_xor_si256(_mm256_loadu_si256((const __m256i*)(PL + i + 4)),
+                                          _mm256_loadu_si256((const __m256i*)(PH + i + 4)));
+            _mm256_storeu_si256((__m256i*)(y + i),
+                                _mm256_or_si256(_mm256_srli_epi64(lo, 63), _mm256_slli_epi64(hi, 1)));
+        }
+        for (; i < B; i++) {
+            uint64_t lo = PL[i + 3] ^ PH[i + 3], hi = PL[i + 4] ^ PH[i + 4];
+            y[i] = (lo >> 63) | (hi << 1);
+        }
+    }
+    static int qk_cpu_avx2(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("vpclmulqdq")
+            && __builtin_cpu_supports("pclmul");
+    }
     static int qk_cpu_avx512(void) {
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq");
@@ -261,14 +329,23 @@ cdef extern from *:
     static void qk_mp_base512k(const uint64_t* s, const uint64_t* x, uint64_t* y, size_t B) {
         (void)s; (void)x; (void)y; (void)B;
     }
+    static void qk_mp_base256k(const uint64_t* s, const uint64_t* x, uint64_t* y, size_t B) {
+        (void)s; (void)x; (void)y; (void)B;
+    }
     static int qk_cpu_avx512(void) { return 0; }
+    static int qk_cpu_avx2(void) { return 0; }
     #endif
     static int qk_use512 = 0;
-    static int qk_use512k = 1;  /* digit-Karatsuba AVX-512 base case when B % 4 == 0 */
-    static void qk_set_simd(int on) { qk_use512 = on && qk_cpu_avx512(); }
-    static int qk_get_simd(void) { return qk_use512; }
+    static int qk_use256 = 0;
+    static int qk_use512k = 1;  /* digit-Karatsuba base case (AVX-512: B % 4 == 0, AVX2: B even) */
+    /* level 2: AVX-512 if the CPU has it, else AVX2; level 1: AVX2 at most; 0: portable */
+    static void qk_set_simd(int level) {
+        qk_use512 = level >= 2 && qk_cpu_avx512();
+        qk_use256 = level >= 1 && !qk_use512 && qk_cpu_avx2();
+    }
+    static int qk_get_simd(void) { return qk_use512 ? 2 : (qk_use256 ? 1 : 0); }
     static void qk_set_kara(int on) { qk_use512k = on != 0; }
-    static int qk_get_kara(void) { return qk_use512 && qk_use512k; }
+    static int qk_get_kara(void) { return (qk_use512 || qk_use256) && qk_use512k; }
 
     #if !QK_HAVE_CLMUL
     /* Portable fallback: 64x64 -> 128 carry-less product by shift-and-xor. */
@@ -372,6 +449,16 @@ cdef extern from *:
                              size_t B, uint64_t* ws) {
         QK_MP_BODY(qk_mp_avx512, qk_mp_base512any)
     }
+    __attribute__((target("avx2,pclmul,vpclmulqdq")))
+    static void qk_mp_base256any(const uint64_t* s, const uint64_t* x, uint64_t* y, size_t B) {
+        if (qk_use512k && B % 2 == 0) qk_mp_base256k(s, x, y, B);
+        else qk_mp_base(s, x, y, B);
+    }
+    __attribute__((target("avx2,pclmul,vpclmulqdq")))
+    static void qk_mp_avx2(const uint64_t* s, const uint64_t* x, uint64_t* y, size_t W,
+                           size_t B, uint64_t* ws) {
+        QK_MP_BODY(qk_mp_avx2, qk_mp_base256any)
+    }
     #endif
     /* Reverse the bit order inside each byte of a word: MSB-first packed bytes loaded
        little-endian become LE-bit polynomial coefficients (and back). */
@@ -418,6 +505,7 @@ cdef extern from *:
                       uint64_t* ws) {
     #if QK_HAVE_AVX512
         if (qk_use512) { qk_mp_avx512(s, x, y, W, B, ws); return; }
+        if (qk_use256) { qk_mp_avx2(s, x, y, W, B, ws); return; }
     #endif
         qk_mp_sse(s, x, y, W, B, ws);
     }
@@ -426,6 +514,7 @@ cdef extern from *:
     int QK_BMAX
     int QK_SLACK
     int qk_cpu_avx512()
+    int qk_cpu_avx2()
     void qk_set_simd(int on)
     int qk_get_simd()
     void qk_set_kara(int on)
@@ -440,18 +529,22 @@ HAVE_CLMUL = bool(QK_HAVE_CLMUL)
 BMAX = QK_BMAX
 #: True when this CPU has AVX-512 VPCLMULQDQ (four carry-less products per instruction).
 HAVE_AVX512 = bool(qk_cpu_avx512())
-qk_set_simd(1)
+#: True when this CPU has AVX2 and VPCLMULQDQ (two carry-less products per 256-bit instruction).
+HAVE_AVX2 = bool(qk_cpu_avx2())
+qk_set_simd(2)
 
 
-def set_simd(on):
-    """Use the AVX-512 VPCLMULQDQ base case when ``on`` and the CPU has it (tests check both
-    paths); returns whether it is now in use."""
-    qk_set_simd(1 if on else 0)
-    return bool(qk_get_simd())
+def set_simd(level):
+    """Widest vector kernels to use (tests check every path): ``2`` (or ``True``) AVX-512
+    VPCLMULQDQ when the CPU has it, else AVX2 VPCLMULQDQ when it has that; ``1`` AVX2 at most;
+    ``0`` (or ``False``) the portable PCLMULQDQ kernels. Returns the level now in use."""
+    qk_set_simd(int(level))
+    return int(qk_get_simd())
 
 def set_kara(on):
-    """Use the digit-Karatsuba AVX-512 base case (``B % 4 == 0``) when ``on``, the word
-    schoolbook otherwise (tests check both). Returns whether it is now in use."""
+    """Use the digit-Karatsuba base case (AVX-512: ``B % 4 == 0``; AVX2: ``B`` even) when
+    ``on``, the word schoolbook otherwise (tests check both). Returns whether it is now in
+    use."""
     qk_set_kara(1 if on else 0)
     return bool(qk_get_kara())
 
@@ -480,7 +573,7 @@ def plan(size_t nbits, base_min=None):
         if base_min % 4 == 0:
             b = (b + 3) & ~3
         return b << L, b
-    simd = bool(qk_get_simd())
+    simd = int(qk_get_simd())
     kara = bool(qk_get_kara())
     best = None
     for L in range(0, 48):
@@ -489,7 +582,11 @@ def plan(size_t nbits, base_min=None):
             continue
         for bb in range(b, min(b + 8, QK_BMAX) + 1):
             # units: one 512-bit VPCLMULQDQ of the schoolbook (about 0.6 ns on the dev machine)
-            if kara and bb % 4 == 0:  # 9 per digit pair x 4 output digits a group, + evaluation
+            if simd == 1 and kara and bb % 2 == 0:  # AVX2: 3 per digit pair x 2 digits a group
+                base = 3 * ((bb // 2 + 3) // 2) * (bb // 2) + 2 * bb
+            elif simd == 1:  # AVX2 without its Karatsuba base: the portable one
+                base = bb * (bb + 2)
+            elif kara and bb % 4 == 0:  # 9 per digit pair x 4 output digits a group, + evaluation
                 base = 9 * ((bb // 4 + 6) // 4) * (bb // 4) + 3 * bb
             elif simd:
                 base = 2 * bb * ((bb + 8) // 8)
