@@ -88,7 +88,7 @@ def test_end_to_end_25km(benchmark, n_slots: int, lanes: int) -> None:  # type: 
         slots_per_s=n_slots / mean,
         f=sum(r["f"] for r in rows) / len(rows),
         batch_seconds_summed_over_blocks=dict(stages),  # each block carries its batch time
-        timing_seconds=b.timing.get("time_timing_s"),  # Bob: clock fit + slot assignment
+        timing_seconds=b.timing.get("time_timing_s"),  # Bob: clock fit (slots: per chunk)
     )
 
 

@@ -14,6 +14,7 @@ from qkdpp.io.simulator import LinkParams, simulate_link
 from qkdpp.kernels import slots as kslots
 from qkdpp.kernels.slots import _ref
 from qkdpp.timing import event_slots, map_channels, recover, recover_full
+from qkdpp.timing.recover import ChunkedSlots
 
 CMAP = {1: "Z0", 2: "Z1", 3: "X0", 4: "X1"}
 
@@ -57,6 +58,15 @@ def test_recovery_right_slots(offset_ps, drift_ppm, delays):
     assert isinstance(det, BobDetections) and det.n_slots == alice.n_slots
     assert np.all(np.diff(det.slot) > 0)
     assert stats.fraction_gated < 1e-3
+    # chunk by chunk (`qkdpp process`): the same detections and counts
+    chunk = 3_000_000
+    cs = ChunkedSlots(bob, fit, CMAP, gate_ps=400.0, slot0=det.slot0, n_slots=det.n_slots)
+    parts = [cs.take(chunk) for _ in range(-(-det.n_slots // chunk))]
+    assert cs.complete and cs.stats() == stats
+    assert [q.slot0 for q in parts] == list(range(det.slot0, det.slot0 + det.n_slots, chunk))
+    for name in ("slot", "basis", "value", "double"):
+        got = np.concatenate([getattr(q, name) for q in parts])
+        assert np.array_equal(got, getattr(det, name)), name
     # the detections carry the detector's (basis, value)
     b, v = map_channels(bob.channel, CMAP)
     o = np.argsort(slot[keep], kind="stable")
@@ -75,6 +85,8 @@ def test_recover_wrong_channel_map_raises():
             bob, pilot_from_record(alice), slot_ps=1000.0, expected_offset_ps=p.bob_epoch_ps
         )
         assign_slots(bob, fit, {1: "Z0", 2: "Z1", 3: "X0"})
+    with pytest.raises(ConfigError, match="channel 4 is not in the channel map"):
+        ChunkedSlots(bob, fit, {1: "Z0", 2: "Z1", 3: "X0"}, n_slots=alice.n_slots)
 
 
 def test_recover_entry_point_and_doubles():

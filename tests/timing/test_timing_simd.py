@@ -210,6 +210,65 @@ def test_fused4_matches_reference(n, m, n_special, seed, order):
     pass (sub-blocks with one tracking shift, others looked up event by event) gives the NumPy
     oracle's result; times on block starts, going back, dark counts out of the gate, slots out
     of range and unmapped channels included."""
+    tp, tref, track_t, corr, args = _fused4_case(n, m, n_special, seed, order)
+    want = _ref.assign_merge_tracked(tp, tref, track_t, corr, *args)
+    for b in kslots.available_backends():
+        got = kslots.impl(b).assign_merge_tracked(tp, tref, track_t, corr, *args)
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(np.asarray(g), np.asarray(w))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 6000),
+    st.integers(0, 40),
+    st.integers(0, 4),
+    st.integers(0, 2**31),
+    st.sampled_from(["sorted", "ties", "shuffled", "clean"]),
+    st.lists(st.integers(-50, 8000), max_size=12),
+    st.booleans(),
+)
+def test_chunked_assign_matches_whole_share(n, m, n_special, seed, order, cuts, tight):
+    """:class:`ChunkedAssign` hands out the whole share's detections range by range (the
+    resumable SIMD pass; ``tight``: buffers of one entry, so every range grows its buffer) with
+    the whole pass's counts; ranges may be empty, repeat or go back (nothing then). Slots out of
+    order found after a range was handed out: the rest from the whole share's sorted result,
+    what the ranges handed out missed counted as outside (``lost``)."""
+    tp, tref, track_t, corr, args = _fused4_case(n, m, n_special, seed, order)
+    want = _ref.assign_merge_tracked(tp, tref, track_t, corr, *args)
+    lo, hi = args[-2], args[-1]
+    stops = [lo + c for c in cuts] + [hi]
+    for b in kslots.available_backends():
+        impl = kslots.impl(b)
+        ca = impl.ChunkedAssign(tp, tref, track_t, corr, *args)
+        if tight and hasattr(ca, "_rate"):
+            ca._rate = 0.0
+            impl._ROOM, room = 1, impl._ROOM
+        try:
+            parts = [ca.take(s) for s in stops]
+        finally:
+            if tight and hasattr(ca, "_rate"):
+                impl._ROOM = room
+        prev = lo
+        for s, part in zip(stops, parts, strict=True):
+            assert all(len(p) == len(part[0]) for p in part)
+            assert ((part[0] >= prev) & (part[0] < max(prev, s))).all()
+            prev = max(prev, s)
+        lost = getattr(ca, "lost", 0)
+        gated, outside, bad = ca.counts()
+        assert (gated, outside - lost, bad) == tuple(want[4:])
+        got = [np.concatenate([np.asarray(p[j]) for p in parts]) for j in range(4)]
+        if lost == 0:
+            for j in range(4):
+                assert np.array_equal(got[j], want[j]), (b, j)
+        else:  # handed out, then the sorted whole: every slot handed out is one of the whole's
+            assert got[0].size + lost == want[0].size
+            assert np.isin(got[0], want[0]).all() and (np.diff(got[0]) > 0).all()
+
+
+def _fused4_case(n, m, n_special, seed, order):
+    """Time tags, reference, tracking and the assignment arguments of one random case (see
+    :func:`test_fused4_matches_reference`)."""
     rng = np.random.default_rng(seed)
     period = 1000.0 * (1 + rng.uniform(-2e-5, 2e-5))
     s = np.cumsum(rng.geometric(0.02, n))
@@ -243,11 +302,7 @@ def test_fused4_matches_reference(n, m, n_special, seed, order):
     corr = rng.normal(0, 5.0 if order == "clean" else 0.2 * period, m)
     bmap, vmap = _cmap_tables()
     args = (ch, start, 1 / period, period, 0.4 * period, bmap, vmap, 2, span // 1000)
-    want = _ref.assign_merge_tracked(tp, tref, track_t, corr, *args)
-    for b in kslots.available_backends():
-        got = kslots.impl(b).assign_merge_tracked(tp, tref, track_t, corr, *args)
-        for g, w in zip(got, want, strict=True):
-            assert np.array_equal(np.asarray(g), np.asarray(w))
+    return tp, tref, track_t, corr, args
 
 
 def test_start_selects() -> None:
@@ -317,3 +372,21 @@ def test_lag_scores_bit_for_bit(n, base, n_lags, seed):
             if 0 <= i < w.size:
                 want[lag] += cnt[j] * w[i]
     assert np.array_equal(kc.lag_scores(ks, cnt, w, base, n_lags), want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 20000), st.integers(-1, 20000), st.integers(0, 2**31))
+def test_first_unmapped_matches_reference(n, at, seed):
+    """The first event on an unmapped channel (none, or one at ``at``, across the 4096-event
+    runs of the compiled scan), as the NumPy oracle finds it."""
+    rng = np.random.default_rng(seed)
+    bmap, _ = _cmap_tables()
+    mapped = np.flatnonzero(bmap != 255).astype(np.uint8)
+    ch = rng.choice(mapped, n)
+    if 0 <= at < n:
+        ch[at:] = np.where(rng.random(n - at) < 0.5, 0, ch[at:])
+        ch[at] = 0
+    want = _ref.first_unmapped(ch, bmap)
+    assert want == (at if 0 <= at < n else -1)
+    for b in kslots.available_backends():
+        assert kslots.impl(b).first_unmapped(ch, bmap) == want

@@ -61,6 +61,7 @@ from qkdpp.stages.accumulate import Accumulator
 from qkdpp.stages.authentication import AuthenticationStage
 from qkdpp.stages.commit import CommitStage
 from qkdpp.stages.sifting import alice_frame, bob_frame
+from qkdpp.timing.recover import ChunkedSlots
 
 TIMING_BATCH = 0
 log = logging.getLogger(__name__)
@@ -167,20 +168,24 @@ def _clean(packed: np.ndarray, n: int, width: int = 1) -> np.ndarray:
 
 
 def bob_chunks(
-    det: BobDetections, chunk_slots: int, session_id: str, first_chunk: int = 1
+    det: BobDetections | ChunkedSlots, chunk_slots: int, session_id: str, first_chunk: int = 1
 ) -> Iterator[Frame]:
-    """Bob's detections cut into RAW chunk frames with the same slot ranges as Alice's."""
+    """Bob's detections cut into RAW chunk frames with the same slot ranges as Alice's (from
+    :class:`~qkdpp.timing.recover.ChunkedSlots`: assigned chunk by chunk as they are taken)."""
     for c, start in enumerate(range(0, det.n_slots, chunk_slots), start=first_chunk):
         n = min(chunk_slots, det.n_slots - start)
-        lo, hi = np.searchsorted(det.slot, [det.slot0 + start, det.slot0 + start + n])
-        part = BobDetections(
-            det.slot0 + start,
-            n,
-            det.slot[lo:hi],
-            det.basis[lo:hi],
-            det.value[lo:hi],
-            det.double[lo:hi],
-        )
+        if isinstance(det, ChunkedSlots):
+            part = det.take(n)
+        else:
+            lo, hi = np.searchsorted(det.slot, [det.slot0 + start, det.slot0 + start + n])
+            part = BobDetections(
+                det.slot0 + start,
+                n,
+                det.slot[lo:hi],
+                det.basis[lo:hi],
+                det.value[lo:hi],
+                det.double[lo:hi],
+            )
         yield bob_frame(part, frame_id=c, session_id=session_id)
 
 
@@ -199,11 +204,9 @@ def _timing_frame(
         assert isinstance(data, AliceRecord)
         return alice_frame(data, frame_id=TIMING_BATCH, session_id=session_id)
     assert isinstance(data, EventChunk)
-    return Frame(
-        meta,
-        np.zeros(0, np.uint8),
-        {"t_ps": data.t_ps, "channel": data.channel, "slot0": slot0, "n_slots": n_slots},
-    )
+    # chunked: the slots are assigned chunk by chunk in the chunk loop (run_party)
+    aux = {"t_ps": data.t_ps, "channel": data.channel, "slot0": slot0, "n_slots": n_slots}
+    return Frame(meta, np.zeros(0, np.uint8), {**aux, "chunked": True})
 
 
 def lane_share(n_slots: int, chunk_slots: int, lanes: int, lane: int) -> tuple[int, int, int]:
@@ -389,19 +392,14 @@ def run_party(
         assert isinstance(data, AliceRecord)
         chunks = alice_chunks(data, sess["chunk_slots"], sid, first_chunk)
     else:
-        det = BobDetections(
-            int(tf.aux["slot0"]),
-            int(tf.aux["n_slots"]),
-            tf.aux["det_slot"],
-            tf.aux["det_basis"],
-            tf.aux["det_value"],
-            tf.aux["det_double"],
-        )
-        chunks = bob_chunks(det, sess["chunk_slots"], sid, first_chunk)
+        slots = tf.aux["slots"]
+        chunks = bob_chunks(slots, sess["chunk_slots"], sid, first_chunk)
     for block in engine.run(chunks):
         result.blocks.append(block)
         if on_block is not None:
             on_block(block)
+    if role is Role.BOB and slots.complete:  # (the counts need every chunk taken)
+        result.timing["fraction_gated"] = slots.stats().fraction_gated
     preparing.join()
     for s in blocks.stages:
         close = getattr(s, "close", None)

@@ -28,7 +28,10 @@ at slot0 1e9 … 1e11, wrong slots at 1e11 (+20 ppm) and 1e12 (−3 ppm), no fit
 
 Output: Alice's frames unchanged; Bob's frames carry ``det_*`` aux fields as made by
 :func:`~qkdpp.stages.sifting.bob_frame`; tags ``clock_offset_ps``, ``clock_drift_ppm``,
-``fraction_gated``, ``n_events``.
+``fraction_gated``, ``n_events``. A Bob frame with ``aux["chunked"]`` true (the whole share of
+``qkdpp process``, :func:`qkdpp.engine.run.run_party`) carries instead ``aux["slots"]``, a
+:class:`~qkdpp.timing.recover.ChunkedSlots` that assigns the detections chunk by chunk as the
+run's chunk loop takes them (its counts, and ``fraction_gated``, once every chunk was taken).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from qkdpp.frame import Frame, Role
 from qkdpp.io.events import EventChunk
 from qkdpp.pipeline.stage import Stage, register_stage
 from qkdpp.protocol.link import PeerScope
-from qkdpp.timing.recover import assign_slots, fit_clock
+from qkdpp.timing.recover import ChunkedSlots, assign_slots, fit_clock
 
 DEFAULT_CHANNELS = {1: (0, 0), 2: (0, 1), 3: (1, 0), 4: (1, 1)}
 
@@ -197,14 +200,23 @@ class TimingStage(Stage):
                 max_drift_ppm=self.params["max_drift_ppm"],
                 channels=sorted(int(c) for c in self.cmap),
             )
-            det, stats = assign_slots(
-                ev, fit, self.cmap, gate_ps=self.params["gate_ps"], slot0=slot0, n_slots=n_slots
-            )
+            gate = self.params["gate_ps"]
+            if f.aux.get("chunked"):
+                slots = ChunkedSlots(ev, fit, self.cmap, gate_ps=gate, slot0=slot0, n_slots=n_slots)
+            else:
+                det, stats = assign_slots(
+                    ev, fit, self.cmap, gate_ps=gate, slot0=slot0, n_slots=n_slots
+                )
         except QkdppError as exc:
             return f.fail(f"timing: {exc}")
         # the fitted line at the chunk's middle (where it is best known), for the next chunk
         mid = slot0 + n_slots // 2
         self._last = (mid, fit.t0_ps + mid * fit.period_ps, fit.period_ps)
+        tags = {"clock_offset_ps": float(fit.t0_ps), "clock_drift_ppm": fit.drift_ppm}
+        if f.aux.get("chunked"):
+            aux = {"slot0": slot0, "n_slots": n_slots, "slots": slots}
+            meta = f.meta.with_tags(**tags, n_events=slots.n_events)
+            return f.evolve(meta=meta, aux=aux)
         aux = {
             "slot0": det.slot0,
             "n_slots": det.n_slots,
@@ -213,12 +225,7 @@ class TimingStage(Stage):
             "det_value": det.value,
             "det_double": det.double,
         }
-        meta = f.meta.with_tags(
-            clock_offset_ps=float(fit.t0_ps),
-            clock_drift_ppm=fit.drift_ppm,
-            fraction_gated=stats.fraction_gated,
-            n_events=len(ev),
-        )
+        meta = f.meta.with_tags(**tags, fraction_gated=stats.fraction_gated, n_events=len(ev))
         return f.evolve(meta=meta, aux=aux)
 
 

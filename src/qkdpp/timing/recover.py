@@ -1025,29 +1025,9 @@ def assign_slots(
     Events outside ``[slot0, slot0 + n_slots)`` are dropped (counted in ``n_outside``). A
     channel not in ``channel_map`` raises :class:`ConfigError` naming the event.
     """
-    ev = events.photons()
-    bmap, vmap = channel_tables(channel_map)
-    if gate_ps <= 0 or gate_ps > fit.period_ps:
-        raise ConfigError(f"gate_ps must be in (0, period={fit.period_ps:.1f}], got {gate_ps}")
-    tref = int(ev.t_ps[0]) if len(ev) else 0
-    start = _start_table(tref, fit)
-    tracked = fit.track_corr.size > 1  # as _times: one block is no correction
     hi = slot0 + n_slots if n_slots is not None else np.iinfo(np.int64).max
-    ss, b, v, d, n_gated, n_outside, bad = _ks.assign_merge_tracked(
-        ev.t_ps,
-        tref,
-        fit.track_t - tref if tracked else np.empty(0),
-        fit.track_corr if tracked else np.empty(0),
-        ev.channel,
-        start,
-        1.0 / fit.period_ps,
-        fit.period_ps,
-        gate_ps / 2,
-        bmap,
-        vmap,
-        slot0,
-        hi,
-    )
+    ev, args = _assign_args(events, fit, channel_map, gate_ps, slot0, hi)
+    ss, b, v, d, n_gated, n_outside, bad = _ks.assign_merge_tracked(*args)
     if bad >= 0:  # the kernel notes the first event whose channel is not in the map
         raise ConfigError(f"event {bad}: channel {int(ev.channel[bad])} is not in the channel map")
 
@@ -1056,6 +1036,89 @@ def assign_slots(
     det = BobDetections(slot0, int(n_slots), ss, b, v, d)
     stats = SlotStats(len(ev), n_gated, n_outside, int(ss.size), int(np.count_nonzero(d)))
     return det, stats
+
+
+def _assign_args(
+    events: EventChunk, fit: ClockFit, channel_map: ChannelMap, gate_ps: float, lo: int, hi: int
+) -> tuple[EventChunk, tuple[Any, ...]]:
+    """The photons of ``events`` and the arguments of the slot kernels
+    (:func:`qkdpp.kernels.slots.assign_merge_tracked`) for slots ``[lo, hi)``."""
+    ev = events.photons()
+    bmap, vmap = channel_tables(channel_map)
+    if gate_ps <= 0 or gate_ps > fit.period_ps:
+        raise ConfigError(f"gate_ps must be in (0, period={fit.period_ps:.1f}], got {gate_ps}")
+    tref = int(ev.t_ps[0]) if len(ev) else 0
+    tracked = fit.track_corr.size > 1  # as _times: one block is no correction
+    return ev, (
+        ev.t_ps,
+        tref,
+        fit.track_t - tref if tracked else np.empty(0),
+        fit.track_corr if tracked else np.empty(0),
+        ev.channel,
+        _start_table(tref, fit),
+        1.0 / fit.period_ps,
+        fit.period_ps,
+        gate_ps / 2,
+        bmap,
+        vmap,
+        lo,
+        hi,
+    )
+
+
+class ChunkedSlots:
+    """:func:`assign_slots` over ``[slot0, slot0 + n_slots)``, handed out chunk by chunk: each
+    chunk's detections are assigned when :meth:`take` asks for them
+    (:class:`qkdpp.kernels.slots.ChunkedAssign`), so a run's detections never exist for the
+    whole share at once (≈ 11 bytes per event: 87 MB per 8e8-slot lane at 25 km). The chunks
+    together are :func:`assign_slots`'s result, and :meth:`stats` its counts once every chunk
+    was taken (see the kernel class for time tags whose slot order breaks after the first
+    chunk). A channel outside ``channel_map`` raises :class:`ConfigError` here, at once, as
+    :func:`assign_slots` does.
+    """
+
+    def __init__(
+        self,
+        events: EventChunk,
+        fit: ClockFit,
+        channel_map: ChannelMap,
+        *,
+        gate_ps: float = 400.0,
+        slot0: int = 0,
+        n_slots: int,
+    ) -> None:
+        self.slot0, self.n_slots = int(slot0), int(n_slots)
+        ev, args = _assign_args(
+            events, fit, channel_map, gate_ps, self.slot0, self.slot0 + self.n_slots
+        )
+        bad = _ks.first_unmapped(ev.channel, args[9])
+        if bad >= 0:
+            raise ConfigError(
+                f"event {bad}: channel {int(ev.channel[bad])} is not in the channel map"
+            )
+        self.n_events = len(ev)
+        self._next = self.slot0
+        self._n_det = self._n_double = 0
+        self._ca = _ks.ChunkedAssign(*args)
+
+    def take(self, n: int) -> BobDetections:
+        """The detections of the next ``n`` slots (the share's first ``n`` at first)."""
+        lo = self._next
+        self._next = min(lo + max(0, int(n)), self.slot0 + self.n_slots)
+        s, b, v, d = self._ca.take(self._next)
+        self._n_det += int(s.size)
+        self._n_double += int(np.count_nonzero(d))
+        return BobDetections(lo, self._next - lo, s, b, v, d)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every slot of the share was taken (then :meth:`stats` is the whole's)."""
+        return self._next == self.slot0 + self.n_slots
+
+    def stats(self) -> SlotStats:
+        """:func:`assign_slots`'s counts of the share (complete once every slot was taken)."""
+        gated, outside, _ = self._ca.counts()
+        return SlotStats(self.n_events, gated, outside, self._n_det, self._n_double)
 
 
 def recover_full(
@@ -1107,6 +1170,7 @@ def recover(
 
 
 __all__ = [
+    "ChunkedSlots",
     "ClockFit",
     "SlotStats",
     "TimingError",

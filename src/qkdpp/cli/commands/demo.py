@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
                 f"({check['keys']} keys, {check['bits']} bits)"
             )
             print(
-                f"time at Bob: clock fit and slots {b.timing.get('time_timing_s', 0):.2f} s, "
+                f"time at Bob: clock fit {b.timing.get('time_timing_s', 0):.2f} s, "
                 f"sifting {b.stats.seconds_sifting:.2f} s, accumulation "
                 f"{b.stats.seconds_accumulating:.2f} s, key blocks {b.stats.seconds_blocks:.2f} s"
             )

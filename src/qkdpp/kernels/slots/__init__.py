@@ -12,5 +12,15 @@ assign = _impl.assign
 merge = _impl.merge
 assign_merge = _impl.assign_merge
 assign_merge_tracked = _impl.assign_merge_tracked
+ChunkedAssign = _impl.ChunkedAssign
+first_unmapped = _impl.first_unmapped
 
-__all__ = ["UNMAPPED", "assign", "assign_merge", "assign_merge_tracked", "merge"]
+__all__ = [
+    "UNMAPPED",
+    "ChunkedAssign",
+    "assign",
+    "assign_merge",
+    "assign_merge_tracked",
+    "first_unmapped",
+    "merge",
+]

@@ -125,3 +125,34 @@ def assign_merge_tracked(
     return assign_merge(
         t, ch, start, inv_period, period, half_gate, basis_map, value_map, slot_lo, slot_hi
     )
+
+
+def first_unmapped(ch: np.ndarray, basis_map: np.ndarray) -> int:
+    """Index of the first event whose channel is unmapped in ``basis_map`` (-1 if none)."""
+    bad = np.flatnonzero(basis_map[np.asarray(ch, np.intp)] == UNMAPPED)
+    return int(bad[0]) if bad.size else -1
+
+
+class ChunkedAssign:
+    """:func:`assign_merge_tracked` of a whole share handed out in slot ranges (reference).
+
+    Same arguments as :func:`assign_merge_tracked`. :meth:`take` returns the detections
+    ``(slot int64, basis uint8, value uint8, double uint8)`` of the slots from the previous
+    stop (``slot_lo`` at first) to ``stop``; :meth:`counts` gives ``(gated, outside, bad)`` of
+    the whole share once the last range has been taken. Here the share is assigned at once and
+    split; the compiled class assigns each range as it is taken, with the same results.
+    """
+
+    def __init__(self, *args: object) -> None:
+        self._out = assign_merge_tracked(*args)  # type: ignore[arg-type]
+        self._at = 0
+
+    def take(self, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        s = self._out[0]
+        end = self._at + int(np.searchsorted(s[self._at :], stop))
+        part = tuple(a[self._at : end] for a in self._out[:4])
+        self._at = end
+        return part  # type: ignore[return-value]
+
+    def counts(self) -> tuple[int, int, int]:
+        return self._out[4], self._out[5], self._out[6]
