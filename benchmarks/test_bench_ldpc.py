@@ -142,21 +142,32 @@ def test_ldpc_decode_ldpc_package(benchmark, q):
 )
 @pytest.mark.parametrize("q", [0.02, 0.05])
 def test_ldpc_stage_two_party(benchmark, q, mode, algorithm, patience):
-    n_bits = 29491  # one de32k chunk (n - ceil(0.1 n))
-    pairs = [correlated_pair(n_bits, q, frame_id=i, seed=i, exact=False) for i in range(N_FRAMES)]
-    a = [p[0] for p in pairs]
-    b = [p[1] for p in pairs]
-    # default family (de32k)
     params: dict[str, object] = {"mode": mode, "algorithm": algorithm, "patience": patience}
     if patience == "prev":
         params.update(patience=10, blind_start=1.08 if q < 0.035 else 1.06)
-    cfg = [{"stage": "ldpc", **params}]
+    # one de32k chunk per frame (n - ceil(0.1 n))
+    _stage_bench(benchmark, q, params, 29491, N_FRAMES, f"ldpc-stage-q{q}-n29491")
+
+
+@pytest.mark.parametrize("mode", ["rate_adaptive", "blind"])
+@pytest.mark.parametrize("q", [0.02, 0.05])
+def test_ldpc_stage_large_frames(benchmark, q, mode):
+    """A batch of 4 frames of 10^6 bits (34 chunks each, 136 chunks of one code): the decoder
+    calls have more chunks than the SIMD block has lanes, so lane refill applies."""
+    _stage_bench(benchmark, q, {"mode": mode}, 1_000_000, 4, f"ldpc-stage-q{q}-n1000000")
+
+
+def _stage_bench(benchmark, q, params, n_bits, n_frames, group):
+    pairs = [correlated_pair(n_bits, q, frame_id=i, seed=i, exact=False) for i in range(n_frames)]
+    a = [p[0] for p in pairs]
+    b = [p[1] for p in pairs]
+    cfg = [{"stage": "ldpc", **params}]  # default family (de32k)
     run_pair(cfg, None, a[:1], b[:1])  # warm JIT and code cache
 
     def run():
         return run_pair(cfg, None, a, b, timeout=600.0)
 
-    benchmark.group = f"ldpc-stage-q{q}-n{n_bits}"
+    benchmark.group = group
     r = benchmark.pedantic(run, rounds=2, iterations=1)
     ok = [
         fa.ok and fb.ok and np.array_equal(fa.bits, fb.bits)
@@ -165,8 +176,8 @@ def test_ldpc_stage_two_party(benchmark, q, mode, algorithm, patience):
     good = [fb for fb, o in zip(r.bob, ok, strict=True) if o]
     fs = [fb.meta.leaked_by("ldpc") / (n_bits * bsc_entropy(q)) for fb in good]
     benchmark.extra_info.update(
-        n_bits=n_bits * N_FRAMES,
-        bits_per_s=n_bits * N_FRAMES / _mean_s(benchmark),
+        n_bits=n_bits * n_frames,
+        bits_per_s=n_bits * n_frames / _mean_s(benchmark),
         fer=1 - float(np.mean(ok)),
         f_mean=float(np.mean(fs)) if fs else None,
         sweeps_mean=float(np.mean([fb.meta.tags.get("ldpc_iters", 0) for fb in r.bob])),

@@ -84,7 +84,7 @@ def _sweep_ref(row_ptr, col_idx, post, msg, synd):
 @given(
     n=st.integers(1, 60),
     m=st.integers(1, 30),
-    nf=st.integers(1, 40),  # frame-by-frame, masked and full 16-lane blocks
+    nf=st.integers(1, 40),  # frame-by-frame, masked and full 8- / 16-lane vectors
     seed=st.integers(0, 2**32 - 1),
     solo=st.sampled_from([0, 2, 15]),
 )
@@ -97,8 +97,8 @@ def test_sweep_paths_agree_and_match_numpy(n, m, nf, seed, solo):
     scratch = _cy.make_scratch(row_ptr)
     out = []
     try:
-        for scalar in (False, True):
-            _cy.force_scalar(scalar)
+        for level in (512, 256, 0):  # AVX-512, AVX2 (where the CPU has them), portable
+            _cy.cap_level(level)
             _cy.set_solo_max(solo)
             post, msg = llr.copy(), np.zeros((col.size, nf), np.float32)
             unsat = np.empty(nf, np.int32)
@@ -107,10 +107,11 @@ def test_sweep_paths_agree_and_match_numpy(n, m, nf, seed, solo):
             _cy.check(row_ptr, col, post, synd, unsat)
             out.append((post, msg, unsat))
     finally:
-        _cy.force_scalar(False)
-        _cy.set_solo_max(2)
-    for a, b in zip(*out, strict=True):
-        np.testing.assert_array_equal(a, b)
+        _cy.cap_level(512)
+        _cy.set_solo_max(-1)
+    for other in out[:2]:
+        for a, b in zip(other, out[2], strict=True):
+            np.testing.assert_array_equal(a, b)
     want = (_ref.syndrome(row_ptr, col, (out[0][0] < 0).astype(np.uint8)) != synd).sum(axis=0)
     np.testing.assert_array_equal(out[0][2], want)
     # one sweep against the NumPy rule (float64-evaluated cubic: equal to ~float32 rounding)
@@ -203,6 +204,54 @@ def test_group_independence_and_resume(patience):
         good = ok.astype(bool)
         np.testing.assert_array_equal(bits2[:, good], bits[:, good])
         np.testing.assert_array_equal(total2[good], total[good])
+
+
+@pytest.mark.parametrize("level", [512, 256, 0])
+def test_lane_refill(level):
+    """A call with more frames than the block has lanes (8 with AVX2, 16 with AVX-512 or the
+    portable path) loads the next frame into the lane of a frame that stops (matched or given
+    up): every frame's bits, sweeps, verdict and written-back state equal those of the frame
+    decoded alone or in a short call (idle lanes padded), and the block makes about
+    ``sum(sweeps) / lanes`` passes, not ``max(sweeps)`` per block of frames."""
+    code = load_code("peg4k-r0.70")
+    rng = np.random.default_rng(8)
+    nf = 64
+    qs = rng.choice([0.03, 0.045, 0.075], nf)  # fast, slow, stalling (given up)
+    x = rng.integers(0, 2, (code.n, nf), dtype=np.uint8)
+    y = x ^ (rng.random((code.n, nf)) < qs[None, :]).astype(np.uint8)
+    s = _ref.syndrome(code.row_ptr, code.col_idx, x)
+    llr = (np.where(y == 1, -1.0, 1.0) * np.log((1 - qs) / qs)[None, :]).astype(np.float32)
+
+    def run(cols):
+        f = len(cols)
+        post = np.ascontiguousarray(llr[:, cols])
+        msg = np.zeros((code.edges, f), np.float32)
+        bits = np.zeros((code.n, f), np.uint8)
+        ok = np.zeros(f, np.uint8)
+        it = np.zeros(f, np.int32)
+        syn = np.ascontiguousarray(s[:, cols])
+        runs = _simd.spa_sweeps(code.row_ptr, code.col_idx, post, msg, syn, 40, bits, it, ok, 4)
+        return bits, ok, it, post, msg, runs
+
+    try:
+        _cy.cap_level(level)
+        lanes = _simd._lanes()[0]
+        bits, ok, it, post, msg, runs = run(list(range(nf)))
+        assert ok.any() and not ok.all()
+        assert (bits[:, ok == 1] == x[:, ok == 1]).all()
+        assert it.sum() > lanes * it.max()  # lock-step blocks would need only max(it) passes
+        assert it.sum() / lanes <= runs < it.sum() / lanes + it.max()
+        parts = [[j] for j in range(0, nf, 5)] + [list(range(k, k + 5)) for k in (1, 33)]
+        for cols in parts:
+            b1, o1, i1, p1, m1, _ = run(cols)
+            np.testing.assert_array_equal(b1, bits[:, cols])
+            np.testing.assert_array_equal(o1, ok[cols])
+            np.testing.assert_array_equal(i1, it[cols])
+            bad = o1 == 0
+            np.testing.assert_array_equal(p1[:, bad], post[:, cols][:, bad])
+            np.testing.assert_array_equal(m1[:, bad], msg[:, cols][:, bad])
+    finally:
+        _cy.cap_level(512)
 
 
 def test_no_resume_same_decisions():

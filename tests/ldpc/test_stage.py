@@ -148,9 +148,38 @@ def test_config_round_trip_and_bad_params():
         {"max_iter": 0},
         {"blind_iter": 0},
         {"patience": -1},
+        {"group": 0},
     ):
         with pytest.raises(ConfigError):
             LdpcStage(Role.ALICE, **bad)
+
+
+@pytest.mark.parametrize("mode", ["rate_adaptive", "blind"])
+def test_group_size_does_not_change_outputs(mode, monkeypatch):
+    """Chunks decode independently: one decoder call per code (``group=None``, the default with
+    the C sum-product's lane refill), calls of 5 chunks or of one chunk give both parties the
+    same bits, verdicts, leakage and tags (punctured bits from a seeded generator)."""
+    a, b = pairs(8000, 0.045, 4, seed=20)  # 3 chunks of peg4k per frame, 12 in all
+    outs = []
+    for group in (None, 5, 1):
+        seeded = np.random.default_rng(7).bytes
+        monkeypatch.setattr(ldpc_stage.secrets, "token_bytes", seeded)
+        cfg = [
+            {"stage": "ldpc", "family": "peg4k", "mode": mode, "group": group, "patience": 3}
+            | ({"blind_start": 1.0, "blind_step": 0.1} if mode == "blind" else {"efficiency": 1.2})
+        ]
+        r = run_pair(cfg, None, a, b)
+        outs.append(
+            [
+                (f.bits.tobytes(), f.meta.state, f.meta.leakage, f.meta.failure, tags)
+                for f in r.alice + r.bob
+                for tags in [{k: v for k, v in f.meta.tags.items() if not k.startswith("time")}]
+            ]
+        )
+    assert outs[0] == outs[1] == outs[2]
+    assert any(f[1] is KeyState.CORRECTED for f in outs[0])
+    if mode == "blind":
+        assert any(f[4]["ldpc_rounds"] > 1 for f in outs[0])
 
 
 def test_missing_qber_is_an_error():

@@ -251,9 +251,9 @@ class LdpcStage(Stage):
     algorithm : {"spa", "spa_table", "nms"}
         Layered sum-product (better f, slower) or normalised min-sum (faster). ``spa``: the
         explicit-SIMD C kernel with the gather-free phi (:mod:`qkdpp.kernels.ldpc._cy`) when it
-        is built, the CPU has AVX-512 and the compiled backend is active, else the numba
-        sum-product with the tabulated phi, which ``spa_table`` always uses (same efficiency
-        table).
+        is built, the CPU has AVX-512 or AVX2 + FMA and the compiled backend is active, else the
+        numba sum-product with the tabulated phi, which ``spa_table`` always uses (same
+        efficiency table).
     alpha : float
         Min-sum normalisation (``nms`` only).
     blind_start, blind_step, blind_rounds : float or None, float, int
@@ -271,9 +271,12 @@ class LdpcStage(Stage):
         mode a given-up chunk goes on to the next reveal at once (its decoder state is kept).
         None: :data:`BLIND_PATIENCE` (6) in blind mode, :data:`RATE_ADAPTIVE_PATIENCE` in
         rate-adaptive mode (where a given-up chunk fails its frame).
-    group : int
-        Chunks of one code decoded together (frame-minor SIMD group; converged chunks leave the
-        working set, so wide groups cost no extra sweeps). Memory: ``4 (E + n) group`` bytes.
+    group : int or None
+        Chunks of one code decoded together (one decoder call on frame-minor arrays; converged
+        chunks leave the working set, so wide groups cost no extra sweeps). None: all chunks of
+        a code with the C sum-product (its lane refill keeps the SIMD lanes busy until the
+        call's last chunks, so one call per code has the fewest idle lanes), 64 otherwise.
+        Memory (all groups together): ``4 (E + n)`` bytes per chunk of the batch.
     """
 
     name = "ldpc"
@@ -293,7 +296,7 @@ class LdpcStage(Stage):
         blind_start: float | None = None,
         blind_step: float = 0.03,
         blind_rounds: int = 40,
-        group: int = 64,
+        group: int | None = None,
         blind_iter: int | None = None,
         patience: int | None = None,
     ) -> None:
@@ -328,7 +331,8 @@ class LdpcStage(Stage):
             raise ConfigError(
                 f"ldpc algorithm must be 'spa', 'spa_table' or 'nms', got {algorithm!r}"
             )
-        if max_iter < 1 or group < 1 or blind_rounds < 0 or not 0 < blind_step <= 1:
+        bad_group = group is not None and group < 1
+        if max_iter < 1 or bad_group or blind_rounds < 0 or not 0 < blind_step <= 1:
             raise ConfigError("ldpc max_iter, group >= 1, blind_rounds >= 0, 0 < blind_step <= 1")
         self.mode = mode
         self.decoder_role = Role(decoder)
@@ -341,7 +345,7 @@ class LdpcStage(Stage):
         self.blind_start = None if blind_start is None else float(blind_start)
         self.blind_step = float(blind_step)
         self.blind_rounds = int(blind_rounds)
-        self.group = int(group)
+        self.group = None if group is None else int(group)
         if blind_iter is not None and blind_iter < 1:
             raise ConfigError(f"ldpc blind_iter must be >= 1 or None, got {blind_iter}")
         self.blind_iter = self.max_iter if blind_iter is None else int(blind_iter)
@@ -353,8 +357,9 @@ class LdpcStage(Stage):
         # the kernel backend chosen by QKDPP_BACKEND (compiled numba unless told otherwise)
         self._k = _kimpl(_KBACKEND)
         # the explicit-SIMD sum-product (C) for algorithm "spa" when built and the CPU has
-        # AVX-512 (its portable C path is for tests and is slower than numba); compiled backend
-        fast = _ksimd.AVAILABLE and _ksimd.simd_level() == 512
+        # AVX-512 or AVX2 + FMA (its portable C path is for tests and is slower than numba);
+        # compiled backend
+        fast = _ksimd.AVAILABLE and _ksimd.simd_level() in (256, 512)
         self._simd = _ksimd if fast and hasattr(self._k, "spa_sweeps") else None
 
     # -- helpers -------------------------------------------------------------------------------
@@ -576,8 +581,9 @@ class LdpcStage(Stage):
         groups: list[_Group] = []
         for cid, members in jobs.items():
             code = load_code(cid)
-            for g0 in range(0, len(members), self.group):
-                mem = members[g0 : g0 + self.group]
+            size = self.group or (len(members) if self._refill() else 64)
+            for g0 in range(0, len(members), size):
+                mem = members[g0 : g0 + size]
                 nf = len(mem)
                 post = np.empty((code.n, nf), dtype=np.float32)
                 synd = np.empty((code.m, nf), dtype=np.uint8)
@@ -663,6 +669,10 @@ class LdpcStage(Stage):
         decoded = [dk[: fr.meta.n_bits] for dk, fr in zip(decoded, frames, strict=True)]
         return self._finish(frames, metas, plans, ok, rounds, decoded, iters)
 
+    def _refill(self) -> bool:
+        """True when the decoder is the C sum-product driver (lane refill across a call)."""
+        return self.algorithm == "spa" and self._simd is not None
+
     def _run_group(
         self,
         st: _Group,
@@ -692,7 +702,8 @@ class LdpcStage(Stage):
         it[:] = 0
         graph = (code.row_ptr, code.col_idx, post, msgs, synd, max_iter)
         state = (bits, it, okg, self.patience)
-        if self.algorithm == "spa" and self._simd is not None:
+        if self._refill():
+            assert self._simd is not None  # (what _refill checks)
             # rate-adaptive mode never resumes a chunk: no write-back of unconverged state
             self._simd.spa_sweeps(*graph, *state, resume=self.mode == "blind")
             return

@@ -1,19 +1,21 @@
 # cython: language_level=3
-"""Explicit-SIMD layered sum-product sweep (C with AVX-512 intrinsics, runtime dispatch).
+"""Explicit-SIMD layered sum-product sweep (C, AVX-512 or AVX2 intrinsics, runtime dispatch).
 
 One row-layered sum-product sweep over all checks and one syndrome check, on frame-minor arrays
 (``post[n, W]`` float32, ``msg[E, W]`` float32, ``synd[m, W]`` uint8, the conventions of
-:mod:`qkdpp.kernels.ldpc._ref`), processed in blocks of 16 frames (one AVX-512 vector of float32
-per edge; a partial last block uses masked loads and stores). The check rule is the log-domain
-sum-product rule ``|m_k| = phi(sum_j phi(|q_j|) - phi(|q_k|))`` with the gather-free ``phi`` of
-:data:`qkdpp.kernels.ldpc._ref.PHI_POLY` (piecewise cubic selected by the float32 exponent; the
-coefficients are looked up with in-register two-source permutes, ``vpermi2ps``, instead of
-memory gathers). A partial block of at most 2 frames (``set_solo_max``) goes frame by frame,
-vectorised along the edges of a check, with the same floats. The portable C path (other CPUs,
-or ``force_scalar``) runs the same float32 operations in the same order (fused multiply-adds via
-``fmaf``), so both paths give the same bits (tested). The syndrome check packs each variable's
-16 hard decisions into a 16-bit mask first. The driver (early termination, working set,
-patience) is :mod:`._simd`. No leakage here: the syndromes were disclosed by the protocol.
+:mod:`qkdpp.kernels.ldpc._ref`), processed in vectors of 16 frames (AVX-512) or 8 frames (AVX2 +
+FMA, CPUs without AVX-512), one vector of float32 per edge; a partial last vector is masked. The
+check rule is the log-domain sum-product rule ``|m_k| = phi(sum_j phi(|q_j|) - phi(|q_k|))``
+with the gather-free ``phi`` of :data:`qkdpp.kernels.ldpc._ref.PHI_POLY` (piecewise cubic
+selected by the float32 exponent; the coefficients are looked up in registers instead of memory
+gathers: two-source permutes, ``vpermi2ps``, with AVX-512; four ``vpermps`` and three blends
+with AVX2). A partial vector of at most 2 (AVX-512) or 4 (AVX2) frames (``set_solo_max``) goes
+frame by frame, vectorised along the edges of a check, with the same floats. The portable C
+path (other CPUs, or ``cap_level(0)``) runs the same float32 operations in the same order (fused
+multiply-adds via ``fmaf``), so all paths give the same bits (tested). The syndrome check packs
+each variable's hard decisions into a 16-bit mask first. The driver (early termination, lane
+refill, patience) is :mod:`._simd`. No leakage here: the syndromes were disclosed by the
+protocol.
 """
 
 import numpy as np
@@ -39,7 +41,7 @@ cdef extern from *:
 
     /* phi coefficients, [k][segment], set once from Python (_ref.PHI_POLY) */
     static float qk_phi_c[4][32];
-    static int qk_force_scalar = 0;
+    static int qk_level_cap = 512;   /* highest SIMD level used (tests lower it) */
     #define QK_XMIN 0x1.0p-17f
     #define QK_XMAX 0x1.fffffep+3f   /* largest float32 below 16 */
     #define QK_SPLIT 0x3C000000u     /* bits of 2^-7: half octaves from here up, whole below */
@@ -47,7 +49,7 @@ cdef extern from *:
     #define QK_SEGMASK_LO 0xFF800000u /* segment start, whole octaves */
 
     static void qk_set_phi(const float *c) { memcpy(qk_phi_c, c, sizeof(qk_phi_c)); }
-    static void qk_set_force_scalar(int v) { qk_force_scalar = v; }
+    static void qk_set_level_cap(int v) { qk_level_cap = v; }
 
     static inline float qk_phi1(float x) {
         x = x > QK_XMIN ? x : QK_XMIN;   /* as vmaxps(x, XMIN): NaN-free inputs */
@@ -265,27 +267,248 @@ cdef extern from *:
         }
         return cached;
     }
+
+    /* AVX2 + FMA (CPUs without AVX-512): 8 lanes per vector, a block of up to 16 frames as
+       two 8-lane halves; the same float32 operations in the same order as the portable path
+       (bit for bit, tested); the phi coefficients by memory gathers (no two-source 32-entry
+       permute in AVX2) */
+    #define QK_AVX2 __attribute__((target("avx2,fma")))
+
+    /* tab[s & 31] per lane: four 8-entry in-register permutes and three blends */
+    QK_AVX2 static inline __m256 qk_lut32(const float *tab, __m256i s, __m256 b3, __m256 b4) {
+        __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(tab), s),
+                                     _mm256_permutevar8x32_ps(_mm256_loadu_ps(tab + 8), s), b3);
+        __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(tab + 16), s),
+                                     _mm256_permutevar8x32_ps(_mm256_loadu_ps(tab + 24), s), b3);
+        return _mm256_blendv_ps(lo, hi, b4);
+    }
+
+    QK_AVX2 static inline __m256 qk_phi8(__m256 x) {
+        x = _mm256_max_ps(x, _mm256_set1_ps(QK_XMIN));
+        x = _mm256_min_ps(x, _mm256_set1_ps(QK_XMAX));
+        __m256i b = _mm256_castps_si256(x);
+        /* x > 0 after the clamp: the bits compare as signed integers */
+        __m256i hi = _mm256_cmpgt_epi32(b, _mm256_set1_epi32((int)QK_SPLIT - 1));
+        __m256i s = _mm256_and_si256(
+            _mm256_blendv_epi8(
+                _mm256_add_epi32(_mm256_srli_epi32(b, 23), _mm256_set1_epi32(24)),
+                _mm256_srli_epi32(b, 22), hi),
+            _mm256_set1_epi32(31));
+        __m256 x0 = _mm256_castsi256_ps(_mm256_and_si256(
+            b, _mm256_blendv_epi8(_mm256_set1_epi32((int)QK_SEGMASK_LO),
+                                  _mm256_set1_epi32((int)QK_SEGMASK), hi)));
+        __m256 t = _mm256_sub_ps(x, x0);
+        /* s bit 3 -> sign of b3, bit 4 -> sign of b4 (blendv selects on the sign bit) */
+        __m256 b3 = _mm256_castsi256_ps(_mm256_slli_epi32(s, 28));
+        __m256 b4 = _mm256_castsi256_ps(_mm256_slli_epi32(s, 27));
+        __m256 r = _mm256_fmadd_ps(qk_lut32(qk_phi_c[3], s, b3, b4), t,
+                                   qk_lut32(qk_phi_c[2], s, b3, b4));
+        r = _mm256_fmadd_ps(r, t, qk_lut32(qk_phi_c[1], s, b3, b4));
+        return _mm256_fmadd_ps(r, t, qk_lut32(qk_phi_c[0], s, b3, b4));
+    }
+
+    /* lane mask of the first nl (0..8) lanes, for maskload/maskstore */
+    QK_AVX2 static inline __m256i qk_lanes8(int64_t nl) {
+        return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)nl),
+                                  _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+
+    /* one check (edges lo .. lo + d - 1) on 8 full lanes f0 .. f0 + 7: unmasked loads and
+       stores, otherwise the operations of the masked loop in qk_sweep_avx2 */
+    QK_AVX2 static inline void qk_check8_avx2(int64_t lo, int64_t d, const int32_t *ci,
+                                              float *post, float *msg, const uint8_t *sy,
+                                              int64_t W, int64_t f0, float *q, float *ph) {
+        const __m256 zero = _mm256_setzero_ps();
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        __m256 par = _mm256_castsi256_ps(_mm256_sub_epi32(
+            _mm256_setzero_si256(),
+            _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sy)),
+                             _mm256_set1_epi32(1))));
+        __m256 tot = zero;
+        for (int64_t k = 0; k < d; k++) {
+            __m256 x = _mm256_sub_ps(_mm256_loadu_ps(post + (int64_t)ci[lo + k] * W + f0),
+                                     _mm256_loadu_ps(msg + (lo + k) * W + f0));
+            _mm256_store_ps(q + k * 8, x);
+            par = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+            __m256 p = qk_phi8(_mm256_and_ps(x, absmask));
+            _mm256_store_ps(ph + k * 8, p);
+            tot = _mm256_add_ps(tot, p);
+        }
+        for (int64_t k = 0; k < d; k++) {
+            __m256 x = _mm256_load_ps(q + k * 8);
+            __m256 y = _mm256_max_ps(_mm256_sub_ps(tot, _mm256_load_ps(ph + k * 8)), zero);
+            __m256 r = qk_phi8(y);
+            __m256 neg = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+            r = _mm256_blendv_ps(r, _mm256_sub_ps(zero, r), neg);
+            _mm256_storeu_ps(msg + (lo + k) * W + f0, r);
+            _mm256_storeu_ps(post + (int64_t)ci[lo + k] * W + f0, _mm256_add_ps(x, r));
+        }
+    }
+
+    /* all W frames, check by check, in 8-lane vectors (a partial last one masked);
+       q/ph: scratch [dmax * 16] */
+    QK_AVX2 static void qk_sweep_avx2(int64_t m, const int64_t *rp, const int32_t *ci,
+                                      float *post, float *msg, const uint8_t *synd, int64_t W,
+                                      int64_t Wb, float *q, float *ph) {
+        const __m256 zero = _mm256_setzero_ps();
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        for (int64_t c = 0; c < m; c++) {
+            int64_t lo = rp[c], d = rp[c + 1] - lo;
+            if (d == 0) continue;
+            for (int64_t f0 = 0; f0 < Wb; f0 += 8) {
+                int64_t nl = Wb - f0 < 8 ? Wb - f0 : 8;
+                if (nl == 8) {   /* full vectors: unmasked loads and stores */
+                    qk_check8_avx2(lo, d, ci, post, msg, synd + c * W + f0, W, f0, q, ph);
+                    continue;
+                }
+                __m256i lanes = qk_lanes8(nl);
+                int32_t sb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                for (int64_t l = 0; l < nl; l++) sb[l] = -(int32_t)(synd[c * W + f0 + l] & 1u);
+                __m256 par = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)sb));
+                __m256 tot = zero;
+                for (int64_t k = 0; k < d; k++) {
+                    __m256 x = _mm256_sub_ps(
+                        _mm256_maskload_ps(post + (int64_t)ci[lo + k] * W + f0, lanes),
+                        _mm256_maskload_ps(msg + (lo + k) * W + f0, lanes));
+                    _mm256_store_ps(q + k * 8, x);
+                    par = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+                    __m256 p = qk_phi8(_mm256_and_ps(x, absmask));
+                    _mm256_store_ps(ph + k * 8, p);
+                    tot = _mm256_add_ps(tot, p);
+                }
+                for (int64_t k = 0; k < d; k++) {
+                    __m256 x = _mm256_load_ps(q + k * 8);
+                    __m256 y = _mm256_max_ps(_mm256_sub_ps(tot, _mm256_load_ps(ph + k * 8)),
+                                             zero);
+                    __m256 r = qk_phi8(y);
+                    __m256 neg = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+                    r = _mm256_blendv_ps(r, _mm256_sub_ps(zero, r), neg);
+                    /* the nl lanes one by one (AMD runs vmaskmovps stores slowly) */
+                    float rb[8], pb[8];
+                    _mm256_storeu_ps(rb, r);
+                    _mm256_storeu_ps(pb, _mm256_add_ps(x, r));
+                    float *mp = msg + (lo + k) * W + f0;
+                    float *pp = post + (int64_t)ci[lo + k] * W + f0;
+                    for (int64_t l = 0; l < nl; l++) {
+                        mp[l] = rb[l];
+                        pp[l] = pb[l];
+                    }
+                }
+            }
+        }
+    }
+
+    /* one frame f of a width-W layout, vectorised along the edges of a check (phi on 8 edges
+       per vector, the sum sequential in edge order: the floats of the portable loop bit for
+       bit). q/ph: scratch of at least 8 * ceil(dmax / 8) floats each, 32-byte aligned; the
+       lanes past a check's degree hold scratch values that are computed on and not used. */
+    QK_AVX2 static void qk_sweep_frame_avx2(int64_t m, const int64_t *rp, const int32_t *ci,
+                                            float *post, float *msg, const uint8_t *synd,
+                                            int64_t W, int64_t f, float *q, float *ph) {
+        const __m256 zero = _mm256_setzero_ps();
+        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+        for (int64_t c = 0; c < m; c++) {
+            int64_t lo = rp[c], d = rp[c + 1] - lo;
+            if (d == 0) continue;
+            unsigned par = synd[c * W + f] & 1u;
+            for (int64_t k = 0; k < d; k++) {
+                float x = post[(int64_t)ci[lo + k] * W + f] - msg[(lo + k) * W + f];
+                q[k] = x;
+                par ^= (unsigned)(x < 0.0f);
+            }
+            for (int64_t k0 = 0; k0 < d; k0 += 8)
+                _mm256_store_ps(ph + k0, qk_phi8(_mm256_and_ps(_mm256_load_ps(q + k0), absmask)));
+            float tot = 0.0f;
+            for (int64_t k = 0; k < d; k++) tot = tot + ph[k];   /* sequential, as per lane */
+            const __m256 totv = _mm256_set1_ps(tot);
+            const __m256 flip = _mm256_castsi256_ps(_mm256_set1_epi32(par ? -1 : 0));
+            for (int64_t k0 = 0; k0 < d; k0 += 8) {
+                __m256 x = _mm256_load_ps(q + k0);
+                __m256 r = qk_phi8(_mm256_max_ps(_mm256_sub_ps(totv, _mm256_load_ps(ph + k0)),
+                                                 zero));
+                __m256 neg = _mm256_xor_ps(flip, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
+                r = _mm256_blendv_ps(r, _mm256_sub_ps(zero, r), neg);
+                _mm256_store_ps(ph + k0, r);
+                _mm256_store_ps(q + k0, _mm256_add_ps(x, r));
+            }
+            for (int64_t k = 0; k < d; k++) {
+                msg[(lo + k) * W + f] = ph[k];
+                post[(int64_t)ci[lo + k] * W + f] = q[k];
+            }
+        }
+    }
+
+    /* frames f0 .. f0 + nl - 1 (nl <= 16): hard decisions packed into one 16-bit mask per
+       variable first (hd, n entries), as qk_check_block16 */
+    QK_AVX2 static void qk_check_block16_avx2(int64_t n, int64_t m, const int64_t *rp,
+                                              const int32_t *ci, const float *post,
+                                              const uint8_t *synd, int64_t W, int64_t f0,
+                                              int64_t nl, int32_t *unsat, uint16_t *hd) {
+        const __m256 zero = _mm256_setzero_ps();
+        __m256i la = qk_lanes8(nl < 8 ? nl : 8), lb = qk_lanes8(nl > 8 ? nl - 8 : 0);
+        for (int64_t v = 0; v < n; v++) {
+            const float *p = post + v * W + f0;
+            unsigned h = (unsigned)_mm256_movemask_ps(
+                _mm256_cmp_ps(_mm256_maskload_ps(p, la), zero, _CMP_LT_OQ));
+            if (nl > 8)
+                h |= (unsigned)_mm256_movemask_ps(
+                    _mm256_cmp_ps(_mm256_maskload_ps(p + 8, lb), zero, _CMP_LT_OQ)) << 8;
+            hd[v] = (uint16_t)h;
+        }
+        int32_t u[16] = {0};
+        for (int64_t c = 0; c < m; c++) {
+            unsigned par = 0;
+            for (int64_t l = 0; l < nl; l++) par |= (unsigned)(synd[c * W + f0 + l] & 1u) << l;
+            for (int64_t e = rp[c]; e < rp[c + 1]; e++) par ^= hd[ci[e]];
+            for (int64_t l = 0; l < nl; l++) u[l] += (int32_t)((par >> l) & 1u);
+        }
+        for (int64_t l = 0; l < nl; l++) unsat[f0 + l] = u[l];
+    }
+
+    static int qk_has_avx2(void) {
+        static int cached = -1;
+        if (cached < 0) {
+            __builtin_cpu_init();
+            cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        }
+        return cached;
+    }
     #else
     static int qk_has_avx512(void) { return 0; }
+    static int qk_has_avx2(void) { return 0; }
     #endif
 
-    static int qk_level(void) { return (!qk_force_scalar && qk_has_avx512()) ? 512 : 0; }
+    static int qk_level(void) {
+        if (qk_level_cap >= 512 && qk_has_avx512()) return 512;
+        return qk_level_cap >= 256 && qk_has_avx2() ? 256 : 0;
+    }
 
-    /* AVX-512: the last W % 16 frames of a sweep go frame by frame (edge-vectorised) when there
-       are at most this many of them, else as one masked 16-lane block (a block costs about the
-       same whether 1 or 16 of its lanes are live) */
-    static int64_t qk_solo_max = 2;
+    /* the last W % 16 (AVX-512) or W % 8 (AVX2) frames of a sweep go frame by frame
+       (edge-vectorised) when there are at most this many of them, else
+       as one masked vector (a vector costs about the same whether 1 or all of its lanes are
+       live) */
+    static int64_t qk_solo_max = -1;   /* -1: per level, 2 (AVX-512) or 4 (AVX2), measured */
     static void qk_set_solo_max(int64_t v) { qk_solo_max = v; }
+    static int64_t qk_solo(int level) {
+        return qk_solo_max >= 0 ? qk_solo_max : (level == 512 ? 2 : 4);
+    }
 
     /* q, ph: 64-byte aligned scratch of dmax * 16 floats each */
     static void qk_sweep(int64_t m, const int64_t *rp, const int32_t *ci, float *post,
                          float *msg, const uint8_t *synd, int64_t W, float *q, float *ph) {
     #if QK_X86
         if (qk_level() == 512) {
-            int64_t r = W % 16, Wb = r <= qk_solo_max ? W - r : W;
+            int64_t r = W % 16, Wb = r <= qk_solo(512) ? W - r : W;
             if (Wb > 0) qk_sweep_avx512(m, rp, ci, post, msg, synd, W, Wb, q, ph);
             for (int64_t f = Wb; f < W; f++)
                 qk_sweep_frame_avx512(m, rp, ci, post, msg, synd, W, f, q, ph);
+            return;
+        }
+        if (qk_level() == 256) {
+            int64_t r = W % 8, Wb = r <= qk_solo(256) ? W - r : W;
+            if (Wb > 0) qk_sweep_avx2(m, rp, ci, post, msg, synd, W, Wb, q, ph);
+            for (int64_t f = Wb; f < W; f++)
+                qk_sweep_frame_avx2(m, rp, ci, post, msg, synd, W, f, q, ph);
             return;
         }
     #endif
@@ -298,12 +521,20 @@ cdef extern from *:
                          uint16_t *hd) {
     #if QK_X86
         if (qk_level() == 512) {
-            int64_t r = W % 16, Wb = r <= qk_solo_max ? W - r : W;
+            int64_t r = W % 16, Wb = r <= qk_solo(512) ? W - r : W;
             for (int64_t f0 = 0; f0 < Wb; f0 += 16) {
                 int64_t k = Wb - f0 < 16 ? Wb - f0 : 16;
                 __mmask16 lanes = (__mmask16)((1u << k) - 1u);
                 qk_check_block16(n, m, rp, ci, post, synd, W, f0, lanes, unsat, hd);
             }
+            for (int64_t f = Wb; f < W; f++) qk_check_frame(m, rp, ci, post, synd, W, f, unsat);
+            return;
+        }
+        if (qk_level() == 256) {
+            int64_t r = W % 8, Wb = r <= qk_solo(256) ? W - r : W;
+            for (int64_t f0 = 0; f0 < Wb; f0 += 16)
+                qk_check_block16_avx2(n, m, rp, ci, post, synd, W, f0,
+                                      Wb - f0 < 16 ? Wb - f0 : 16, unsat, hd);
             for (int64_t f = Wb; f < W; f++) qk_check_frame(m, rp, ci, post, synd, W, f, unsat);
             return;
         }
@@ -316,7 +547,7 @@ cdef extern from *:
     }
     """
     void qk_set_phi(const float *c)
-    void qk_set_force_scalar(int v)
+    void qk_set_level_cap(int v)
     void qk_set_solo_max(int64_t v)
     int qk_level()
     void qk_sweep(int64_t m, const int64_t *rp, const int32_t *ci, float *post, float *msg,
@@ -334,18 +565,22 @@ def set_phi_coefficients(const float[:, ::1] coef) -> None:
 
 
 def simd_level() -> int:
-    """512 when the AVX-512 path runs (CPU support, not forced off), 0 for the portable C path."""
+    """512 (AVX-512 path), 256 (AVX2 + FMA path) or 0 (portable C path): the CPU's best, at
+    most :func:`cap_level`."""
     return qk_level()
 
 
-def force_scalar(bint on) -> None:
-    """Force the portable C path (tests compare it with the AVX-512 path)."""
-    qk_set_force_scalar(1 if on else 0)
+def cap_level(int level) -> None:
+    """Use at most this SIMD level: 512 (the default: the best the CPU has), 256 (AVX2 even on
+    an AVX-512 CPU) or 0 (the portable path); tests compare the paths bit for bit."""
+    qk_set_level_cap(level)
 
 
 def set_solo_max(int64_t v) -> None:
-    """AVX-512: finish the last ``W % 16`` frames of a sweep frame by frame when there are at
-    most ``v`` of them (default 2; 0 = always masked blocks, 15 = never). Same bits either way."""
+    """Finish the last ``W % 16`` (AVX-512) or ``W % 8`` (AVX2) frames of a sweep frame by frame
+    when there are at most ``v`` of them (0 = always masked vectors, 15 = always frame by frame;
+    -1, the default: 2 with AVX-512, 4 with AVX2, where a frame alone costs ~1/3 resp. ~1/5 of
+    a full vector). Same bits either way."""
     qk_set_solo_max(v)
 
 

@@ -8,8 +8,16 @@ each sweep and check runs in C: the check rule uses the gather-free ``phi``
 (:data:`qkdpp.kernels.ldpc._ref.PHI_POLY`, a piecewise cubic with in-register coefficient
 lookups) instead of the 2048-entry table, so its messages differ slightly from the table
 sum-product of ``_nb``/``_ref`` (tested: the same decoded words on frames both decode, FER and f
-within noise). The loop over sweeps is Python: a sweep of a
-32768-bit code costs milliseconds, the bookkeeping microseconds.
+within noise). The loop over sweeps is Python: a sweep of a 32768-bit code costs milliseconds,
+the bookkeeping microseconds.
+
+**Lane refill**: the frames of a call run through one working block of one vector of lanes (16
+with AVX-512, 8 with AVX2); when a frame stops (matched, given up, or out of its ``max_iter``
+sweeps) the next frame of the call takes over its lane, from its own state, so the block runs
+full until the call's last frames. Lanes do not interact and every frame keeps its own sweep
+count, patience and early termination, so a frame's bits, sweeps, verdict and written-back
+state do not depend on the call, its lane or its neighbours (tested; the stage's outputs hash
+the same as with the previous lock-step blocks).
 
 ``AVAILABLE`` is False when the C module is not built (then callers use ``_nb``).
 """
@@ -31,7 +39,7 @@ __all__ = ["AVAILABLE", "decode_layered_spa", "simd_level", "spa_sweeps"]
 
 
 def simd_level() -> int:
-    """512 when the AVX-512 path runs, 0 on the portable C path, -1 when not built."""
+    """512 (AVX-512 path), 256 (AVX2 + FMA path), 0 (portable C path), -1 when not built."""
     return -1 if _cy is None else int(_cy.simd_level())
 
 
@@ -59,8 +67,8 @@ def spa_sweeps(
     synd : uint8[m, F]
         Target syndromes (public: disclosed by the protocol, no further leakage here).
     max_iter, patience : int
-        Sweep budget of this call; give a frame up after ``patience`` sweeps in a row without a
-        new low of its unsatisfied-check count (0 = off).
+        Sweep budget of each frame in this call; give a frame up after ``patience`` sweeps in a
+        row without a new low of its unsatisfied-check count (0 = off).
     bits, iters, ok : uint8[n, F], int32[F], uint8[F]
         Outputs: hard decisions (1 = bit 1) frozen at the sweep a frame matched or was given up,
         sweeps used by this call, 1 = matched (frames already ok on entry are left alone).
@@ -72,7 +80,8 @@ def spa_sweeps(
     Returns
     -------
     int
-        The number of sweeps run.
+        The number of passes of the working block (with lane refill about
+        ``sum(iters) / lanes`` plus the tail of the last frames; no longer the largest ``iters``).
     """
     if _cy is None:
         raise ImportError("qkdpp.kernels.ldpc._cy is not built")
@@ -80,89 +89,104 @@ def spa_sweeps(
     rp = np.ascontiguousarray(row_ptr, dtype=np.int64)
     ci = np.ascontiguousarray(col_idx, dtype=np.int32)
     scratch = _cy.make_scratch(rp)
-    unsat = np.empty(nf, dtype=np.int32)
-    _cy.check(rp, ci, post, synd, unsat)
-    start = (ok == 0) & (unsat == 0)
+    unsat0 = np.empty(nf, dtype=np.int32)
+    _cy.check(rp, ci, post, synd, unsat0)
+    start = (ok == 0) & (unsat0 == 0)
     if start.any():
         ok[start] = 1
         iters[start] = 0
         src = np.flatnonzero(start)
         _cy.hard_columns(bits, src, post, src)
-    live = ok == 0
-    best = unsat.astype(np.int64)  # lowest unsatisfied count so far (per working column)
-    since = np.zeros(nf, dtype=np.int64)
-    orig = np.arange(nf)  # working column -> caller column
-    # the working set: blocks of at most BLOCK columns, each its own C-ordered arrays (block b
-    # holds working columns BLOCK b ...); the live columns of a group wider than one block (or
-    # at most half live) are copied into blocks at once, so a block's messages stay
-    # cache-resident during its sweep (measured: 32 frames as one width-32 array 1.5-2x slower
-    # than two width-16 arrays) and frames already decoded are not swept again.
-    blocks: list[tuple[np.ndarray, ...]] = [(post, msg, synd)]
-    buffered = force = False
-    width = nf
-    remaining = int(live.sum())
-    if remaining > 0 and (nf > BLOCK or remaining <= nf // 2):
-        sel = np.flatnonzero(live)
-        blocks = [
-            tuple(_take(a, sel[k0 : k0 + BLOCK]) for a in (post, msg, synd))
-            for k0 in range(0, sel.size, BLOCK)
-        ]
-        orig, best, since = orig[sel], best[sel], since[sel]
-        live = np.ones(sel.size, dtype=bool)
-        width = sel.size
-        buffered = True
+    queue = np.flatnonzero(ok == 0)  # caller columns still to decode, loaded in this order
+    if queue.size == 0 or max_iter <= 0:
+        _cy.hard_columns(bits, queue, post, queue)
+        return 0
+    # the working block: one vector of lanes (16 with AVX-512, 8 with AVX2), its own C-ordered
+    # arrays (15 / 7.5 MB of messages on de32k-r0.85, cache-resident during its sweep), or the
+    # caller's arrays themselves when they are exactly such a block with every column to decode
+    lanes_max, solo = _lanes()
+    first = queue[:lanes_max]
+    nxt = first.size  # next queue entry to load
+    if lanes_max == 8 and solo < first.size < 8:
+        # AVX2 (AMD): pad to a full vector with copies of a frame in idle lanes (lanes do not
+        # interact; masked stores are slow there and a partial vector costs a full one)
+        first = np.concatenate([first, np.full(8 - first.size, first[0])])
+    block: tuple[np.ndarray, ...]
+    if nf == first.size == queue.size:
+        block = (post, msg, synd)
+    else:
+        block = tuple(_take(a, first) for a in (post, msg, synd))
+    width = first.size
+    col = first.copy()  # lane -> caller column (-1: idle)
+    col[nxt:] = -1
+    sweeps = np.zeros(width, dtype=np.int64)  # sweeps of the lane's frame in this call
+    best = unsat0[col].astype(np.int64)  # lowest unsatisfied count so far
+    since = np.zeros(width, dtype=np.int64)
+    unsat = np.empty(width, dtype=np.int32)
     # post/msg of frames that stop unconverged, one row per frame (copied out of the block at
-    # the sweep they stop, written to the caller's columns in one pass at the end: one strided
-    # pass over msg[E, F] per call instead of one per give-up sweep)
+    # the sweep they stop, written to the caller's columns in one pass at the end)
     parked: list[tuple[int, np.ndarray, np.ndarray]] = []
-    it = 0
-    while remaining > 0 and it < max_iter:
-        if remaining <= width // 2 or force or -(-remaining // BLOCK) < len(blocks):
-            sel = np.flatnonzero(live)  # narrow the working set to the live columns
-            blocks = _regroup(blocks, sel)
-            orig, best, since = orig[sel], best[sel], since[sel]
-            live = np.ones(sel.size, dtype=bool)
-            width = sel.size
-            buffered, force = True, False
-        it += 1
-        for b, (wp, wm, ws) in enumerate(blocks):
-            _cy.spa_sweep(rp, ci, wp, wm, ws, scratch)
-            _cy.check(rp, ci, wp, ws, unsat[b * BLOCK : b * BLOCK + wp.shape[1]])
-        u = unsat[:width]
-        iters[orig[live]] = it
-        matched = live & (u == 0)
-        stop = matched.copy()
+    runs = 0
+    while True:
+        live = col >= 0
+        if not live.any():
+            break
+        n_live = int(live.sum())
+        if nxt == queue.size and (
+            n_live <= width // 2 if lanes_max == 16 else n_live <= solo < width
+        ):
+            # no frame left to load: narrow to the live lanes (AVX-512: a masked vector costs a
+            # little less with fewer lanes; AVX2: only to the frame-by-frame width)
+            lanes = np.flatnonzero(live)
+            block = tuple(_take(a, lanes) for a in block)
+            col, sweeps, best, since = col[lanes], sweeps[lanes], best[lanes], since[lanes]
+            width = lanes.size
+            live = np.ones(width, dtype=bool)
+        _cy.spa_sweep(rp, ci, *block, scratch)
+        _cy.check(rp, ci, block[0], block[2], unsat)
+        runs += 1
+        sweeps[live] += 1
+        matched = live & (unsat[:width] == 0)
+        stop = matched | (live & (sweeps >= max_iter))
         if patience > 0:
             going = live & ~matched
-            better = going & (u < best)
-            best = np.where(better, u, best)
+            better = going & (unsat[:width] < best)
+            best = np.where(better, unsat[:width], best)
             since = np.where(better, 0, np.where(going, since + 1, since))
-            given_up = going & (since >= patience)
-            if given_up.any():
-                stop |= given_up
-                if buffered and resume:  # keep the state of this sweep as the resume point
-                    _park(blocks, np.flatnonzero(given_up), orig, parked)
-                elif resume:
-                    force = True  # leave the caller's column as it is now
-        if stop.any():
-            _put_bits(blocks, np.flatnonzero(stop), orig, bits)
-            ok[orig[matched]] = 1
-            live &= ~stop
-            remaining = int(live.sum())
-    if remaining > 0:
-        src = np.flatnonzero(live)
-        _put_bits(blocks, src, orig, bits)
-        if buffered and resume:
-            _park(blocks, src, orig, parked)
+            stop |= going & (since >= patience)
+        if not stop.any():
+            continue
+        lanes = np.flatnonzero(stop)
+        cols = col[lanes]
+        _cy.hard_columns(bits, cols, block[0], lanes)
+        iters[cols] = sweeps[lanes]
+        ok[col[matched]] = 1
+        if resume:  # keep the state of this sweep as the resume point
+            for c in np.flatnonzero(stop & ~matched).tolist():
+                parked.append((int(col[c]), block[0][:, c].copy(), block[1][:, c].copy()))
+        # refill: the next frames of the queue take over stopped lanes, from their own state
+        new = queue[nxt : nxt + lanes.size]
+        nxt += new.size
+        fill = lanes[: new.size]
+        for dst, src in zip(block, (post, msg, synd), strict=True):
+            _cy.put_columns(dst, fill, src, new)
+        col[lanes] = -1
+        col[fill] = new
+        sweeps[fill] = 0
+        best[fill] = unsat0[new]
+        since[fill] = 0
     if parked:
         cols = np.array([j for j, _, _ in parked], dtype=np.int64)
         _cy.put_rows(post, cols, np.stack([p for _, p, _ in parked]))
         _cy.put_rows(msg, cols, np.stack([m for _, _, m in parked]))
-    return it
+    return runs
 
 
-# frames per working block: one AVX-512 vector of float32
-BLOCK = 16
+def _lanes() -> tuple[int, int]:
+    """Frames per working block (one vector of float32: 8 with AVX2, else 16) and the most
+    frames the kernel sweeps one by one instead of as a masked vector (its ``set_solo_max``
+    default: 4 with AVX2, 2 otherwise)."""
+    return (8, 4) if _cy.simd_level() == 256 else (16, 2)
 
 
 def _take(a: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -170,39 +194,6 @@ def _take(a: np.ndarray, cols: np.ndarray) -> np.ndarray:
     out = np.empty((a.shape[0], cols.size), dtype=a.dtype)
     _cy.take_columns(a, cols, out)
     return out
-
-
-def _split(cols: np.ndarray):
-    """Yield ``(block, positions in cols, columns inside the block)`` for working columns."""
-    b = cols // BLOCK
-    for k in np.unique(b):
-        pos = np.flatnonzero(b == k)
-        yield int(k), pos, cols[pos] - k * BLOCK
-
-
-def _regroup(blocks, sel: np.ndarray) -> list[tuple[np.ndarray, ...]]:
-    """New working blocks holding the working columns ``sel`` (in order), copied row by row."""
-    out = []
-    for k0 in range(0, sel.size, BLOCK):
-        part = sel[k0 : k0 + BLOCK]
-        arrs = tuple(np.empty((a.shape[0], part.size), dtype=a.dtype) for a in blocks[0])
-        for b, pos, cols in _split(part):
-            for dst, src in zip(arrs, blocks[b], strict=True):
-                _cy.put_columns(dst, pos, src, cols)
-        out.append(arrs)
-    return out
-
-
-def _put_bits(blocks, src: np.ndarray, orig: np.ndarray, bits: np.ndarray) -> None:
-    for b, pos, cols in _split(src):
-        _cy.hard_columns(bits, orig[src[pos]], blocks[b][0], cols)
-
-
-def _park(blocks, src: np.ndarray, orig: np.ndarray, parked: list) -> None:
-    """Append ``(caller column, post column, msg column)`` copies of working columns ``src``."""
-    for b, pos, cols in _split(src):
-        for j, c in zip(orig[src[pos]].tolist(), cols.tolist(), strict=True):
-            parked.append((j, blocks[b][0][:, c].copy(), blocks[b][1][:, c].copy()))
 
 
 def decode_layered_spa(
