@@ -89,9 +89,20 @@ def _spec_v2(session: str, n: int, pid: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("n", [1, 2, 20, 1024, 1025, 2100, 5000])
+@pytest.mark.parametrize("n", [1, 2, 20, 1024, 1025, 2100, 5000, 40_000])
 def test_permutation_v2_follows_its_specification(n: int) -> None:
     assert permutation("spec", n, 3).tolist() == _spec_v2("spec", n, 3)
+
+
+@pytest.mark.parametrize("n", [1, 2, 1025, 40_000])
+def test_permutation_v2_into_fills_perm_and_its_inverse(n: int) -> None:
+    """The compiled v2 kernel's two outputs: the specified permutation and its inverse."""
+    k0, k1 = shuffle_seed("spec", n, 3, None)
+    perm = np.full(n, -1, dtype=np.int32)
+    pos = np.full(n, -1, dtype=np.int32)
+    _nb.permutation_v2_into(np.uint64(k0), np.uint64(k1), perm, pos)
+    assert perm.tolist() == _spec_v2("spec", n, 3)
+    assert np.array_equal(pos[perm], np.arange(n))
 
 
 @settings(max_examples=40, deadline=None)
@@ -300,3 +311,28 @@ def test_clear_dirty_zeroes_exactly_the_flagged_pages(seed: int) -> None:
     assert not dirty.any()
     assert not node[flagged].any()
     assert np.array_equal(node[~flagged], before[~flagged])
+
+
+@pytest.mark.parametrize("t,off", [(2, 0), (2, 6), (4, 4), (128, 8)])
+def test_insert_top_books_two_bit_roots_without_touching_neighbours(t: int, off: int) -> None:
+    """Node trees hold two bits per node, four nodes per byte: booking the roots of blocks
+    whose trees are 2 nodes apart (k = 1) writes each root's error parity (Alice's XOR Bob's
+    parity) and leaves every other node, sharing its byte, as it was."""
+    rng = np.random.default_rng(t + off)
+    k, end = 3, 3 * 37 - 1
+    nb = -(-end // k)
+    nodes = off + nb * t + 8
+    node = np.zeros(_nb.node_bytes(nodes), dtype=np.uint8)
+    dirty = np.zeros((node.size >> _nb.PAGE_SHIFT) + 1, dtype=np.uint8)
+    roots = {off + b * t + 1 for b in range(nb)}
+    others = [j for j in range(nodes) if j not in roots]
+    for j in others[::3]:  # neighbours already pending
+        node[j >> 2] |= np.uint8(_nb.PENDING << (2 * (j & 3)))
+    alice = rng.integers(0, 2, nb, dtype=np.uint8)
+    bob = rng.integers(0, 2, nb, dtype=np.uint8)
+    _nb.insert_top(node, dirty, off, t, k, end, alice, bob)
+    for b in range(nb):
+        assert _nb.node_state(node, off + b * t + 1) == _nb.KNOWN | int(alice[b] ^ bob[b])
+    for i, j in enumerate(others):
+        assert _nb.node_state(node, j) == (_nb.PENDING if i % 3 == 0 else 0)
+    assert dirty[0] == 1

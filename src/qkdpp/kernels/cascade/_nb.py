@@ -5,11 +5,15 @@ State of Bob's engine for one frame lives in NumPy arrays owned by
 
 * ``perms[slot]`` / ``poss[slot]``: permutation and inverse of each open pass (``int32``);
   ``slot_k``, ``slot_end``, ``slot_casc`` describe the pass held in each slot.
-* ``node``: one byte per node of every top-level block's binary tree, heap-indexed (root 1,
-  children ``2h`` and ``2h + 1``); block ``b`` of slot ``q`` starts at
-  ``slot_off[q] + b * slot_t[q]`` with ``slot_t[q] = 2^(ceil(log2 k) + 1)``. Bits of a node byte:
-  ``KNOWN`` (Alice's parity known), ``PENDING`` (asked), ``A`` (Alice's parity), ``B`` (Bob's
-  current parity). Pages of untouched trees are never written (``np.zeros`` maps them lazily).
+* ``node``: two bits per node of every top-level block's binary tree, heap-indexed (root 1,
+  children ``2h`` and ``2h + 1``); block ``b`` of slot ``q`` starts at node
+  ``slot_off[q] + b * slot_t[q]`` with ``slot_t[q] = 2^(ceil(log2 k) + 1)``; node ``j`` is
+  bits ``2 (j & 3)``, ``2 (j & 3) + 1`` of byte ``j >> 2`` (four nodes per byte). A node is
+  0 (parity unknown), ``PENDING`` (asked) or ``KNOWN | d`` with ``d`` the error parity of its
+  range (Alice's parity XOR Bob's current one: the only use of either; a flip of a bit in the
+  range toggles ``d``). Pages of untouched trees are never written (``np.zeros`` maps them
+  lazily). (Until 2026-11-27 a node was one byte holding both parities: 4x the memory, and the
+  dense trees of a 16-frame batch no longer fitted the L3 cache; docs/cascade.md.)
 
 All kernels are ``nogil`` and allocate only their small outputs.
 """
@@ -92,22 +96,28 @@ def _v2_bounds(bid: np.ndarray, nb: int) -> np.ndarray:
 @njit
 def _v2_shuffle(k0: np.uint64, k1: np.uint64, b: int, seg: np.ndarray, lo: int, hi: int) -> None:
     """Fisher–Yates of ``seg[lo:hi]``, the members of v2 bucket ``b`` (ascending on entry)."""
-    _v2_shuffle_js(k0, k1, b, seg, lo, hi, np.empty(hi - lo, dtype=np.int64))
+    _v2_shuffle_js(k0, k1, b, seg, lo, hi, np.empty(hi - lo, dtype=np.uint32))
 
 
 @njit
 def _v2_shuffle_js(k0, k1, b, seg, lo, hi, js):
-    """:func:`_v2_shuffle` with scratch ``js`` (``int64[>= hi - lo]``): the swap targets are
-    drawn first (independent words, a vectorisable loop), then the swaps run in cache."""
-    base = np.uint64(b) << np.uint64(32)
+    """:func:`_v2_shuffle` with scratch ``js`` (``uint32[>= hi - lo]``): the swap targets are
+    drawn first (independent words, a vectorisable loop), then the swaps run in cache.
+    ``(b * 2^32 + t) * GOLDEN`` is computed as ``b * 2^32 * GOLDEN + t * GOLDEN`` (the same
+    mod 2^64), and the swaps index with unsigned integers (numba adds no negative-index
+    wraparound to those): the shuffle phase of a 1e6-bit permutation 3.75 instead of
+    4.4–5.4 ns per element, the whole permutation ≈ 10 % less (2026-11-27, docs/cascade.md)."""
+    base = (np.uint64(b) << np.uint64(32)) * GOLDEN + k1
     for t in range(1, hi - lo):
-        u = _fmix64(k1 + (base + np.uint64(t)) * GOLDEN) ^ k0
-        js[t] = np.int64(((u >> np.uint64(32)) * np.uint64(t + 1)) >> np.uint64(32))
+        u = _fmix64(base + np.uint64(t) * GOLDEN) ^ k0
+        js[t] = np.uint32(((u >> np.uint64(32)) * np.uint64(t + 1)) >> np.uint64(32))
+    ulo = np.uint64(lo)
     for t in range(hi - lo - 1, 0, -1):
-        j = js[t]
-        x = seg[lo + t]
-        seg[lo + t] = seg[lo + j]
-        seg[lo + j] = x
+        ut = ulo + np.uint64(t)
+        uj = ulo + np.uint64(js[t])
+        x = seg[ut]
+        seg[ut] = seg[uj]
+        seg[uj] = x
 
 
 @njit
@@ -129,19 +139,19 @@ def permutation_v2_into(k0: np.uint64, k1: np.uint64, perm: np.ndarray, pos: np.
     bid = np.empty(n, dtype=np.uint16)
     _v2_bucket_ids(k0, k1, n, bb, bid)
     st = _v2_bounds(bid, nb)
-    cur = st[:nb].copy()
+    cur = st[:nb].astype(np.uint64)  # unsigned: no negative-index wraparound code
     for i in range(n):
         b = bid[i]
         perm[cur[b]] = i
-        cur[b] += 1
+        cur[b] += np.uint64(1)
     big = 0
     for b in range(nb):
         big = max(big, st[b + 1] - st[b])
-    js = np.empty(big, dtype=np.int64)
+    js = np.empty(big, dtype=np.uint32)
     for b in range(nb):
         _v2_shuffle_js(k0, k1, b, perm, st[b], st[b + 1], js)
     for j in range(n):
-        pos[perm[j]] = j
+        pos[np.uint64(perm[j])] = j
 
 
 @njit
@@ -426,27 +436,32 @@ def _build_copy_row0(n, perms, bperm, r, words, wr):
     8x fewer bytes (125 KB at n = 1e6, held in L2 next to the other frames' keys), so the
     random reads of the gather hit the cache more (n = 1e6: 0.62–0.63 ms per copy instead of
     0.84 ms with one frame's key, 1.05 ms with 16 frames' keys; docs/cascade.md).
-    Same bits: bit ``j`` of ``words[wr]`` is bit ``perm[j]`` of the key for ``j < n``."""
+    Same bits: bit ``j`` of ``words[wr]`` is bit ``perm[j]`` of the key for ``j < n``.
+    The key row is read through one 1-D view with unsigned indices (no negative-index
+    wraparound code in the loop): ≈ 20 % less time per copy (2026-11-27, docs/cascade.md)."""
     full = n >> 6
     big = r == perms.shape[0]
     one = np.uint64(1)
+    six = np.uint64(6)
+    low = np.uint64(63)
+    key = words[0]
     for w in range(full):
         acc = np.uint64(0)
         b = w << 6
         if big:
             for t in range(64):
-                x = bperm[b + t]
-                acc |= ((words[0, x >> 6] >> np.uint64(x & 63)) & one) << np.uint64(t)
+                x = np.uint64(bperm[b + t])
+                acc |= ((key[x >> six] >> (x & low)) & one) << np.uint64(t)
         else:
             for t in range(64):
-                x = perms[r, b + t]
-                acc |= ((words[0, x >> 6] >> np.uint64(x & 63)) & one) << np.uint64(t)
+                x = np.uint64(perms[r, b + t])
+                acc |= ((key[x >> six] >> (x & low)) & one) << np.uint64(t)
         words[wr, w] = acc
     for w in range(full, words.shape[1]):
         words[wr, w] = 0
     for j in range(full << 6, n):
-        x = bperm[j] if big else perms[r, j]
-        words[wr, j >> 6] |= ((words[0, x >> 6] >> np.uint64(x & 63)) & one) << np.uint64(j & 63)
+        x = np.uint64(bperm[j] if big else perms[r, j])
+        words[wr, j >> 6] |= ((key[x >> six] >> (x & low)) & one) << np.uint64(j & 63)
 
 
 @njit
@@ -457,14 +472,27 @@ def build_copy_tops(bits, perms, bperm, r, words, k, end, out, packed=False):
     :func:`top_parities` / :func:`identity_top_parities`, but the gather also leaves the copy
     that the BINARY answers of the pass read afterwards (before, both were computed, each
     with a pass over the key). ``packed``: row 0 of ``words`` holds the up-to-date packed
-    key (the pass-0 copy) and ``r > 0``: gather from it (:func:`_build_copy_row0`)."""
+    key (the pass-0 copy) and ``r > 0``: gather from it (:func:`_build_copy_row0`).
+    The block parities are computed here, not by a call per block (a call with an array
+    argument costs numba atomic reference counts; pass 0 has n/k1 blocks)."""
     if packed and r > 0:
         _build_copy_row0(bits.size, perms, bperm, r, words, r)
     else:
         _build_copy_row(bits, perms, bperm, r, words, r)
     for b in range(out.size):
         s = b * k
-        out[b] = _copy_parity_row(words, r, s, min(s + k, end))
+        e = min(s + k, end)
+        ws = s >> 6
+        we = (e - 1) >> 6
+        lo = ONES << np.uint64(s & 63)
+        hi = ONES >> np.uint64(63 - ((e - 1) & 63))
+        if ws == we:
+            acc = words[r, ws] & lo & hi
+        else:
+            acc = (words[r, ws] & lo) ^ (words[r, we] & hi)
+            for t in range(ws + 1, we):
+                acc ^= words[r, t]
+        out[b] = _word_parity(acc)
 
 
 @njit
@@ -717,22 +745,37 @@ _prefetch: Any = _prefetch_intrinsic
 PREFETCH = 8  # questions / tasks ahead whose node bytes are prefetched
 
 
-KNOWN = np.uint8(1)
-PENDING = np.uint8(2)
-ABIT = np.uint8(4)
-BBIT = np.uint8(8)
+PENDING = 1  # node states (two bits, see the module docstring): asked
+KNOWN = 2  # the error parity d is known (state KNOWN | d)
+NODE_SHIFT = 2  # node j lives in byte j >> NODE_SHIFT (four nodes per byte)
+
+
+def node_bytes(nodes: int) -> int:
+    """Bytes of a node buffer for ``nodes`` nodes."""
+    return (nodes + 3) >> NODE_SHIFT
 
 
 PAGE_SHIFT = 12  # node bytes per dirty flag (see clear_dirty)
+DIRTY_SHIFT = PAGE_SHIFT + NODE_SHIFT  # node index -> its page's dirty flag
 
 
 @njit
 def insert_top(node, dirty, off, t, k, end, alice, bob) -> None:
-    """Book the top-level blocks of a pass: Alice's and Bob's parities of every block root."""
+    """Book the top-level blocks of a pass: the error parity (Alice's XOR Bob's parity) of
+    every block root (node ``off + b * t + 1``)."""
     for b in range((end + k - 1) // k):
         j = off + b * t + 1
-        node[j] = KNOWN | (ABIT * alice[b]) | (BBIT * bob[b])
-        dirty[j >> PAGE_SHIFT] = 1
+        y = j >> NODE_SHIFT
+        sh = (j & 3) << 1
+        v = KNOWN | np.int64((alice[b] ^ bob[b]) & 1)
+        node[y] = np.uint8((np.int64(node[y]) & ~(3 << sh)) | (v << sh))
+        dirty[j >> DIRTY_SHIFT] = 1
+
+
+@njit
+def node_state(node: np.ndarray, j: int) -> int:
+    """State of node ``j`` (0, ``PENDING`` or ``KNOWN | d``; for tests and tools)."""
+    return (np.int64(node[j >> NODE_SHIFT]) >> ((j & 3) << 1)) & 3
 
 
 @njit
@@ -959,8 +1002,9 @@ def bob_step(
         all frames of the session, :meth:`..engine.PassShuffles.few_table`: one load per flip
         for all these passes), from the packed membership masks ``fmask[0]`` (blocks 0 and 1;
         see :func:`block_masks`) for the BICONF slot.
-    node, dirty : uint8[N], uint8[N >> PAGE_SHIFT + 1]
-        Node trees (see the module docstring) and the flags of their written pages.
+    node, dirty : uint8[ceil(N / 4)], uint8[(N >> DIRTY_SHIFT) + 1]
+        Node trees of ``N`` nodes, two bits each (see the module docstring), and the flags of
+        their written pages.
     asked : int64[m, 6]
         The questions of the previous round, rows ``(slot, s, e, parent_end, block, h)``.
     answers : uint8[m]
@@ -1022,7 +1066,9 @@ def bob_step(
         if r + PREFETCH < na_in:  # the node and copy word of a later answer (loads overlap)
             rr = r + PREFETCH
             _prefetch(
-                node, slot_off[asked[rr, 0]] + asked[rr, 4] * slot_t[asked[rr, 0]] + asked[rr, 5]
+                node,
+                (slot_off[asked[rr, 0]] + asked[rr, 4] * slot_t[asked[rr, 0]] + asked[rr, 5])
+                >> NODE_SHIFT,
             )
             _prefetch(wflat, asked[rr, 0] * nwr + (asked[rr, 1] >> 6))
             if asked[rr, 2] - asked[rr, 1] == 1:
@@ -1099,14 +1145,21 @@ def bob_step(
         else:
             work[slot] += e - s
             b = _parity_perm_row(bits, perms, bperm, slot, s, e)
-        node[base + h] = KNOWN | (ABIT * a) | (BBIT * b)
-        dirty[(base + h) >> PAGE_SHIFT] = 1
+        d = np.int64((a ^ b) & 1)
+        j = base + h
+        y = j >> NODE_SHIFT
+        sh = (j & 3) << 1
+        node[y] = np.uint8((np.int64(node[y]) & ~(3 << sh)) | ((KNOWN | d) << sh))
+        dirty[j >> DIRTY_SHIFT] = 1
         if pe >= 0:  # block-parity inference: the right sibling costs nothing
-            par = node[base + (h >> 1)]
-            pa = (par >> 2) & 1
-            pb = (par >> 3) & 1
-            node[base + h + 1] = KNOWN | (ABIT * (pa ^ a)) | (BBIT * (pb ^ b))
-            dirty[(base + h + 1) >> PAGE_SHIFT] = 1
+            jp = base + (h >> 1)
+            sp = (np.int64(node[jp >> NODE_SHIFT]) >> ((jp & 3) << 1)) & 3
+            dp = (sp >> 1) & sp & 1  # the parent's d (0 if not known, as before 2026-11-27)
+            j = base + h + 1
+            y = j >> NODE_SHIFT
+            sh = (j & 3) << 1
+            node[y] = np.uint8((np.int64(node[y]) & ~(3 << sh)) | ((KNOWN | (dp ^ d)) << sh))
+            dirty[j >> DIRTY_SHIFT] = 1
     # Parked tasks are sorted once (stable); tasks created during the step (right siblings,
     # cascade) go to a small heap; the next task is the smaller head of the two, which is
     # exactly the shortest-first order of one heap holding everything.
@@ -1177,8 +1230,9 @@ def bob_step(
                     rr = srt[orow, ptr + PREFETCH]
                     sl = parked[rr, 0] & 255
                     pb = slot_off[sl] + parked[rr, 4] * slot_t[sl]
-                    _prefetch(node, pb + parked[rr, 5])
-                    _prefetch(node, pb + 2 * parked[rr, 5])  # its children (a descent reads them)
+                    _prefetch(node, (pb + parked[rr, 5]) >> NODE_SHIFT)
+                    # its children (a descent reads them)
+                    _prefetch(node, (pb + 2 * parked[rr, 5]) >> NODE_SHIFT)
                 r = srt[orow, ptr]
                 ptr += 1
                 hk, pe, blk, h = srt[okey, ptr - 1], parked[r, 3], parked[r, 4], parked[r, 5]
@@ -1210,8 +1264,9 @@ def bob_step(
             # smallest and nothing was pushed since), so descending in place keeps the
             # shortest-first order of the reference exactly, without heap traffic.
             while True:
-                st = node[base + h]
-                if st == 0 or (st & KNOWN) == 0:
+                j = base + h
+                st = (np.int64(node[j >> NODE_SHIFT]) >> ((j & 3) << 1)) & 3
+                if st < KNOWN:
                     if st == 0 and depth > 1 and pe >= 0:
                         # tail acceleration: the left children of the `depth` levels below the
                         # parent [s, pe), breadth first, left to right (see _ref._ask_subtree)
@@ -1234,15 +1289,18 @@ def bob_step(
                                 if not exists or le - ls < 2:
                                     continue
                                 mm = ls + (le - ls + 1) // 2
-                                if node[base + 2 * lh] != 0:
+                                jc = base + 2 * lh
+                                yc = jc >> NODE_SHIFT
+                                shc = (jc & 3) << 1
+                                if (np.int64(node[yc]) >> shc) & 3 != 0:
                                     continue
                                 if 0 < slot < nperm and loaded[slot] == 0:
                                     fill_row(
                                         perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version
                                     )
                                     loaded[slot] = 1
-                                node[base + 2 * lh] = PENDING
-                                dirty[(base + 2 * lh) >> PAGE_SHIFT] = 1
+                                node[yc] = np.uint8(np.int64(node[yc]) | (PENDING << shc))
+                                dirty[jc >> DIRTY_SHIFT] = 1
                                 asks[na, 0], asks[na, 1], asks[na, 2] = slot, ls, mm
                                 asks[na, 3], asks[na, 4], asks[na, 5] = le, blk, 2 * lh
                                 na += 1
@@ -1250,8 +1308,10 @@ def bob_step(
                         if 0 < slot < nperm and loaded[slot] == 0:
                             fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
                             loaded[slot] = 1
-                        node[base + h] = PENDING
-                        dirty[(base + h) >> PAGE_SHIFT] = 1
+                        j = base + h
+                        y = j >> NODE_SHIFT
+                        node[y] = np.uint8(np.int64(node[y]) | (PENDING << ((j & 3) << 1)))
+                        dirty[j >> DIRTY_SHIFT] = 1
                         asks[na, 0], asks[na, 1], asks[na, 2] = slot, s, e
                         asks[na, 3], asks[na, 4], asks[na, 5] = pe, blk, h
                         na += 1
@@ -1271,7 +1331,7 @@ def bob_step(
                     wait[nw, 3], wait[nw, 4], wait[nw, 5] = pe, blk, h
                     nw += 1
                     break
-                if ((st >> 2) ^ (st >> 3)) & 1 == 0:
+                if st & 1 == 0:
                     if pe >= 0:  # even left half: the error is in the right half
                         hk = _hkey(pe - e, slot, e, False)
                         # The right half is the next task in shortest-first order when its key
@@ -1302,11 +1362,13 @@ def bob_step(
                 pe = e
                 e = m
                 h = 2 * h
-                _prefetch(node, base + 2 * h)  # its left child, read next if it is odd (≈ 3 %)
-            if e - s != 1 or node[base + h] == PENDING or (node[base + h] & KNOWN) == 0:
+                # its left child, read next if it is odd (≈ 3 %)
+                _prefetch(node, (base + 2 * h) >> NODE_SHIFT)
+            if e - s != 1:
                 continue
-            st = node[base + h]
-            if ((st >> 2) ^ (st >> 3)) & 1 == 0:
+            j = base + h
+            st = (np.int64(node[j >> NODE_SHIFT]) >> ((j & 3) << 1)) & 3
+            if st != KNOWN | 1:  # a known odd block of one bit: flip it
                 continue
             if 0 < slot < nperm and loaded[slot] == 0:  # a block of one bit: no question asked
                 fill_row(perms, poss, slot, seeds[slot, 0], seeds[slot, 1], version)
@@ -1342,7 +1404,7 @@ def bob_step(
                         _prefetch(wflat, q * nwr + (x >> 6))
                     if x < slot_end[q]:  # the block's root, fetched now (the walks are serial)
                         qbs[q] = _block_of(x, slot_k[q])
-                        _prefetch(node, slot_off[q] + qbs[q] * slot_t[q] + 1)
+                        _prefetch(node, (slot_off[q] + qbs[q] * slot_t[q] + 1) >> NODE_SHIFT)
             ftv = np.int64(fewtab[i]) if fewtab.size == n else np.int64(0)
             for q in range(nslots):
                 if slot_few[q] != 0:
@@ -1363,13 +1425,20 @@ def bob_step(
                     if bs >= end:
                         continue
                     qbase = slot_off[q] + qb * slot_t[q]
-                    if slot_t[q] < 4 or node[qbase + 2] == 0:
-                        st = node[qbase + 1]
-                        if (st & KNOWN) == 0:
+                    j2 = qbase + 2
+                    if (
+                        slot_t[q] < 4
+                        or (np.int64(node[j2 >> NODE_SHIFT]) >> ((j2 & 3) << 1)) & 3 == 0
+                    ):
+                        j = qbase + 1
+                        y = j >> NODE_SHIFT
+                        sh = (j & 3) << 1
+                        st = (np.int64(node[y]) >> sh) & 3
+                        if st < KNOWN:
                             continue
-                        st ^= BBIT
-                        node[qbase + 1] = st
-                        if ((st >> 2) ^ (st >> 3)) & 1 != 0 and cascade_on and slot_casc[q] != 0:
+                        st ^= 1
+                        node[y] ^= np.uint8(1 << sh)
+                        if st & 1 != 0 and cascade_on and slot_casc[q] != 0:
                             be = min(bs + k, end)
                             hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, 1)
                         continue
@@ -1395,12 +1464,14 @@ def bob_step(
                 casc = cascade_on and slot_casc[q] != 0
                 while True:
                     j = qbase + hh
-                    st = node[j]
-                    if (st & KNOWN) == 0:
+                    y = j >> NODE_SHIFT
+                    sh = (j & 3) << 1
+                    st = (np.int64(node[y]) >> sh) & 3
+                    if st < KNOWN:
                         break
-                    st ^= BBIT
-                    node[j] = st
-                    if ((st >> 2) ^ (st >> 3)) & 1 != 0 and (reuse or root):
+                    st ^= 1
+                    node[y] ^= np.uint8(1 << sh)
+                    if st & 1 != 0 and (reuse or root):
                         if all_odd and casc:
                             hn = _hpush(hp, hn, _hkey(be - bs, q, bs, False), -1, qb, hh)
                         ds = bs

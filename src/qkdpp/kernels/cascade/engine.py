@@ -447,7 +447,7 @@ class _CompiledBob:
     """Bob's engine on the numba kernels (same interface as :class:`._ref.BobEngine`)."""
 
     FLOG_CAP = 1 << 30  # entries of the flip log (tests lower it to exercise its wrap-around)
-    DENSE_TREE = 1 << 16  # node bytes per top-level block up to which a slot is "dense"
+    DENSE_TREE = 1 << 16  # nodes per top-level block up to which a slot is "dense"
 
     def __init__(
         self, bits: np.ndarray, reuse: bool, all_odd: bool, sh: PassShuffles, slot_sizes: list[int]
@@ -465,12 +465,13 @@ class _CompiledBob:
         self.slot_k = np.ones(ns, dtype=np.int64)
         self.slot_end = np.zeros(ns, dtype=np.int64)
         self.slot_casc = np.zeros(ns, dtype=np.uint8)
-        # dense heap-indexed trees: 2^(ceil(log2 k)+1) node bytes per top-level block
+        # dense heap-indexed trees: 2^(ceil(log2 k)+1) nodes per top-level block, two bits
+        # each (see _nb); every slot starts on a byte (a multiple of four nodes)
         self.slot_t = np.array(
             [1 << (max(k - 1, 0).bit_length() + 1) for k in slot_sizes], dtype=np.int64
         )
         nblocks = np.array([-(-max(n, 1) // k) for k in slot_sizes], dtype=np.int64)
-        sizes = self.slot_t * nblocks
+        sizes = (self.slot_t * nblocks + 3) // 4 * 4
         self.slot_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         # all-zero node buffer (pooled buffers are cleared page by page when released); huge
         # pages only for the leading slots of small trees, which are written all over (the
@@ -479,8 +480,8 @@ class _CompiledBob:
         for s in range(len(slot_sizes)):
             if self.slot_t[s] > self.DENSE_TREE:
                 break
-            dense = int(self.slot_off[s] + sizes[s])
-        self.node = sh.acquire("node", int(sizes.sum()), zero=True, huge=dense)
+            dense = _nb.node_bytes(int(self.slot_off[s] + sizes[s]))
+        self.node = sh.acquire("node", _nb.node_bytes(int(sizes.sum())), zero=True, huge=dense)
         self.dirty = sh.acquire("dirty", (self.node.size >> _nb.PAGE_SHIFT) + 1, zero=True)
         self.nslots = 0
         nw = (n + 63) // 64 + 1
@@ -534,8 +535,10 @@ class _CompiledBob:
             self.bperm, self.bpos = self.sh.get(pid)
         if self.slot_pid[s] >= 0:  # a reused (BICONF) slot: forget the old trees
             self.node[
-                self.slot_off[s] : self.slot_off[s]
-                + self.slot_t[s] * (-(-max(self.bits.size, 1) // self.slot_k[s]))
+                _nb.node_bytes(int(self.slot_off[s])) : _nb.node_bytes(
+                    int(self.slot_off[s])
+                    + int(self.slot_t[s]) * (-(-max(self.bits.size, 1) // int(self.slot_k[s])))
+                )
             ] = 0
         if self.slot_t[s] < (1 << (max(k - 1, 0).bit_length() + 1)):
             raise ConfigError(f"pass {pid}: block size {k} larger than planned")
