@@ -197,14 +197,18 @@ def test_count_among4_matches_numpy(n, n_c, seed):
     assert not got[n_c:].any()
 
 
-@settings(max_examples=40, deadline=None)
-@given(
+# (events, tracking blocks, special channels, seed, time order) of :func:`_fused4_case`
+_CASES = (
     st.integers(0, 6000),
     st.integers(0, 40),
     st.integers(0, 4),
     st.integers(0, 2**31),
     st.sampled_from(["sorted", "ties", "shuffled", "clean"]),
 )
+
+
+@settings(max_examples=40, deadline=None)
+@given(*_CASES)
 def test_fused4_matches_reference(n, m, n_special, seed, order):
     """Start table = one value but for ≤ 4 channels (what ``assign_slots`` builds): the SIMD
     pass (sub-blocks with one tracking shift, others looked up event by event) gives the NumPy
@@ -219,15 +223,7 @@ def test_fused4_matches_reference(n, m, n_special, seed, order):
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    st.integers(0, 6000),
-    st.integers(0, 40),
-    st.integers(0, 4),
-    st.integers(0, 2**31),
-    st.sampled_from(["sorted", "ties", "shuffled", "clean"]),
-    st.lists(st.integers(-50, 8000), max_size=12),
-    st.booleans(),
-)
+@given(*_CASES, st.lists(st.integers(-50, 8000), max_size=12), st.booleans())
 def test_chunked_assign_matches_whole_share(n, m, n_special, seed, order, cuts, tight):
     """:class:`ChunkedAssign` hands out the whole share's detections range by range (the
     resumable SIMD pass; ``tight``: buffers of one entry, so every range grows its buffer) with
