@@ -63,3 +63,37 @@ def test_config_check(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # 
         bad.write_text(text)
         assert main(["config", "check", str(bad)]) == 1
         assert why in capsys.readouterr().err
+
+
+def test_bench_host_line_names_cpu_extensions_and_kernel_paths() -> None:
+    """`qkdpp bench` heads its table with the host: numbers from CPUs with different vector
+    extensions do not compare (the AVX-512 and AVX2 development hosts differed 2-2.4x)."""
+    from qkdpp.cli.commands import bench
+    from qkdpp.kernels import toeplitz
+    from qkdpp.kernels.ldpc import simd
+
+    data = {
+        "machine_info": {
+            "cpu": {"brand_raw": "Test CPU", "count": 2, "flags": ["avx2", "fma", "vpclmulqdq"]}
+        }
+    }
+    host = bench.host_summary(data)
+    assert host["cpu"] == "Test CPU" and host["cpus"] == 2
+    assert host["simd"] == {
+        "avx512f": False,
+        "avx2": True,
+        "fma": True,
+        "pclmulqdq": False,
+        "vpclmulqdq": True,
+    }
+    paths = host["kernels"]
+    if "compiled" in toeplitz.available_backends():
+        cy = toeplitz.impl("compiled")
+        want = "avx512" if cy.HAVE_AVX512 else "avx2" if cy.HAVE_AVX2 else "pclmul"
+        assert paths["toeplitz"] == want
+    assert paths["ldpc"] == {512: "avx512", 256: "avx2", 0: "portable"}.get(
+        simd.simd_level(), "not built"
+    )
+    line = bench.format_host(host)
+    assert line.startswith("host: Test CPU (2 CPUs); avx2 fma vpclmulqdq; kernels: ")
+    assert f"toeplitz {paths['toeplitz']}" in line and f"ldpc {paths['ldpc']}" in line

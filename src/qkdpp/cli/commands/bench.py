@@ -2,7 +2,10 @@
 
 Each benchmark group holds qkdpp's kernel and a baseline (the NumPy reference, scipy, or a public
 library) measured in the same run; the table shows both rates and their ratio, and the
-reconciliation efficiency ``f`` where a benchmark reports it (``extra_info["f"]``).
+reconciliation efficiency ``f`` where a benchmark reports it (``extra_info["f"]``). The first
+line names the host: its CPU, the vector extensions the compiled kernels choose from, and the
+paths they take there (numbers from hosts with different extensions do not compare: the
+AVX-512 and AVX2 hosts of the development VM differed by 2–2.4x, docs/DEVELOPING.md).
 """
 
 from __future__ import annotations
@@ -105,15 +108,57 @@ def run(args: argparse.Namespace) -> int:
         if not out.exists():
             sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
             raise ConfigError(f"benchmark run failed (pytest exit {proc.returncode})")
-        rows = summarise(json.loads(out.read_text()))
+        data = json.loads(out.read_text())
+        rows = summarise(data)
+        host = host_summary(data)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"host": host, "benchmarks": rows}, indent=2))
     else:
+        print(format_host(host))
         print(format_table(rows))
     if proc.returncode not in (0, 5):
         sys.stderr.write(proc.stdout[-3000:])
         return 1
     return 0
+
+
+SIMD_FLAGS = ("avx512f", "avx2", "fma", "pclmulqdq", "vpclmulqdq")
+
+
+def host_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The host of a benchmark run (from pytest-benchmark's ``machine_info``): CPU name and
+    count, which of :data:`SIMD_FLAGS` it has, and the paths the C kernels take on it (this
+    process runs on the same host)."""
+    cpu = data.get("machine_info", {}).get("cpu", {})
+    flags = set(cpu.get("flags", []))
+    return {
+        "cpu": cpu.get("brand_raw") or data.get("machine_info", {}).get("processor", "?"),
+        "cpus": cpu.get("count"),
+        "simd": {f: f in flags for f in SIMD_FLAGS},
+        "kernels": kernel_paths(),
+    }
+
+
+def kernel_paths() -> dict[str, str]:
+    """The vector path each C kernel takes in this process (``"not built"`` without it)."""
+    from qkdpp.kernels import toeplitz
+    from qkdpp.kernels.ldpc import simd
+
+    out = {"toeplitz": "not built"}
+    if "compiled" in toeplitz.available_backends():
+        cy = toeplitz.impl("compiled")
+        out["toeplitz"] = "avx512" if cy.HAVE_AVX512 else "avx2" if cy.HAVE_AVX2 else "pclmul"
+
+    level = simd.simd_level()
+    out["ldpc"] = {512: "avx512", 256: "avx2", 0: "portable"}.get(level, "not built")
+    return out
+
+
+def format_host(host: dict[str, Any]) -> str:
+    """One line: CPU, its vector extensions, the kernels' paths."""
+    have = " ".join(f for f, on in host["simd"].items() if on) or "none of " + " ".join(SIMD_FLAGS)
+    paths = ", ".join(f"{k} {v}" for k, v in host["kernels"].items())
+    return f"host: {host['cpu']} ({host['cpus']} CPUs); {have}; kernels: {paths}"
 
 
 def _rate(b: dict[str, Any]) -> tuple[float | None, str]:
