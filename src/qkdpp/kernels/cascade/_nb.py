@@ -370,7 +370,7 @@ ALICE_COPY_SHIFT = 5
 # array variable that a hot loop may rebind (``buf = _grow_rows(buf)``): grow outside it.
 
 
-@njit
+@njit(inline="always")  # (numba-level inlining: no call, no reference counts, in the loops)
 def _copy_parity_row(words, r, s, e):
     ws = s >> 6
     we = (e - 1) >> 6
@@ -473,26 +473,15 @@ def build_copy_tops(bits, perms, bperm, r, words, k, end, out, packed=False):
     that the BINARY answers of the pass read afterwards (before, both were computed, each
     with a pass over the key). ``packed``: row 0 of ``words`` holds the up-to-date packed
     key (the pass-0 copy) and ``r > 0``: gather from it (:func:`_build_copy_row0`).
-    The block parities are computed here, not by a call per block (a call with an array
-    argument costs numba atomic reference counts; pass 0 has n/k1 blocks)."""
+    The block parities are inlined by numba (:func:`_copy_parity_row`): a call per block with
+    an array argument cost atomic reference counts (pass 0 has n/k1 blocks)."""
     if packed and r > 0:
         _build_copy_row0(bits.size, perms, bperm, r, words, r)
     else:
         _build_copy_row(bits, perms, bperm, r, words, r)
     for b in range(out.size):
         s = b * k
-        e = min(s + k, end)
-        ws = s >> 6
-        we = (e - 1) >> 6
-        lo = ONES << np.uint64(s & 63)
-        hi = ONES >> np.uint64(63 - ((e - 1) & 63))
-        if ws == we:
-            acc = words[r, ws] & lo & hi
-        else:
-            acc = (words[r, ws] & lo) ^ (words[r, we] & hi)
-            for t in range(ws + 1, we):
-                acc ^= words[r, t]
-        out[b] = _word_parity(acc)
+        out[b] = _copy_parity_row(words, r, s, min(s + k, end))
 
 
 @njit
