@@ -65,3 +65,33 @@ def test_kernels_load_once_per_process() -> None:
     t = time.perf_counter()
     warm.load_kernels_once(cfg)
     assert time.perf_counter() - t < 0.01
+
+
+def test_start_twice_gives_the_same_helper(tmp_path: Path) -> None:
+    """``qkdpp demo`` starts the helper before simulating; run_local's later start() must reuse
+    it, not start a second compile of the same kernels."""
+    code = (
+        "from qkdpp.engine import warm\n"
+        "h = warm.start({})\n"
+        "assert h is not None and warm.start({}) is h\n"
+        "h.kill(); h.wait()\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)},
+        timeout=120,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_answerer_warm_up_loads_the_answer_kernels() -> None:
+    """The main process's share of a first run: the answering party's three kernels."""
+    from qkdpp.kernels.cascade import _nb
+    from qkdpp.stages.cascade import CascadeStage
+
+    CascadeStage("alice").warm_answerer()
+    for kernel in (_nb.answer_passes, _nb.answer_batch, _nb.answer_round):
+        assert kernel.signatures, kernel

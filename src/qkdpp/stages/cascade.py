@@ -263,28 +263,48 @@ class CascadeStage(Stage):
     def setup(self) -> None:
         """Warm the compiled kernels on a tiny frame pair (both roles, in process), once per
         process and parameter set (the kernels are the process's: a lane forked after the
-        parent warmed them skips the ≈ 3 ms per party)."""
+        parent warmed them skips the ≈ 3 ms per party): the corrector's first, then
+        :meth:`warm_answerer`."""
         from qkdpp.kernels.cascade import AliceOracle
 
         warmed = (self.variant.name, self.backend, self.shuffle_version)
         if warmed in _WARMED:
             return
-        rng = np.random.default_rng(0)
-        a = rng.integers(0, 2, 256, dtype=np.uint8)
+        a, sa = self._warm_frame()
         b = a.copy()
         b[::37] ^= 1
-        v = self.shuffle_version
-        sa = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend, version=v)
-        sb = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend, version=v)
-        sa.prepare([self.variant.block_sizes(q, 256) for q in self.PREPARE_QBERS])
+        sb = PassShuffles(
+            "warm-up", a.size, self.variant.passes, backend=self.backend, version=sa.version
+        )
         bob = BobFrame(b, 0.05, self.variant, sb, self.backend)
+        batch = AliceBatch([a], self.variant.passes, [sa], self.backend)
+        bob_reconcile([bob], AliceOracle(batch.frames))
+        batch.release()
+        self.warm_answerer()
+        _WARMED.add(warmed)
+
+    def warm_answerer(self) -> None:
+        """Load or compile the answering party's kernels alone (a frame's and a batch's answer
+        kernels, and the kernel that answers a round off the wire). The first run of an
+        installation calls this in its main process while a helper process compiles the
+        corrector's kernels (:mod:`qkdpp.engine.warm`)."""
+        a, sa = self._warm_frame()
         batch = AliceBatch([a, a], self.variant.passes, [sa, sa], self.backend)
-        bob_reconcile([bob], AliceOracle(batch.frames[:1]))
-        # the batched answer kernel (two frames, one question each)
+        # one frame (answer_passes), then the batched kernels (two frames, one question each)
+        batch.frames[0].answer(
+            np.array([0], np.int64), np.array([0], np.int64), np.array([5], np.int64)
+        )
         batch.answer(np.array([0, 1, 2], np.int64), np.array([[0, 0, 5], [0, 3, 9]], np.int64))
         batch.answer_wire(np.array([1, 1], np.int64), np.array([[0, 0, 5], [0, 3, 9]], np.uint32))
         batch.release()
-        _WARMED.add(warmed)
+
+    def _warm_frame(self) -> tuple[np.ndarray, PassShuffles]:
+        """A fixed 256-bit frame and its prepared pass shuffles, for the warm-ups."""
+        a = np.random.default_rng(0).integers(0, 2, 256, dtype=np.uint8)
+        v = self.shuffle_version
+        sa = PassShuffles("warm-up", 256, self.variant.passes, backend=self.backend, version=v)
+        sa.prepare([self.variant.block_sizes(q, 256) for q in self.PREPARE_QBERS])
+        return a, sa
 
     def _shuffles(self, session: str, n: int, frame_id: int | None) -> PassShuffles:
         fid = frame_id if self.scope == "frame" else None

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qkdpp.engine import warm
 from qkdpp.engine.demo import demo_config
 from qkdpp.engine.inputs import make_demo_bootstrap
 from qkdpp.engine.keys import compare_stores
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         params = cfg["simulate"]["params"]
         say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
         say(f"simulating {int(args.slots):.3g} slots of a {args.km:g} km link ...")
+        warm.start(cfg)  # a first run compiles reconciliation meanwhile, in a second process
         t0 = time.perf_counter()
         alice, bob, _truth = simulate_link(params, int(args.slots), args.seed)
         t_sim = time.perf_counter() - t0

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from qkdpp.engine import warm
 from qkdpp.engine.config import load_config
 from qkdpp.engine.inputs import link_params_from_header, load_alice_record, load_bob_events
 from qkdpp.engine.keys import compare_stores
@@ -116,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.role is None:
         if len(args.inputs) != 2:
             raise ConfigError("process needs two files, ALICE BOB (or one file with --role)")
+        warm.start(config)  # a first run compiles reconciliation meanwhile, in a second process
         alice = load_alice_record(args.inputs[0])
         bob, header = load_bob_events(args.inputs[1])
         config = _with_link_defaults(config, header)

@@ -811,7 +811,11 @@ def _hkey(size: int, slot: int, s: int, left: bool) -> np.int64:
 def _grow_rows(a):
     """The rows of ``a`` in an array of twice the capacity (task queues and outputs)."""
     b = np.empty((max(2 * a.shape[0], 16), a.shape[1]), dtype=a.dtype)
-    b[: a.shape[0]] = a
+    # a loop, not ``b[: a.shape[0]] = a``: the slice assignment's shape-mismatch error message
+    # costs numba ~5 s of first-run compilation (string formatting), for a check that cannot fail
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            b[i, j] = a[i, j]
     return b
 
 
