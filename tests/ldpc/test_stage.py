@@ -29,7 +29,15 @@ def syndrome_leak(frame):
 @pytest.mark.parametrize("n_bits", [1, 1001, 8000])
 def test_rate_adaptive_corrects_and_books_leakage(decoder, n_bits):
     a, b = pairs(n_bits, 0.03, 3)
-    cfg = [{"stage": "ldpc", "family": "peg4k", "efficiency": 1.8, "decoder": decoder}]
+    cfg = [
+        {
+            "stage": "ldpc",
+            "mode": "rate_adaptive",
+            "family": "peg4k",
+            "efficiency": 1.8,
+            "decoder": decoder,
+        }
+    ]
     r = run_pair(cfg, None, a, b)
     for fa, fb in zip(r.alice, r.bob, strict=True):
         assert fa.ok and fb.ok, (fa.meta.failure, fb.meta.failure)
@@ -77,7 +85,15 @@ def test_blind_reveals_and_books_each_bit(blind_iter, patience):
 
 def test_non_convergence_fails_frames_with_reason():
     a, b = pairs(3000, 0.12, 2)
-    cfg = [{"stage": "ldpc", "family": "peg4k", "efficiency": 1.0, "max_iter": 5}]
+    cfg = [
+        {
+            "stage": "ldpc",
+            "mode": "rate_adaptive",
+            "family": "peg4k",
+            "efficiency": 1.0,
+            "max_iter": 5,
+        }
+    ]
     r = run_pair(cfg, None, a, b)
     for f in (*r.alice, *r.bob):
         assert f.meta.state is KeyState.FAILED
@@ -199,6 +215,15 @@ def test_efficiency_table_monotone_inputs():
     assert all(1.0 < f < 2.0 for _, f in nms)
 
 
+def test_blind_is_the_default_and_refuses_a_rate_adaptive_efficiency():
+    """Blind mode is the default; an ``efficiency`` (the rate-adaptive target) with it is a
+    configuration error, not silently ignored."""
+    assert LdpcStage(Role.ALICE).mode == "blind"
+    with pytest.raises(ConfigError, match="blind_start"):
+        LdpcStage(Role.ALICE, efficiency=1.2)
+    assert LdpcStage(Role.ALICE, mode="rate_adaptive", efficiency=1.2)._f_for(0.02) == 1.2
+
+
 def test_blind_start_follows_table_unless_given():
     st = LdpcStage(Role.ALICE, mode="blind")
     assert st._f_for(0.02) == ldpc_stage.BLIND_START_TABLE[0][1]
@@ -208,7 +233,8 @@ def test_blind_start_follows_table_unless_given():
 
 def test_packed_output_pad_bits_zero():
     a, b = pairs(1001, 0.02, 1)
-    r = run_pair([{"stage": "ldpc", "family": "peg4k", "efficiency": 1.8}], None, a, b)
+    cfg = [{"stage": "ldpc", "mode": "rate_adaptive", "family": "peg4k", "efficiency": 1.8}]
+    r = run_pair(cfg, None, a, b)
     assert r.bob[0].ok
     assert np.array_equal(kbits.pack(kbits.unpack(r.bob[0].bits, 1001)), r.bob[0].bits)
 

@@ -235,7 +235,14 @@ class LdpcStage(Stage):
 
     Parameters
     ----------
-    mode : {"rate_adaptive", "blind"}
+    mode : {"blind", "rate_adaptive"}
+        ``blind`` (the default since 2026-11-27): starts below the rate-adaptive efficiency and
+        reveals more where a chunk fails (de32k, 3000 frames per QBER with exact error counts:
+        none failed at 2, 5 and 8 %, mean f 1.103 / 1.082 / 1.084, docs/ldpc.md).
+        ``rate_adaptive`` sends one syndrome at a calibrated efficiency and fails the frame
+        when any chunk fails: 2/32 and 4/32 failed 29491-bit frames at 2 % and 5 % with
+        binomial error counts, and every 1e6-bit frame (34 chunks) in the benchmark (measured
+        2026-11-27, Zen 3 host).
     decoder : {"bob", "alice"}
         Which party decodes (the other sends syndromes).
     family : str
@@ -285,7 +292,7 @@ class LdpcStage(Stage):
         self,
         role: Role | str,
         *,
-        mode: str = "rate_adaptive",
+        mode: str = "blind",
         decoder: str = "bob",
         family: str = "de32k",
         efficiency: float | None = None,
@@ -327,6 +334,11 @@ class LdpcStage(Stage):
             raise ConfigError(f"ldpc delta must be in [0, 0.5), got {delta}")
         if efficiency is not None and not 0.5 < efficiency < 5:
             raise ConfigError(f"ldpc efficiency must be in (0.5, 5), got {efficiency}")
+        if efficiency is not None and mode == "blind":
+            raise ConfigError(
+                "ldpc efficiency is the rate-adaptive target: in blind mode (the default) set "
+                'blind_start instead, or set mode = "rate_adaptive"'
+            )
         if algorithm not in ("spa", "spa_table", "nms"):
             raise ConfigError(
                 f"ldpc algorithm must be 'spa', 'spa_table' or 'nms', got {algorithm!r}"
