@@ -163,6 +163,8 @@ def test_accumulator_rejects_bad_input() -> None:
     f = _sifted(10, rng, 0)
     with pytest.raises(ConfigError):
         Accumulator("alice", "s", 4, n_intensities=1).feed(f)
+    with pytest.raises(ConfigError, match="n_intensities"):  # an entry holds classes < 128
+        Accumulator("alice", "s", 4, n_intensities=129)
     raw = f.evolve(meta=f.meta.replace(state=KeyState.RAW))
     with pytest.raises(ConfigError):
         Accumulator("alice", "s", 4).feed(raw)

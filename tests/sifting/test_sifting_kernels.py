@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from qkdpp.errors import ProtocolError
 from qkdpp.kernels import sifting
+from qkdpp.kernels.sifting import _nb
 
 BACKENDS = sifting.available_backends()
 
@@ -89,6 +90,26 @@ def test_decode_rejects_bad_input(backend: str) -> None:
         impl.decode_slots(np.full(12, 0xFF, dtype=np.uint8), 1, 10**9)  # overlong varint
 
 
+# a 9-byte gap of 2**63 - 1 after slot 0: the slot, 2**63, wrapped round to a negative offset in
+# the compiled decoders (a read outside Alice's planes) until the gap was compared with the room
+_WRAP = np.array([0] + [0xFF] * 8 + [0x7F], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_gap_is_out_of_range(backend: str) -> None:
+    impl = sifting.impl(backend)
+    with pytest.raises(ProtocolError, match="detection 1"):
+        impl.decode_slots(_WRAP, 2, 1000)
+    z = np.zeros(125, dtype=np.uint8)
+    with pytest.raises(ProtocolError, match="detection 1"):
+        impl.alice_sift(_WRAP, 2, 1000, np.zeros(1, np.uint8), z, z, np.zeros(250, np.uint8), 0)
+    # the largest gap that fits still decodes: slots 0 and n_slots - 1
+    enc = impl.encode_slots(np.array([0, 999], dtype=np.int64))
+    assert impl.decode_slots(enc, 2, 1000).tolist() == [0, 999]
+    with pytest.raises(ProtocolError, match="detection 1"):
+        impl.decode_slots(enc, 2, 999)
+
+
 # -- fused stage kernels ---------------------------------------------------------------------
 
 
@@ -167,9 +188,16 @@ def test_fused_kernels_match_reference(
     n_int = max(n_classes, 3)
     bufs = []
     for m in (impl, ref):
-        kb, ki, tb, ti = (np.full(2 * n_keep + 3, 7, np.uint8) for _ in range(4))
-        pos = m.route_sifted(bits_p, k_basis, cls, 0, n_int, (kb, ki), 2, (tb, ti), 1)
-        bufs.append((pos, kb[: pos[0]], ki[: pos[0]], tb[: pos[1]], ti[: pos[1]]))
+        kb, tb = (np.full(2 * n_keep + 3, 7, np.uint8) for _ in range(2))
+        pos = m.route_sifted(bits_p, k_basis, cls, 0, n_int, kb, 2, tb, 1)
+        bufs.append((pos, kb[: pos[0]], tb[: pos[1]]))
+        for buf, lo, hi, sel in ((kb, 2, pos[0], k_basis == 0), (tb, 1, pos[1], k_basis == 1)):
+            # entries bit << 7 | class, split back into what was routed
+            got_s = m.split_entries(buf[lo:hi], n_int)
+            bit_all = np.unpackbits(bits_p, count=n_keep)
+            assert np.array_equal(got_s[0], np.packbits(bit_all[sel]))
+            assert np.array_equal(got_s[1], cls[sel])
+            assert got_s[2].tolist() == np.bincount(cls[sel], minlength=n_int).tolist()
     assert bufs[0][0] == bufs[1][0]
     for g, e in zip(bufs[0][1:], bufs[1][1:], strict=True):
         _same(g, e)
@@ -185,7 +213,7 @@ def test_fused_kernels_match_reference(
         top = int(cls.max())
         first = int(np.flatnonzero(cls >= top)[0])
         for m in (impl, ref):
-            assert m.route_sifted(bits_p, k_basis, cls, 0, top, (kb, ki), 0, (tb, ti), 0) == (
+            assert m.route_sifted(bits_p, k_basis, cls, 0, top, kb, 0, tb, 0) == (
                 -1,
                 first,
             )
@@ -229,3 +257,100 @@ def test_class_counts_long_and_out_of_range(n_int: int) -> None:
     for m in (impl, ref):
         with pytest.raises(ValueError, match="class"):
             m.class_counts(cls, n_int)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 1000, 100_003])
+@pytest.mark.parametrize("offset", [0, 1, 5])
+def test_split_entries_and_pack(n: int, offset: int) -> None:
+    """Routed entries split back (packed bits by the multiply trick, classes, counts): compiled vs
+    reference vs plain NumPy, at odd lengths and unaligned starts (entries are slices of the
+    accumulator's buffers); bob_finish packs its bits with the same kernel."""
+    impl, ref = sifting.impl("compiled"), sifting.impl("reference")
+    rng = np.random.default_rng(n + offset)
+    n_int = 5
+    cls = rng.integers(0, n_int, n + offset).astype(np.uint8)
+    bit = rng.integers(0, 2, n + offset).astype(np.uint8)
+    ent = ((bit << 7) | cls)[offset:]
+    got, exp = impl.split_entries(ent, n_int), ref.split_entries(ent, n_int)
+    for g, e in zip(got, exp, strict=True):
+        _same(g, e)
+    _same(got[0], np.packbits(bit[offset:]))
+    _same(got[1], cls[offset:])
+    assert got[2].tolist() == np.bincount(cls[offset:], minlength=n_int).tolist()
+    packed = np.full((n + 7) // 8, 0xAA, dtype=np.uint8)  # the padding bits must be cleared
+    _nb._pack(np.ascontiguousarray(bit[offset:]), n, packed)
+    _same(packed, np.packbits(bit[offset:]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_route_sifted_class_limits(backend: str) -> None:
+    """Classes up to 127 fit an entry; n_int above 128 is refused; the first class >= n_int is
+    reported whatever the other classes (the compiled filter compares the largest)."""
+    impl = sifting.impl(backend)
+    n = 50
+    rng = np.random.default_rng(1)
+    bits_p = np.packbits(rng.integers(0, 2, n).astype(np.uint8))
+    basis = rng.integers(0, 2, n).astype(np.uint8)
+    cls = rng.integers(0, 128, n).astype(np.uint8)
+    key, test = np.zeros(n + 1, np.uint8), np.zeros(n + 1, np.uint8)
+    nk, nt = impl.route_sifted(bits_p, basis, cls, 1, 128, key, 0, test, 0)
+    b = np.unpackbits(bits_p, count=n)
+    assert key[:nk].tolist() == ((b << 7) | cls)[basis == 1].tolist()
+    assert test[:nt].tolist() == ((b << 7) | cls)[basis == 0].tolist()
+    with pytest.raises(ValueError, match="n_int"):
+        impl.route_sifted(bits_p, basis, cls, 1, 129, key, 0, test, 0)
+    small = (np.arange(n) % 3).astype(np.uint8)  # classes 1 and 2 (OR 3) at n_int 3: all fine
+    assert impl.route_sifted(bits_p, basis, small, 0, 3, key, 0, test, 0)[0] >= 0
+    small[17] = 3  # the largest class is n_int itself
+    assert impl.route_sifted(bits_p, basis, small, 0, 3, key, 0, test, 0) == (-1, 17)
+    small[30] = 7
+    assert impl.route_sifted(bits_p, basis, small, 0, 3, key, 0, test, 0) == (-1, 17)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 64, 1001, 65_537])
+@pytest.mark.parametrize("p_key", [0.0, 0.1, 0.9, 1.0])
+def test_route_compaction_kernels(n: int, p_key: float) -> None:
+    """Both compactions of the routing kernel (PEXT, 8 entries a step, where the host has a fast
+    one; entry by entry) against NumPy, with bases other than 0/1 too; nothing is written past
+    the ``n`` entries."""
+    rng = np.random.default_rng(n + int(100 * p_key))
+    ent = rng.integers(0, 256, n).astype(np.uint8)
+    kernels = [_nb._by_basis_scalar] + ([_nb._by_basis_pext] if _nb.FAST_PEXT else [])
+    for key_basis in (0, 1):
+        other = rng.choice(np.array([1 - key_basis, 2, 255], np.uint8), n)
+        basis = np.where(rng.random(n) < p_key, np.uint8(key_basis), other).astype(np.uint8)
+        is_key = basis == key_basis
+        for f in kernels:
+            kk, tt = np.full(n + 1, 0xEE, np.uint8), np.full(n + 1, 0xEE, np.uint8)
+            jk, jt = f(ent, basis, key_basis, kk, tt)
+            assert (jk, jt) == (int(is_key.sum()), int((~is_key).sum()))
+            assert kk[:jk].tolist() == ent[is_key].tolist()
+            assert tt[:jt].tolist() == ent[~is_key].tolist()
+            assert kk[n] == tt[n] == 0xEE
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 64, 1001, 20_003])
+@pytest.mark.parametrize("p_double", [0.0, 0.05, 1.0])
+def test_bob_finish_kernels(n: int, p_double: float) -> None:
+    """Both compactions of Bob's last step (PEXT, 8 detections a step, where the host has a fast
+    one; one by one) against the reference, with values other than 0/1 and double clicks
+    anywhere (their random bits consumed in detection order, kept or not)."""
+    rng = np.random.default_rng(n + int(100 * p_double))
+    ref = sifting.impl("reference")
+    keep_p = rng.integers(0, 256, (n + 7) // 8, dtype=np.uint8)
+    n_keep = ref.popcount_prefix(keep_p, n)
+    value = rng.choice(np.array([0, 1, 2, 128, 255], np.uint8), n)
+    double = (rng.random(n) < p_double).astype(np.uint8)
+    rnd = rng.integers(0, 256, (int(double.sum()) + 7) // 8, dtype=np.uint8)
+    basis = rng.integers(0, 2, n, dtype=np.uint8)
+    slots = np.cumsum(rng.integers(1, 1000, n)).astype(np.int64)
+    exp_bits, exp_basis, exp_slot = ref.bob_finish(keep_p, n_keep, value, double, rnd, basis, slots)
+    kernels = [_nb._bob_finish_scalar] + ([_nb._bob_finish_pext] if _nb.FAST_PEXT else [])
+    for f in kernels:
+        bit = np.full(n_keep + 8, 0xEE, np.uint8)
+        k_basis = np.full(n_keep + 8, 0xEE, np.uint8)
+        k_slot = np.full(n_keep + 1, -5, np.int64)
+        assert f(keep_p, value, double, rnd, basis, slots, bit, k_basis, k_slot) == n_keep
+        _same(np.packbits(bit[:n_keep]), exp_bits)
+        _same(k_basis[:n_keep], exp_basis)
+        _same(k_slot[:n_keep], exp_slot)

@@ -17,10 +17,11 @@ Output block frame (state SIFTED): ``bits`` = packed key-basis bits, ``n_bits = 
 At the end of a finite capture :meth:`Accumulator.flush` emits the pending key bits as one
 shorter block.
 
-Implementation: pending key bits and test bits live in growable uint8 buffers (one byte per bit
-and one per class) filled by one compiled pass per chunk (:func:`qkdpp.kernels.sifting.
-route_sifted`); of the slots only those of the block boundaries are kept, so memory is about
-2 bytes per pending sifted bit.
+Implementation: pending key bits and test bits live in growable uint8 buffers, one entry
+``bit << 7 | class`` per sifted bit, filled by one compiled pass per chunk
+(:func:`qkdpp.kernels.sifting.route_sifted`) and split back into packed bits, classes and class
+counts once per block (:func:`~qkdpp.kernels.sifting.split_entries`); of the slots only those of
+the block boundaries are kept, so memory is about 1 byte per pending sifted bit.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import numpy as np
 
 from qkdpp.errors import ConfigError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
-from qkdpp.kernels import bits as kbits
 from qkdpp.kernels import sifting as ks
 
 __all__ = ["Accumulator"]
@@ -49,7 +49,8 @@ class Accumulator:
     key_basis : int
         Basis value (0 or 1) of the key basis; the other one is the test basis.
     n_intensities : int
-        Number of intensity classes counted (3 for Lim 2014, 2 for Rusca 2018, 1 for BBM92).
+        Number of intensity classes counted (3 for Lim 2014, 2 for Rusca 2018, 1 for BBM92;
+        at most 128, the classes an entry holds).
     first_frame_id : int
         Frame id of the first block; later blocks count up.
     """
@@ -68,20 +69,20 @@ class Accumulator:
             raise ConfigError(f"block_size must be >= 1, got {block_size}")
         if key_basis not in (0, 1):
             raise ConfigError(f"key_basis must be 0 or 1, got {key_basis}")
-        if not 1 <= n_intensities <= 255:
-            raise ConfigError(f"n_intensities must be in [1, 255], got {n_intensities}")
+        if not 1 <= n_intensities <= ks.MAX_CLASSES:
+            raise ConfigError(
+                f"n_intensities must be in [1, {ks.MAX_CLASSES}], got {n_intensities}"
+            )
         self.role = Role(role)
         self.session_id = session_id
         self.block_size = int(block_size)
         self.key_basis = key_basis
         self.n_intensities = n_intensities
         self.next_frame_id = first_frame_id
-        # Growable buffers: pending key bits (uint8 0/1) and their classes in [_k0, _k1);
-        # pending test bits and classes in [_t0, _t1). Filled by one compiled routing pass.
-        self._kbit = np.empty(0, np.uint8)
-        self._kint = np.empty(0, np.uint8)
-        self._tbit = np.empty(0, np.uint8)
-        self._tint = np.empty(0, np.uint8)
+        # Growable buffers of entries bit << 7 | class: pending key bits in [_k0, _k1), pending
+        # test bits in [_t0, _t1). Filled by one compiled routing pass.
+        self._key = np.empty(0, np.uint8)
+        self._test = np.empty(0, np.uint8)
         self._k0 = self._k1 = self._t0 = self._t1 = 0
         # A block takes the test bits that arrived before its last key bit (and after the
         # previous block's): {global index of a block's last key bit: test bits routed before
@@ -105,12 +106,8 @@ class Accumulator:
     def _make_room(self, n: int) -> None:
         """Ensure ``n + 1`` more entries fit after ``_k1`` and after ``_t1`` (the routing kernel
         writes one entry past the end), moving the pending entries to the front or growing."""
-        self._kbit, self._kint, self._k0, self._k1 = _room(
-            self._kbit, self._kint, self._k0, self._k1, n + 1
-        )
-        self._tbit, self._tint, self._t0, self._t1 = _room(
-            self._tbit, self._tint, self._t0, self._t1, n + 1
-        )
+        self._key, self._k0, self._k1 = _room(self._key, self._k0, self._k1, n + 1)
+        self._test, self._t0, self._t1 = _room(self._test, self._t0, self._t1, n + 1)
 
     def feed(self, frame: Frame) -> list[Frame]:
         """Add one SIFTED chunk; return the blocks it completes (possibly none).
@@ -148,9 +145,9 @@ class Accumulator:
             inten,
             self.key_basis,
             self.n_intensities,
-            (self._kbit, self._kint),
+            self._key,
             self._k1,
-            (self._tbit, self._tint),
+            self._test,
             self._t1,
         )
         if k1 < 0:
@@ -214,10 +211,8 @@ class Accumulator:
             last, t_end = self._last_slot, self._t1
         a, b = self._k0, self._k0 + m
         t0 = self._t0
-        kint = self._kint[a:b].copy()
-        tint = self._tint[t0:t_end].copy()
-        nk = ks.class_counts(kint, self.n_intensities)
-        nt = ks.class_counts(tint, self.n_intensities)
+        bits, kint, nk = ks.split_entries(self._key[a:b], self.n_intensities)
+        test_bits, tint, nt = ks.split_entries(self._test[t0:t_end], self.n_intensities)
         meta = FrameMeta(
             self.session_id, self.next_frame_id, self.role, state=KeyState.SIFTED, n_bits=m
         ).with_tags(
@@ -229,11 +224,10 @@ class Accumulator:
         self.next_frame_id += 1
         aux = {
             "intensity": kint,
-            "test_bits": kbits.pack(self._tbit[t0:t_end]),
+            "test_bits": test_bits,
             "test_intensity": tint,
             "n_test": int(t_end - t0),
         }
-        bits = kbits.pack(self._kbit[a:b])
         self._k0 = b
         self._t0 = t_end
         self._t_emitted += t_end - t0
@@ -250,22 +244,18 @@ class Accumulator:
         return out
 
 
-def _room(
-    bit: np.ndarray, cls: np.ndarray, lo: int, hi: int, n: int
-) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Buffers (bits, classes) whose pending entries ``[lo, hi)`` are followed by ``n`` free
-    ones: unchanged when they fit, else the entries moved to the front (when at most half the
-    buffer is then used) or copied into buffers of twice the size or more. Returns the buffers
-    and the new ``lo, hi``."""
-    if hi + n <= bit.size:
-        return bit, cls, lo, hi
+def _room(buf: np.ndarray, lo: int, hi: int, n: int) -> tuple[np.ndarray, int, int]:
+    """A buffer whose pending entries ``[lo, hi)`` are followed by ``n`` free ones: unchanged
+    when they fit, else the entries moved to the front (when at most half the buffer is then
+    used) or copied into a buffer of twice the size or more. Returns the buffer and the new
+    ``lo, hi``."""
+    if hi + n <= buf.size:
+        return buf, lo, hi
     pend = hi - lo
-    if pend + n <= bit.size // 2:
-        for arr in (bit, cls):
-            arr[:pend] = arr[lo:hi]
+    if pend + n <= buf.size // 2:
+        buf[:pend] = buf[lo:hi]
     else:
-        cap = max(pend + n, 2 * bit.size)
-        nb, nc = np.empty(cap, np.uint8), np.empty(cap, np.uint8)
-        nb[:pend], nc[:pend] = bit[lo:hi], cls[lo:hi]
-        bit, cls = nb, nc
-    return bit, cls, 0, pend
+        new = np.empty(max(pend + n, 2 * buf.size), np.uint8)
+        new[:pend] = buf[lo:hi]
+        buf = new
+    return buf, 0, pend

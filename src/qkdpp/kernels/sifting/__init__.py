@@ -6,8 +6,8 @@ Functions (dispatch by ``QKDPP_BACKEND``, see :mod:`qkdpp.backend`):
 :mod:`qkdpp.io.records`), ``sift_alice(basis, value, intensity_p, rel, bob_basis)``,
 ``compact(values, keep)``; the fused
 one-pass kernels of the stage: ``bob_prepare``, ``bob_finish``, ``alice_sift``,
-``decode_classes2``, ``popcount_prefix``, and ``route_sifted``, ``class_counts``,
-``key_positions``, ``last_key`` of the accumulator.
+``decode_classes2``, ``popcount_prefix``, and ``route_sifted``, ``split_entries``,
+``class_counts``, ``key_positions``, ``last_key`` of the accumulator.
 See :mod:`._ref` for the conventions.
 """
 
@@ -31,6 +31,11 @@ alice_sift = _impl.alice_sift
 decode_classes2 = _impl.decode_classes2
 popcount_prefix = _impl.popcount_prefix
 route_sifted = _impl.route_sifted
+split_entries = _impl.split_entries
+MAX_CLASSES: int = _impl.MAX_CLASSES  # classes a routed entry holds (route_sifted)
+# whether bob_finish and route_sifted compact 8 entries per BMI2 PEXT (the compiled backend on a
+# host where PEXT is fast) or one by one
+FAST_PEXT: bool = bool(getattr(_impl, "FAST_PEXT", False))
 class_counts = _impl.class_counts
 key_positions = _impl.key_positions
 last_key = _impl.last_key
@@ -45,6 +50,8 @@ def warm() -> None:
 
 __all__ = [
     "BACKEND",
+    "FAST_PEXT",
+    "MAX_CLASSES",
     "alice_sift",
     "available_backends",
     "bob_finish",
@@ -63,5 +70,6 @@ __all__ = [
     "popcount_prefix",
     "route_sifted",
     "sift_alice",
+    "split_entries",
     "warm",
 ]

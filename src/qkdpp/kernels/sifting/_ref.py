@@ -10,9 +10,9 @@ Wire encoding of Bob's detected slots (``encode_slots``): for each detection, th
 increasing slots, written as an unsigned LEB128 varint (7 bits per byte, low group first,
 high bit = continuation). Bases travel separately as a packed bit-plane.
 
-The fused stage kernels (``bob_prepare``, ``bob_finish``, ``alice_sift``, ``route_sifted``) are
-what the sifting stage and the accumulator call; here they are compositions of the simple
-functions above, which is how the compiled backend is checked.
+The fused stage kernels (``bob_prepare``, ``bob_finish``, ``alice_sift``, ``route_sifted``,
+``split_entries``) are what the sifting stage and the accumulator call; here they are
+compositions of the simple functions above, which is how the compiled backend is checked.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "popcount_prefix",
     "route_sifted",
     "sift_alice",
+    "split_entries",
 ]
 
 
@@ -265,42 +266,61 @@ def alice_sift(
     return np.packbits(keep), np.packbits(bit), n_keep, cls, codes, bob[kb], rel[kb] + slot0
 
 
+ENTRY_BIT = 7  # routed entry: the sifted bit in bit 7, the intensity class in bits 0..6
+MAX_CLASSES = 1 << ENTRY_BIT
+
+
 def route_sifted(
     bits_p: np.ndarray,
     basis: np.ndarray,
     inten: np.ndarray,
     key_basis: int,
     n_int: int,
-    key: tuple[np.ndarray, np.ndarray],
+    key: np.ndarray,
     kpos: int,
-    test: tuple[np.ndarray, np.ndarray],
+    test: np.ndarray,
     tpos: int,
 ) -> tuple[int, int]:
-    """Append one sifted chunk to the accumulator's buffers.
+    """Append one sifted chunk to the accumulator's entry buffers.
 
-    Bits ``i`` (packed MSB-first in ``bits_p``) with ``basis[i] == key_basis`` go to
-    ``key = (bit, intensity)`` at ``kpos, kpos + 1, …``, the others to ``test = (bit,
-    intensity)`` at ``tpos, …`` (bits as uint8 0/1). Every buffer must have ``n + 1`` free
-    entries (the compiled kernel writes one past the end). Returns the new ``(kpos, tpos)``, or
-    ``(-1, i)`` when ``inten[i] >= n_int`` (the first such ``i``): then the positions do not
-    move, though entries past them may have been overwritten.
+    Sifted bit ``i`` (packed MSB-first in ``bits_p``) and its class become one uint8 entry
+    ``bit << 7 | inten[i]`` (:data:`ENTRY_BIT`; ``n_int <= 128``, else :class:`ValueError`);
+    entries with ``basis[i] == key_basis`` go to ``key`` at ``kpos, kpos + 1, …``, the others to
+    ``test`` at ``tpos, …``. Both buffers must have ``n + 1`` free entries (the compiled kernel
+    writes one past the end). Returns the new ``(kpos, tpos)``, or ``(-1, i)`` when
+    ``inten[i] >= n_int`` (the first such ``i``): then the positions do not move, though
+    entries past them may have been overwritten.
     """
     n = np.size(basis)
-    if min(a.size for a in key) <= kpos + n or min(a.size for a in test) <= tpos + n:
+    if not 1 <= n_int <= MAX_CLASSES:
+        raise ValueError(f"route_sifted: n_int {n_int} outside [1, {MAX_CLASSES}]")
+    if key_basis not in (0, 1):
+        raise ValueError(f"route_sifted: key_basis must be 0 or 1, got {key_basis}")
+    if key.dtype != np.uint8 or test.dtype != np.uint8:
+        raise ValueError("route_sifted: entry buffers must be uint8")
+    if key.size <= kpos + n or test.size <= tpos + n:
         raise ValueError("route_sifted: buffers need n + 1 free entries")
     inten = np.asarray(inten, dtype=np.uint8)
     bad = np.flatnonzero(inten >= n_int)
     if bad.size:
         return -1, int(bad[0])
     b = np.unpackbits(np.asarray(bits_p, dtype=np.uint8), count=n)
+    entry = (b << ENTRY_BIT) | inten
     is_key = np.asarray(basis, dtype=np.uint8) == key_basis
     nk = int(is_key.sum())
     nt = n - nk
-    key[0][kpos : kpos + nk] = b[is_key]
-    key[1][kpos : kpos + nk] = inten[is_key]
-    test[0][tpos : tpos + nt] = b[~is_key]
-    test[1][tpos : tpos + nt] = inten[~is_key]
+    key[kpos : kpos + nk] = entry[is_key]
+    test[tpos : tpos + nt] = entry[~is_key]
     return kpos + nk, tpos + nt
+
+
+def split_entries(entries: np.ndarray, n_int: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Routed entries (uint8 ``bit << 7 | class``, see :func:`route_sifted`) → their bits packed
+    MSB-first, their classes (uint8) and the count of each class ``0..n_int-1`` (int64;
+    :class:`ValueError` on a class ``>= n_int``)."""
+    entries = np.asarray(entries, dtype=np.uint8)
+    cls = entries & (MAX_CLASSES - 1)
+    return np.packbits(entries >> ENTRY_BIT), cls, class_counts(cls, n_int)
 
 
 def class_counts(cls: np.ndarray, n_int: int) -> np.ndarray:
