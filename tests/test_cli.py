@@ -94,6 +94,11 @@ def test_bench_host_line_names_cpu_extensions_and_kernel_paths() -> None:
     assert paths["ldpc"] == {512: "avx512", 256: "avx2", 0: "portable"}.get(
         simd.simd_level(), "not built"
     )
+    from qkdpp.kernels import sifting
+
+    if sifting.BACKEND == "compiled":
+        assert paths["sifting"] == ("pext" if sifting.FAST_PEXT else "scalar")
     line = bench.format_host(host)
     assert line.startswith("host: Test CPU (2 CPUs); avx2 fma vpclmulqdq; kernels: ")
     assert f"toeplitz {paths['toeplitz']}" in line and f"ldpc {paths['ldpc']}" in line
+    assert f"sifting {paths['sifting']}" in line

@@ -140,8 +140,10 @@ def host_summary(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def kernel_paths() -> dict[str, str]:
-    """The vector path each C kernel takes in this process (``"not built"`` without it)."""
-    from qkdpp.kernels import toeplitz
+    """The vector path each C kernel takes in this process (``"not built"`` without it), and
+    whether the compiled sifting kernels compact by BMI2 PEXT (``"pext"``) or one by one
+    (``"scalar"``)."""
+    from qkdpp.kernels import sifting, toeplitz
     from qkdpp.kernels.ldpc import simd
 
     out = {"toeplitz": "not built"}
@@ -151,6 +153,9 @@ def kernel_paths() -> dict[str, str]:
 
     level = simd.simd_level()
     out["ldpc"] = {512: "avx512", 256: "avx2", 0: "portable"}.get(level, "not built")
+    out["sifting"] = (
+        "reference" if sifting.BACKEND != "compiled" else "pext" if sifting.FAST_PEXT else "scalar"
+    )
     return out
 
 
