@@ -731,7 +731,7 @@ def _prefetch_intrinsic(typingctx, arr, i):
 
 # called as _prefetch(arr, i) from compiled code (numba supplies the typing context)
 _prefetch: Any = _prefetch_intrinsic
-PREFETCH = 8  # questions / tasks ahead whose node bytes are prefetched
+PREFETCH = 8  # questions ahead whose node bytes and copy words answer_batch prefetches
 
 
 PENDING = 1  # node states (two bits, see the module docstring): asked
@@ -1049,49 +1049,57 @@ def bob_step(
         if slot_few[q] == 0:
             mslots[nms] = q
             nms += 1
+    # Fetched first, for all answers at once so that the misses overlap: the node and copy
+    # word each answer updates and reads, and for a one-bit question the permutation entry
+    # of the flip it leads to (of bit s or s + 1, in the task loop) ...
     for r in range(na_in):
-        # A one-bit question leads to a flip at s or s + 1 in the task loop: fetch the
-        # permutation entry (2 * PREFETCH ahead), then the key byte it names (PREFETCH
-        # ahead), so the flip finds both in cache (the serial miss pair was ~12 % of a step).
-        rr = r + 2 * PREFETCH
-        if rr < na_in and asked[rr, 2] - asked[rr, 1] == 1 and 0 < asked[rr, 0] < nperm:
-            _prefetch(pflat, asked[rr, 0] * n + asked[rr, 1])
-        if r + PREFETCH < na_in:  # the node and copy word of a later answer (loads overlap)
-            rr = r + PREFETCH
-            _prefetch(
-                node,
-                (slot_off[asked[rr, 0]] + asked[rr, 4] * slot_t[asked[rr, 0]] + asked[rr, 5])
-                >> NODE_SHIFT,
-            )
-            _prefetch(wflat, asked[rr, 0] * nwr + (asked[rr, 1] >> 6))
-            if asked[rr, 2] - asked[rr, 1] == 1:
-                sl = asked[rr, 0]
-                s1 = asked[rr, 1]
-                i1 = np.int64(-1)
-                i2 = np.int64(-1)
-                if sl == 0:
-                    _prefetch(bits, s1)
-                    i1 = s1
-                    if s1 + 1 < n:
-                        i2 = s1 + 1
-                elif sl < nperm and (loaded[sl] != 0):
-                    i1 = np.int64(perms[sl, s1])
-                    _prefetch(bits, i1)
-                    if s1 + 1 < n:
-                        i2 = np.int64(perms[sl, s1 + 1])
-                        _prefetch(bits, i2)
-                # The flip (of i1 or i2, in the task loop after this loop) also loads the
-                # key's entry of the shared block table and its position in every other pass
-                # of many blocks (random reads in tables of 4n bytes each): fetched now, so
-                # those misses overlap too.
-                for c in range(2):
-                    ii = i1 if c == 0 else i2
-                    if ii < 0:
-                        continue
-                    if fewtab.size == n:
-                        _prefetch(fewtab, ii)
-                    for t in range(nms):
-                        _prefetch(posflat, mslots[t] * n + ii)
+        sl = asked[r, 0]
+        _prefetch(node, (slot_off[sl] + asked[r, 4] * slot_t[sl] + asked[r, 5]) >> NODE_SHIFT)
+        _prefetch(wflat, sl * nwr + (asked[r, 1] >> 6))
+        if asked[r, 2] - asked[r, 1] == 1 and 0 < sl < nperm:
+            _prefetch(pflat, sl * n + asked[r, 1])
+    # ... then what the flip loads through that entry: the key byte, the bit's entry of the
+    # shared block table and its position in every other pass of many blocks (random reads in
+    # tables of n or 4n bytes)
+    for r in range(na_in):
+        if asked[r, 2] - asked[r, 1] != 1:
+            continue
+        sl = asked[r, 0]
+        s1 = asked[r, 1]
+        if sl != 0 and (sl >= nperm or loaded[sl] == 0):
+            continue
+        for c in range(2):
+            if s1 + c >= n:
+                break
+            ii = s1 + c if sl == 0 else np.int64(perms[sl, s1 + c])
+            _prefetch(bits, ii)
+            if fewtab.size == n:
+                _prefetch(fewtab, ii)
+            for t in range(nms):
+                _prefetch(posflat, mslots[t] * n + ii)
+    # ... and what the flip reads through those positions: the block roots and copy words of
+    # the bit in every pass of many blocks
+    for r in range(na_in):
+        if asked[r, 2] - asked[r, 1] != 1:
+            continue
+        sl = asked[r, 0]
+        s1 = asked[r, 1]
+        if sl != 0 and (sl >= nperm or loaded[sl] == 0):
+            continue
+        for c in range(2):
+            if s1 + c >= n:
+                break
+            ii = s1 + c if sl == 0 else np.int64(perms[sl, s1 + c])
+            for t in range(nms + 1):
+                q = mslots[t] if t < nms else 0
+                x = ii if q == 0 else np.int64(poss[q, ii])
+                if has_copy[q] != 0:
+                    _prefetch(wflat, q * nwr + (x >> 6))
+                if x < slot_end[q]:
+                    _prefetch(
+                        node, (slot_off[q] + _block_of(x, slot_k[q]) * slot_t[q] + 1) >> NODE_SHIFT
+                    )
+    for r in range(na_in):
         slot, s, e, pe, blk, h = (
             asked[r, 0],
             asked[r, 1],
@@ -1158,9 +1166,13 @@ def bob_step(
     # exactly the shortest-first order of one heap holding everything.
     npk = parked.shape[0]
     for r in range(npk):
-        srt[0, r] = _hkey(
-            parked[r, 2] - parked[r, 1], parked[r, 0] & 255, parked[r, 1], parked[r, 3] >= 0
-        )
+        sl = parked[r, 0] & 255
+        srt[0, r] = _hkey(parked[r, 2] - parked[r, 1], sl, parked[r, 1], parked[r, 3] >= 0)
+        # the task's node and its children (a descent reads them), fetched now: the sort
+        # and the visits before it leave time for every miss
+        pb = slot_off[sl] + parked[r, 4] * slot_t[sl]
+        _prefetch(node, (pb + parked[r, 5]) >> NODE_SHIFT)
+        _prefetch(node, (pb + 2 * parked[r, 5]) >> NODE_SHIFT)
     okey = _sort_pairs(srt, npk)  # stable; nearly sorted already
     orow = okey + 1
     ptr = 0
@@ -1219,13 +1231,6 @@ def bob_step(
                 hk, pe, blk, h = pkey, ppe, pblk, ph
                 src = 1
             elif pk <= hq:
-                if ptr + PREFETCH < npk:  # the node of a later parked task
-                    rr = srt[orow, ptr + PREFETCH]
-                    sl = parked[rr, 0] & 255
-                    pb = slot_off[sl] + parked[rr, 4] * slot_t[sl]
-                    _prefetch(node, (pb + parked[rr, 5]) >> NODE_SHIFT)
-                    # its children (a descent reads them)
-                    _prefetch(node, (pb + 2 * parked[rr, 5]) >> NODE_SHIFT)
                 r = srt[orow, ptr]
                 ptr += 1
                 hk, pe, blk, h = srt[okey, ptr - 1], parked[r, 3], parked[r, 4], parked[r, 5]
