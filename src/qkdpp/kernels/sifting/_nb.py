@@ -14,6 +14,7 @@ from numba.extending import intrinsic
 
 from qkdpp._numba import njit
 from qkdpp.errors import ProtocolError
+from qkdpp.kernels.sifting._ref import ENTRY_BIT, MAX_CLASSES, check_route_args
 
 __all__ = [
     "alice_sift",
@@ -723,10 +724,6 @@ def _raise_decode(status: int, where: int, count: int, n_slots: int) -> None:
         raise ProtocolError(f"sifting: {where} trailing bytes after {count} slots")
 
 
-ENTRY_BIT = 7  # routed entry: the sifted bit in bit 7, the intensity class in bits 0..6
-MAX_CLASSES = 1 << ENTRY_BIT  # classes an entry holds
-
-
 @njit
 def _by_basis_scalar(
     ent: np.ndarray, basis: np.ndarray, key_basis: int, kk: np.ndarray, tt: np.ndarray
@@ -948,14 +945,7 @@ def route_sifted(
     n = basis.shape[0]
     if bits_p.size < (n + 7) // 8 or inten.shape != (n,):
         raise ValueError("route_sifted: bits / intensities do not match the bases")
-    if not 1 <= n_int <= MAX_CLASSES:
-        raise ValueError(f"route_sifted: n_int {n_int} outside [1, {MAX_CLASSES}]")
-    if key_basis not in (0, 1):
-        raise ValueError(f"route_sifted: key_basis must be 0 or 1, got {key_basis}")
-    if key.dtype != np.uint8 or test.dtype != np.uint8:
-        raise ValueError("route_sifted: entry buffers must be uint8")
-    if key.size <= kpos + n or test.size <= tpos + n:
-        raise ValueError("route_sifted: buffers need n + 1 free entries")
+    check_route_args(n, n_int, key_basis, key, kpos, test, tpos)
     return _route(
         np.ascontiguousarray(bits_p, dtype=np.uint8),
         np.ascontiguousarray(basis, dtype=np.uint8),

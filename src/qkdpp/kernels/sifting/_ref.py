@@ -270,6 +270,21 @@ ENTRY_BIT = 7  # routed entry: the sifted bit in bit 7, the intensity class in b
 MAX_CLASSES = 1 << ENTRY_BIT
 
 
+def check_route_args(
+    n: int, n_int: int, key_basis: int, key: np.ndarray, kpos: int, test: np.ndarray, tpos: int
+) -> None:
+    """The checks :func:`route_sifted` (both backends) makes on its arguments, for a chunk of
+    ``n`` sifted bits; :class:`ValueError` naming the first that fails."""
+    if not 1 <= n_int <= MAX_CLASSES:
+        raise ValueError(f"route_sifted: n_int {n_int} outside [1, {MAX_CLASSES}]")
+    if key_basis not in (0, 1):
+        raise ValueError(f"route_sifted: key_basis must be 0 or 1, got {key_basis}")
+    if key.dtype != np.uint8 or test.dtype != np.uint8:
+        raise ValueError("route_sifted: entry buffers must be uint8")
+    if key.size <= kpos + n or test.size <= tpos + n:
+        raise ValueError("route_sifted: buffers need n + 1 free entries")
+
+
 def route_sifted(
     bits_p: np.ndarray,
     basis: np.ndarray,
@@ -292,14 +307,7 @@ def route_sifted(
     entries past them may have been overwritten.
     """
     n = np.size(basis)
-    if not 1 <= n_int <= MAX_CLASSES:
-        raise ValueError(f"route_sifted: n_int {n_int} outside [1, {MAX_CLASSES}]")
-    if key_basis not in (0, 1):
-        raise ValueError(f"route_sifted: key_basis must be 0 or 1, got {key_basis}")
-    if key.dtype != np.uint8 or test.dtype != np.uint8:
-        raise ValueError("route_sifted: entry buffers must be uint8")
-    if key.size <= kpos + n or test.size <= tpos + n:
-        raise ValueError("route_sifted: buffers need n + 1 free entries")
+    check_route_args(n, n_int, key_basis, key, kpos, test, tpos)
     inten = np.asarray(inten, dtype=np.uint8)
     bad = np.flatnonzero(inten >= n_int)
     if bad.size:
