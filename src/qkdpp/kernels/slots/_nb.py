@@ -494,13 +494,22 @@ def assign_merge_tracked(
     track_t = np.ascontiguousarray(track_t, np.float64)
     args = (start, inv_period, period, half_gate, basis_map, value_map, slot_lo, slot_hi)
     if not np.isnan(track_t).any():
-        tb = np.ceil(np.clip(track_t, -(2.0**62), 2.0**62)).astype(np.int64)
-        shift = np.rint(np.asarray(track_corr, np.float64)).astype(np.int64)
-        out = _assign_merge_times(tp, np.uint64(tref), tb, shift, ch, *args)
+        out = _assign_merge_times(
+            tp, np.uint64(tref), *_track_arrays(track_t, track_corr), ch, *args
+        )
         if out is not None:
             return out
     t = _ref.shifted_times(tp, tref, track_t, track_corr)
     return _assign_merge_sorted(t, ch, *args)
+
+
+def _track_arrays(track_t: np.ndarray, track_corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The tracking blocks as :func:`_fused4` takes them: block starts rounded up to int64 ps
+    (clipped to ±2^62) and the corrections rounded to int64 ps (empty arrays: no tracking)."""
+    if track_t.size == 0:
+        return _NO_TRACK, _NO_SHIFT
+    tb = np.ceil(np.clip(track_t, -(2.0**62), 2.0**62)).astype(np.int64)
+    return tb, np.rint(np.asarray(track_corr, np.float64)).astype(np.int64)
 
 
 def _refs(arrays: tuple[np.ndarray, ...]) -> list[int]:
@@ -578,15 +587,7 @@ class ChunkedAssign:
             self._fallback()
             return
         self._sel = sel
-        tracked = track_t.size > 0
-        self._tb = (
-            np.ceil(np.clip(track_t, -(2.0**62), 2.0**62)).astype(np.int64)
-            if tracked
-            else _NO_TRACK
-        )
-        self._shift = (
-            np.rint(np.asarray(track_corr, np.float64)).astype(np.int64) if tracked else _NO_SHIFT
-        )
+        self._tb, self._shift = _track_arrays(track_t, track_corr)
         # events per slot, to size each range's buffers (grown if a range holds more)
         self._rate = self._args[0].size / max(1, int(slot_hi) - int(slot_lo))
 
