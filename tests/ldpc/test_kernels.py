@@ -11,6 +11,8 @@ from qkdpp.codes import load_code
 from qkdpp.kernels import ldpc
 from qkdpp.kernels.ldpc import _ref
 
+from ._gen import fresh_state
+
 
 def random_csr(rng: np.random.Generator, n: int, m: int, density: float):
     dense = rng.random((m, n)) < density
@@ -138,12 +140,8 @@ def test_working_set_compaction_keeps_results_and_resume_state(algorithm):
 
     def run(cols, splits):
         f = len(cols)
-        post = np.ascontiguousarray(llr[:, cols])
-        msg = np.zeros((code.edges, f), np.float32)
-        bits = np.zeros((code.n, f), np.uint8)
-        ok = np.zeros(f, np.uint8)
+        post, msg, bits, ok, syn = fresh_state(code, llr, s, cols)
         total = np.zeros(f, np.int32)
-        syn = np.ascontiguousarray(s[:, cols])
         for k in splits:
             it = np.zeros(f, np.int32)
             if algorithm == "nms":
@@ -184,13 +182,8 @@ def test_given_up_frames_keep_their_state_in_any_group(algorithm):
     patience = 4
 
     def run(cols, max_iter=80):
-        f = len(cols)
-        post = np.ascontiguousarray(llr[:, cols])
-        msg = np.zeros((code.edges, f), np.float32)
-        bits = np.zeros((code.n, f), np.uint8)
-        ok = np.zeros(f, np.uint8)
-        it = np.zeros(f, np.int32)
-        syn = np.ascontiguousarray(s[:, cols])
+        post, msg, bits, ok, syn = fresh_state(code, llr, s, cols)
+        it = np.zeros(len(cols), np.int32)
         args = (code.row_ptr, code.col_idx, post, msg, syn, max_iter)
         if algorithm == "nms":
             nb.nms_sweeps(*args, 0.8, bits, it, ok, patience)

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from qkdpp.codes import load_code
 from qkdpp.kernels.ldpc import _ref, _simd
 
+from ._gen import fresh_state
+
 pytestmark = pytest.mark.skipif(not _simd.AVAILABLE, reason="ldpc._cy not built")
 
 if _simd.AVAILABLE:
@@ -174,12 +176,8 @@ def test_group_independence_and_resume(patience):
 
     def run(cols, splits):
         f = len(cols)
-        post = np.ascontiguousarray(llr[:, cols])
-        msg = np.zeros((code.edges, f), np.float32)
-        bits = np.zeros((code.n, f), np.uint8)
-        ok = np.zeros(f, np.uint8)
+        post, msg, bits, ok, syn = fresh_state(code, llr, s, cols)
         total = np.zeros(f, np.int32)
-        syn = np.ascontiguousarray(s[:, cols])
         for k in splits:
             it = np.zeros(f, np.int32)
             _simd.spa_sweeps(code.row_ptr, code.col_idx, post, msg, syn, k, bits, it, ok, patience)
@@ -223,13 +221,8 @@ def test_lane_refill(level):
     llr = (np.where(y == 1, -1.0, 1.0) * np.log((1 - qs) / qs)[None, :]).astype(np.float32)
 
     def run(cols):
-        f = len(cols)
-        post = np.ascontiguousarray(llr[:, cols])
-        msg = np.zeros((code.edges, f), np.float32)
-        bits = np.zeros((code.n, f), np.uint8)
-        ok = np.zeros(f, np.uint8)
-        it = np.zeros(f, np.int32)
-        syn = np.ascontiguousarray(s[:, cols])
+        post, msg, bits, ok, syn = fresh_state(code, llr, s, cols)
+        it = np.zeros(len(cols), np.int32)
         runs = _simd.spa_sweeps(code.row_ptr, code.col_idx, post, msg, syn, 40, bits, it, ok, 4)
         return bits, ok, it, post, msg, runs
 
