@@ -313,21 +313,34 @@ cdef extern from *:
                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     }
 
-    /* one check (edges lo .. lo + d - 1) on 8 full lanes f0 .. f0 + 7: unmasked loads and
-       stores, otherwise the operations of the masked loop in qk_sweep_avx2 */
-    QK_AVX2 static inline void qk_check8_avx2(int64_t lo, int64_t d, const int32_t *ci,
-                                              float *post, float *msg, const uint8_t *sy,
-                                              int64_t W, int64_t f0, float *q, float *ph) {
+    /* one check (edges lo .. lo + d - 1) on the nl (1..8) lanes f0 .. f0 + nl - 1. Full
+       vectors (nl == 8, a constant where qk_sweep_avx2 calls this) use unmasked loads and
+       stores; a partial one masked loads and lane-by-lane stores (AMD runs vmaskmovps stores
+       slowly). The same float operations either way. */
+    QK_AVX2 static inline __attribute__((always_inline)) void qk_check_avx2(
+        int64_t lo, int64_t d, const int32_t *ci, float *post, float *msg, const uint8_t *sy,
+        int64_t W, int64_t f0, int64_t nl, float *q, float *ph) {
         const __m256 zero = _mm256_setzero_ps();
         const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-        __m256 par = _mm256_castsi256_ps(_mm256_sub_epi32(
-            _mm256_setzero_si256(),
-            _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sy)),
-                             _mm256_set1_epi32(1))));
+        const __m256i lanes = qk_lanes8(nl);
+        __m256 par;
+        if (nl == 8) {
+            par = _mm256_castsi256_ps(_mm256_sub_epi32(
+                _mm256_setzero_si256(),
+                _mm256_and_si256(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)sy)),
+                                 _mm256_set1_epi32(1))));
+        } else {
+            int32_t sb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int64_t l = 0; l < nl; l++) sb[l] = -(int32_t)(sy[l] & 1u);
+            par = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)sb));
+        }
         __m256 tot = zero;
         for (int64_t k = 0; k < d; k++) {
-            __m256 x = _mm256_sub_ps(_mm256_loadu_ps(post + (int64_t)ci[lo + k] * W + f0),
-                                     _mm256_loadu_ps(msg + (lo + k) * W + f0));
+            const float *pp = post + (int64_t)ci[lo + k] * W + f0;
+            const float *mp = msg + (lo + k) * W + f0;
+            __m256 x = nl == 8 ? _mm256_sub_ps(_mm256_loadu_ps(pp), _mm256_loadu_ps(mp))
+                               : _mm256_sub_ps(_mm256_maskload_ps(pp, lanes),
+                                               _mm256_maskload_ps(mp, lanes));
             _mm256_store_ps(q + k * 8, x);
             par = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
             __m256 p = qk_phi8(_mm256_and_ps(x, absmask));
@@ -340,8 +353,20 @@ cdef extern from *:
             __m256 r = qk_phi8(y);
             __m256 neg = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
             r = _mm256_blendv_ps(r, _mm256_sub_ps(zero, r), neg);
-            _mm256_storeu_ps(msg + (lo + k) * W + f0, r);
-            _mm256_storeu_ps(post + (int64_t)ci[lo + k] * W + f0, _mm256_add_ps(x, r));
+            float *mp = msg + (lo + k) * W + f0;
+            float *pp = post + (int64_t)ci[lo + k] * W + f0;
+            if (nl == 8) {
+                _mm256_storeu_ps(mp, r);
+                _mm256_storeu_ps(pp, _mm256_add_ps(x, r));
+            } else {
+                float rb[8], pb[8];
+                _mm256_storeu_ps(rb, r);
+                _mm256_storeu_ps(pb, _mm256_add_ps(x, r));
+                for (int64_t l = 0; l < nl; l++) {
+                    mp[l] = rb[l];
+                    pp[l] = pb[l];
+                }
+            }
         }
     }
 
@@ -350,50 +375,15 @@ cdef extern from *:
     QK_AVX2 static void qk_sweep_avx2(int64_t m, const int64_t *rp, const int32_t *ci,
                                       float *post, float *msg, const uint8_t *synd, int64_t W,
                                       int64_t Wb, float *q, float *ph) {
-        const __m256 zero = _mm256_setzero_ps();
-        const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
         for (int64_t c = 0; c < m; c++) {
             int64_t lo = rp[c], d = rp[c + 1] - lo;
             if (d == 0) continue;
             for (int64_t f0 = 0; f0 < Wb; f0 += 8) {
-                int64_t nl = Wb - f0 < 8 ? Wb - f0 : 8;
-                if (nl == 8) {   /* full vectors: unmasked loads and stores */
-                    qk_check8_avx2(lo, d, ci, post, msg, synd + c * W + f0, W, f0, q, ph);
-                    continue;
-                }
-                __m256i lanes = qk_lanes8(nl);
-                int32_t sb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-                for (int64_t l = 0; l < nl; l++) sb[l] = -(int32_t)(synd[c * W + f0 + l] & 1u);
-                __m256 par = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)sb));
-                __m256 tot = zero;
-                for (int64_t k = 0; k < d; k++) {
-                    __m256 x = _mm256_sub_ps(
-                        _mm256_maskload_ps(post + (int64_t)ci[lo + k] * W + f0, lanes),
-                        _mm256_maskload_ps(msg + (lo + k) * W + f0, lanes));
-                    _mm256_store_ps(q + k * 8, x);
-                    par = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
-                    __m256 p = qk_phi8(_mm256_and_ps(x, absmask));
-                    _mm256_store_ps(ph + k * 8, p);
-                    tot = _mm256_add_ps(tot, p);
-                }
-                for (int64_t k = 0; k < d; k++) {
-                    __m256 x = _mm256_load_ps(q + k * 8);
-                    __m256 y = _mm256_max_ps(_mm256_sub_ps(tot, _mm256_load_ps(ph + k * 8)),
-                                             zero);
-                    __m256 r = qk_phi8(y);
-                    __m256 neg = _mm256_xor_ps(par, _mm256_cmp_ps(x, zero, _CMP_LT_OQ));
-                    r = _mm256_blendv_ps(r, _mm256_sub_ps(zero, r), neg);
-                    /* the nl lanes one by one (AMD runs vmaskmovps stores slowly) */
-                    float rb[8], pb[8];
-                    _mm256_storeu_ps(rb, r);
-                    _mm256_storeu_ps(pb, _mm256_add_ps(x, r));
-                    float *mp = msg + (lo + k) * W + f0;
-                    float *pp = post + (int64_t)ci[lo + k] * W + f0;
-                    for (int64_t l = 0; l < nl; l++) {
-                        mp[l] = rb[l];
-                        pp[l] = pb[l];
-                    }
-                }
+                const uint8_t *sy = synd + c * W + f0;
+                if (Wb - f0 >= 8)   /* full vectors: the nl == 8 copy of the inlined check */
+                    qk_check_avx2(lo, d, ci, post, msg, sy, W, f0, 8, q, ph);
+                else
+                    qk_check_avx2(lo, d, ci, post, msg, sy, W, f0, Wb - f0, q, ph);
             }
         }
     }
