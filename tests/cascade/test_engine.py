@@ -250,6 +250,33 @@ def test_flip_log_wrap_around_changes_nothing(variant: str, monkeypatch) -> None
     assert logs[0] == logs[1]
 
 
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("cap", [1 << 30, 3])
+def test_packed_key_follows_the_flips(cap: int, batched: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Bob's packed key (masks path of the passes of few blocks), updated from the flip log
+    instead of repacked, equals the packed current key whenever a pass opening reads it, also
+    when the flip log restarts often (cap 3), with batched and per-frame stepping."""
+    from qkdpp.kernels.cascade import engine
+
+    monkeypatch.setattr(engine._CompiledBob, "FLOG_CAP", cap)
+    if not batched:
+        monkeypatch.setattr(engine._BobBatch, "make", classmethod(lambda cls, frames: None))
+    updated = []
+    original = engine._CompiledBob.packed_key
+
+    def checked_packed_key(self):  # type: ignore[no-untyped-def]
+        updated.append(self._packed is not None and self.flips != self._packed_at)
+        got = original(self)
+        assert np.array_equal(got, engine.packed_words(self.bits))
+        return got
+
+    monkeypatch.setattr(engine._CompiledBob, "packed_key", checked_packed_key)
+    alices, bobs, truth = make_batch(20_000, 0.01, "option7", frames=4, seed=9)
+    bob_reconcile(bobs, AliceOracle(alices))
+    assert all(np.array_equal(b.bits, t) for b, t in zip(bobs, truth, strict=False))
+    assert len(updated) == 4 * 12 and sum(updated) >= 2  # flips between some openings
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_corrects_and_books_every_parity(variant: str) -> None:
     n, q = 10_000, 0.03

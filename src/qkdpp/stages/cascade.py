@@ -142,7 +142,8 @@ class _PeerAsk(AskPeer):
                 f"cascade: expected {total} packed parities ({(total + 7) // 8} bytes), got "
                 f"{par.dtype} array of shape {par.shape}"
             )
-        if total % 8 and int(par[-1]) & ((1 << (8 - total % 8)) - 1):
+        pad = -total % 8
+        if pad and par.item(-1) & ((1 << pad) - 1):
             raise ProtocolError("cascade: nonzero pad bits after the last parity")
         return np.unpackbits(par, count=total)
 
@@ -152,14 +153,13 @@ class _PeerAsk(AskPeer):
         """One round with the questions of all frames already in wire form (``q``
         ``uint32[m, 3]``, ``counts`` per frame; see :meth:`AskPeer.exchange_flat`): the same
         messages as :meth:`exchange`, without per-frame arrays."""
-        m = q.shape[0]
+        if tops is None:  # the usual round (the message of _round_message, built here)
+            reply = self.peer.request(KIND, {"op": "bin", "counts": counts, "q": q})
+            return None, self._parities(reply, q.shape[0])
         msg, ntop = _round_message(tops, counts, q)
         reply = self.peer.request(KIND, msg)
         nt = sum(ntop)
-        total = nt + m
-        bitsout = self._parities(reply, total)
-        if tops is None:
-            return None, bitsout
+        bitsout = self._parities(reply, nt + q.shape[0])
         offs = [0, *itertools.accumulate(ntop)]
         return [bitsout[a:b] for a, b in itertools.pairwise(offs)], bitsout[nt:]
 

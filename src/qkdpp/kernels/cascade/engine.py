@@ -503,8 +503,11 @@ class _CompiledBob:
         self.asked = np.empty((0, 6), dtype=np.int64)
         self.parked = np.empty((0, 6), dtype=np.int64)
         self.flips = 0
-        self._packed: np.ndarray | None = None  # packed_words(bits) as of self._packed_at flips
+        # packed_words(bits) as of self._packed_at flips, which were flip log entries up to
+        # self._packed_log (see packed_key)
+        self._packed: np.ndarray | None = None
         self._packed_at = -1
+        self._packed_log = 0
         self.cascade_on = True
         # work buffers of bob_step, kept across rounds (two sets: a round reads the other's)
         cap = 1024
@@ -551,11 +554,8 @@ class _CompiledBob:
         starts = np.arange(0, top_end, k, dtype=np.int64)
         nb = starts.size
         words = None
-        if nb <= 3:  # masks path: the packed key, repacked only after flips
-            if self._packed_at != self.flips or self._packed is None:
-                self._packed = packed_words(self.bits)
-                self._packed_at = self.flips
-            words = self._packed
+        if nb <= 3:  # masks path: the packed key
+            words = self.packed_key()
         n = self.bits.size
         if nb > 3 and s < self.sh.passes:
             # many blocks: build the packed copy now (BINARY reads it next) and take the
@@ -606,6 +606,24 @@ class _CompiledBob:
         top[:, 4] = np.arange(starts.size)
         top[:, 5] = 1
         return top
+
+    def packed_key(self) -> np.ndarray:
+        """The key as :func:`packed_words` gives it (``uint64`` words, ``numpy.packbits``
+        order), for the membership masks of passes of few blocks. Built once, then brought up
+        to date with the flips since (:attr:`flips` must be current): the key bits of the flip
+        log's new entries ``flog[_packed_log:nlog]`` are flipped in it (a pass opening usually
+        follows a handful of flips; repacking the key cost ≈ 0.1 ms per opening at n = 1e6).
+        Packed again when the log does not hold exactly those flips (it restarted when full)."""
+        lo, hi = self._packed_log, int(self.nlog[0])
+        if self._packed is None or hi - lo != self.flips - self._packed_at:
+            self._packed = packed_words(self.bits)
+        elif hi > lo:
+            idx = self.flog[lo:hi]
+            key = self._packed.view(np.uint8)
+            # unbuffered: a bit flipped twice since is flipped back
+            np.bitwise_xor.at(key, idx >> 3, np.right_shift(0x80, idx & 7).astype(np.uint8))
+        self._packed_at, self._packed_log = self.flips, hi
+        return self._packed
 
     def release(self) -> None:
         """Return the work buffers to the shuffles' pool (the engine is unusable after)."""
@@ -949,7 +967,9 @@ class AliceBatch:
             and all(k.size == sh.n for k in keys)
         )
         self.cur: np.ndarray | None = None
-        self.leaked: np.ndarray | None = np.zeros(len(keys), dtype=np.int64)
+        # the ``counts`` of every round answered by answer_wire, as their int64 bytes (an
+        # append per round; summed per frame by release, instead of an array addition)
+        self._answered: list[bytes] | None = []
         if not self.fast or sh is None:
             self.frames = [
                 AliceFrame(k, passes, s, backend) for k, s in zip(keys, shuffles, strict=True)
@@ -976,12 +996,11 @@ class AliceBatch:
             for i in range(nf)
         ]
         self.limit = 2 * n + 16
-
-    def _kernel_state(self) -> tuple[Any, ...]:
-        """Alice's keys, the session's shuffles and the packed copies, as the batched answer
-        kernels (:func:`._nb.answer_batch`, :func:`._nb.answer_round`) take them first."""
-        sh = self.sh
-        return (
+        self._counts_shape = (nf,)
+        # Alice's keys, the session's shuffles and the packed copies, as the batched answer
+        # kernels (:func:`._nb.answer_batch`, :func:`._nb.answer_round`) take them first (the
+        # arrays are filled in place, never replaced: built once, not per round)
+        self._state = (
             self.bits,
             sh.perms,
             sh.poss,
@@ -1002,7 +1021,7 @@ class AliceBatch:
             if int(np.diff(bounds).max()) > self.limit:
                 raise ProtocolError(f"more than {self.limit} parity questions for one frame")
             out = np.zeros((m + 7) // 8, dtype=np.uint8)
-            bad = _nb.answer_batch(*self._kernel_state(), bounds, q, out)
+            bad = _nb.answer_batch(*self._state, bounds, q, out)
             if bad < 0:
                 for a, lo, hi in zip(self.frames, bounds[:-1], bounds[1:], strict=False):
                     a.leaked += int(hi - lo)
@@ -1020,33 +1039,32 @@ class AliceBatch:
         (:func:`._nb.answer_round`). Returns the packed parities, or ``None`` when this path
         does not apply (other dtypes or shapes, a BICONF pass, a bad count or question): then
         the caller takes the general path, which answers or raises the ProtocolError."""
-        nf = len(self.frames)
         if not (
             self.fast
             and counts.dtype == np.int64
-            and counts.shape == (nf,)
+            and counts.shape == self._counts_shape
             and q.dtype == np.uint32
             and q.ndim == 2
             and q.shape[1] == 3
         ):
             return None
-        m = q.shape[0]
-        out = np.zeros((m + 7) // 8, dtype=np.uint8)
-        code = _nb.answer_round(
-            *self._kernel_state(), counts, np.ascontiguousarray(q), self.limit, out
-        )
+        out = np.zeros((q.shape[0] + 7) // 8, dtype=np.uint8)
+        code = _nb.answer_round(*self._state, counts, np.ascontiguousarray(q), self.limit, out)
         if code != -1:
             return None
-        self.leaked += counts
+        self._answered.append(counts.tobytes())  # type: ignore[union-attr]
         return out
 
     def release(self) -> None:
         """Recycle the work buffers (call when the batch is finished; adds the parities
         answered by :meth:`answer_wire` to the frames' ``leaked``)."""
-        if self.leaked is not None:
-            for a, c in zip(self.frames, self.leaked, strict=True):
-                a.leaked += int(c)
-            self.leaked = None
+        if self._answered is not None:
+            if self._answered:
+                rows = np.frombuffer(b"".join(self._answered), dtype=np.int64)
+                per_frame = rows.reshape(-1, len(self.frames)).sum(axis=0).tolist()
+                for a, c in zip(self.frames, per_frame, strict=True):
+                    a.leaked += c
+            self._answered = None
         for a in self.frames:
             a.release()
         if self.cur is not None:
@@ -1359,7 +1377,7 @@ class _BobBatch:
         """Open a pass of frame ``i`` (see :meth:`_CompiledBob.start_pass`)."""
         e = self.engs[i]
         sc = self.sc[i]
-        e.flips = int(sc[_nb.SC_FLIPS])  # open_pass repacks the key after flips
+        e.flips = int(sc[_nb.SC_FLIPS])  # open_pass updates the packed key by the flips
         rows = e.open_pass(pid, k, top_end, cascades, alice_top)
         _nb.append_parked(self.bf, self.sc, i, rows)
         sc[_nb.SC_NSLOTS] = e.nslots
