@@ -75,6 +75,7 @@ def test_start_twice_gives_the_same_helper(tmp_path: Path) -> None:
         "h = warm.start({})\n"
         "assert h is not None and warm.start({}) is h\n"
         "h.kill(); h.wait()\n"
+        "import shutil; shutil.rmtree(warm._CLAIMS)\n"
         "print('ok')\n"
     )
     out = subprocess.run(
@@ -95,3 +96,55 @@ def test_answerer_warm_up_loads_the_answer_kernels() -> None:
     CascadeStage("alice").warm_answerer()
     for kernel in (_nb.answer_passes, _nb.answer_batch, _nb.answer_round):
         assert kernel.signatures, kernel
+
+
+def test_units_are_shared_by_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process runs, in order, exactly the units no other process has claimed, and claims
+    them; a unit it has run itself is not run again; without a claims folder it runs all."""
+    ran: list[str] = []
+    monkeypatch.setattr(warm, "_run_unit", lambda unit, config: ran.append(unit))
+    monkeypatch.setattr(warm, "_DONE", {"sifting-alice"})
+    (tmp_path / "timing").touch()  # the other process has it
+    warm.run_units({}, str(tmp_path))
+    assert ran == ["corrector", "sifting-bob", "answerer"]
+    claimed = sorted(p.name for p in tmp_path.iterdir())
+    assert claimed == ["answerer", "corrector", "sifting-bob", "timing"]
+    ran.clear()
+    warm.run_units({}, str(tmp_path))  # all claimed now
+    assert ran == []
+    warm.run_units({}, None)
+    assert ran == [u for u in warm.UNITS if u != "sifting-alice"]
+
+
+def test_compile_here_runs_only_the_units_not_run_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[str] = []
+
+    def run(unit: str, config: dict[str, object]) -> None:
+        ran.append(unit)
+        warm._DONE.add(unit)
+
+    monkeypatch.setattr(warm, "_run_unit", run)
+    monkeypatch.setattr(warm, "_DONE", {"timing", "corrector"})
+    warm.compile_here({})
+    assert ran == ["sifting-alice", "sifting-bob"]
+    warm.compile_here({})
+    assert ran == ["sifting-alice", "sifting-bob"]
+
+
+def test_bob_round_and_step_are_one_compiled_kernel() -> None:
+    """The batched corrector's two entry points (the usual round, and the step after a pass
+    opens) run one compiled function with one signature: every compiled caller of the step
+    compiles its code again on a first run (numba links callees into callers)."""
+    from qkdpp.frame import Role
+    from qkdpp.kernels.cascade import _nb
+    from qkdpp.pipeline.runner import Pipeline
+    from qkdpp.stages.cascade import CascadeStage
+    from qkdpp.testing import correlated_pair, run_pair
+
+    pa = Pipeline([CascadeStage(Role.ALICE, variant="option7")])
+    pb = Pipeline([CascadeStage(Role.BOB, variant="option7")])
+    pairs = [correlated_pair(20_000, 0.03, frame_id=i, seed=i) for i in range(3)]
+    run_pair(pa, pb, [p[0] for p in pairs], [p[1] for p in pairs])
+    assert len(_nb._bob_frames.signatures) == 1
+    for entry in (_nb.bob_round, _nb.bob_step_frames):
+        assert not hasattr(entry, "signatures"), entry  # Python, not a second compiled caller

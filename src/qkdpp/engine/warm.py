@@ -1,19 +1,24 @@
 """First-run compilation in two processes at once.
 
 The first run of an installation compiles the numba kernels (then cached on disk, see
-:mod:`qkdpp._numba`). When the Cascade kernels are not in the cache yet, :func:`start` compiles
-the reconciliation kernels in a second Python process (``python -m qkdpp.engine.warm``: the
-corrector's kernels first, the answerer's last) while this one compiles Bob's timing and the
-sifting kernels (:func:`compile_here`) and then the answerer's Cascade kernels
-(:meth:`~qkdpp.stages.cascade.CascadeStage.warm_answerer`); each process loads from the cache
-what the other has finished, and the run then loads everything from the cache. ``qkdpp demo``
-and ``qkdpp process`` call :func:`start` before they simulate or read their input, so the helper
-works while they do. A warm cache costs one directory listing. Nothing here is needed for
-correctness: if the helper process fails, the parties compile what they need as before.
+:mod:`qkdpp._numba`). When the Cascade kernels are not in the cache yet, :func:`start` starts
+a second Python process (``python -m qkdpp.engine.warm``) and both processes share the warm-up
+work: a list of units (:data:`UNITS`: the Cascade corrector's and answerer's kernels, Bob's
+timing kernels, the sifting pipeline of each role), each taken by the first process to claim it (an
+empty file created exclusively in a folder of the run), in list order. The helper starts at
+once; this process joins in :func:`first_run_compile`, after the demo has simulated its link,
+and then waits for the helper. Each process loads from the cache what the other has finished,
+and the run then loads everything from the cache. ``qkdpp demo`` and ``qkdpp process`` call
+:func:`start` before they simulate or read their input. A warm cache costs one directory
+listing. Nothing here is needed for correctness: if the helper process fails, the parties
+compile what they need as before.
 
-Measured on the Zen 3 development host (2026-11-27, empty cache, ``qkdpp demo``): the helper
-alone took 58.6 s for the reconciliation kernels, this process ~30 s for timing and sifting
-(Bob's clock kernels ~25 s of it).
+Measured on the Zen 3 development host (2026-11-27, empty cache, ``qkdpp demo``, 2 cores
+shared with other jobs, 5 alternating pairs): 45.6–54.9 s (median 47.9) in all, the two
+processes' last compilations 1–6 s apart; with the fixed split of before (the helper: the
+reconciliation kernels; this process: timing, sifting, then the answerer's kernels) 55.6–89.7 s
+(median 69.0), and either process could end 5–15 s after the other (docs/cascade.md,
+"Compile time").
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import numba
@@ -32,7 +39,15 @@ from qkdpp._numba import CACHE_ENABLED
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cascade_is_cold", "compile_here", "first_run_compile", "load_kernels_once", "start"]
+__all__ = [
+    "UNITS",
+    "cascade_is_cold",
+    "compile_here",
+    "first_run_compile",
+    "load_kernels_once",
+    "run_units",
+    "start",
+]
 
 
 def cascade_is_cold() -> bool:
@@ -54,26 +69,30 @@ def cascade_is_cold() -> bool:
 
 
 def first_run_compile(config: dict[str, Any]) -> None:
-    """When the Cascade kernels are not cached: compile them in a helper process while this
-    one compiles timing and sifting, and wait for the helper (at most 10 min, then it is
-    killed). A no-op with a warm cache."""
-    global _HELPER
+    """When the Cascade kernels are not cached: share the warm-up units (:data:`UNITS`) with a
+    helper process, then wait for it (at most 10 min, then it is killed). A no-op with a warm
+    cache."""
+    global _HELPER, _CLAIMS
     helper = start(config)
     if helper is None:
         return
-    compile_here(config)
-    _compile_answerer(config)
+    claims = _CLAIMS
+    run_units(config, claims)
     try:
         helper.wait(timeout=600)
     except subprocess.TimeoutExpired:
         helper.kill()
         helper.wait()
     _HELPER = None
+    _CLAIMS = None
+    if claims is not None:
+        shutil.rmtree(claims, ignore_errors=True)
 
 
 _LOADED = False  # load_kernels_once has run in this process
 _HELPER: subprocess.Popen[bytes] | None = None  # the compile helper started by start()
-_HERE = False  # compile_here has run in this process
+_CLAIMS: str | None = None  # the folder of the helper's and this process's unit claims
+_DONE: set[str] = set()  # the units run in this process (run_units, compile_here)
 
 
 def load_kernels_once(config: dict[str, Any]) -> None:
@@ -94,82 +113,134 @@ def load_kernels_once(config: dict[str, Any]) -> None:
 
 
 def start(config: dict[str, Any]) -> subprocess.Popen[bytes] | None:
-    """Compile the reconciliation kernels of ``config`` in a second process when the Cascade
-    kernels are not cached (:func:`cascade_is_cold`); ``None`` otherwise. Wait for the
-    returned process before the parties set up their stages (:func:`first_run_compile` does).
+    """Start the helper process that shares the warm-up units of ``config`` with this one
+    (:func:`run_units`) when the Cascade kernels are not cached (:func:`cascade_is_cold`);
+    ``None`` otherwise. Call :func:`first_run_compile` before the parties set up their stages.
     A second call while the helper runs returns the same process."""
-    global _HELPER
+    global _HELPER, _CLAIMS
     if _HELPER is not None:
         return _HELPER
     if not cascade_is_cold():
         return None
-    arg = json.dumps(config.get("reconcile", {}))
+    try:
+        arg = json.dumps({k: config.get(k, {}) for k in ("sifting", "reconcile")})
+    except (TypeError, ValueError) as exc:
+        log.debug("no compile helper process (configuration: %s)", exc)
+        return None
+    claims = tempfile.mkdtemp(prefix="qkdpp-warm-")
     try:
         _HELPER = subprocess.Popen(
-            [sys.executable, "-m", "qkdpp.engine.warm", arg],
+            [sys.executable, "-m", "qkdpp.engine.warm", arg, claims],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
     except OSError as exc:
         log.debug("no compile helper process (%s); compiling in the parties", exc)
+        shutil.rmtree(claims, ignore_errors=True)
         return None
+    _CLAIMS = claims
     return _HELPER
 
 
-def _compile_answerer(config: dict[str, Any]) -> None:
-    """The answering party's Cascade kernels, here (the helper compiles them last, and loads
-    them from the cache when this process was first). Failures are logged and ignored."""
+UNITS = ("corrector", "timing", "sifting-bob", "answerer", "sifting-alice")
+"""The warm-up units of a first run, largest first (CPU seconds on the Zen 3 host, empty cache,
+2026-11-27: ≈ 30, 24, 6, 5, 5): the reconciliation stages of both roles with the Cascade
+corrector's kernels (:meth:`~qkdpp.stages.cascade.CascadeStage.warm_corrector`), Bob's timing
+kernels, each role's sifting pipeline, the Cascade answerer's kernels
+(:meth:`~qkdpp.stages.cascade.CascadeStage.warm_answerer`)."""
+
+
+def run_units(config: dict[str, Any], claims: str | None) -> None:
+    """Run the warm-up units (:data:`UNITS`) of ``config`` that no other process has claimed
+    in the folder ``claims`` (all of them when ``claims`` is ``None``), in order. A unit is
+    claimed by creating the file of its name there exclusively. Failures are logged and
+    ignored: the run compiles whatever is still missing."""
+    for unit in UNITS:
+        if unit in _DONE:
+            continue
+        if claims is not None:
+            try:
+                os.close(os.open(os.path.join(claims, unit), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue  # the other process has it
+            except OSError as exc:  # (the folder is gone: the other process has finished)
+                log.debug("warm-up unit %s not claimed: %s", unit, exc)
+                continue
+        _run_unit(unit, config)
+
+
+def _run_unit(unit: str, config: dict[str, Any]) -> None:
     from qkdpp.stages.reconcile import ReconcileStage
 
+    _DONE.add(unit)
     try:
-        stage = ReconcileStage("alice", **config.get("reconcile", {})).cascade
-        if stage is not None:
-            stage.warm_answerer()
+        if unit in ("corrector", "answerer"):
+            for role in ("alice", "bob"):  # (ReconcileStage.setup less the other Cascade unit)
+                stage = ReconcileStage(role, **config.get("reconcile", {}))
+                if stage.cascade is not None:
+                    getattr(stage.cascade, f"warm_{unit}")()
+                if stage.ldpc is not None and unit == "corrector":
+                    stage.ldpc.setup()
+        elif unit == "timing":
+            _warm_timing()
+        else:  # sifting-alice, sifting-bob
+            from qkdpp.engine.config import SIFT_STAGES, stage_configs
+            from qkdpp.pipeline.runner import Pipeline
+
+            role = unit.removeprefix("sifting-")
+            Pipeline.from_config(role, stage_configs(config, SIFT_STAGES)).setup()
     except Exception as exc:  # only a head start: the run compiles what is missing
-        log.debug("answerer warm-up stopped early: %s", exc)
+        log.debug("warm-up unit %s stopped early: %s", unit, exc)
 
 
 def compile_here(config: dict[str, Any]) -> None:
-    """Compile the sifting kernels (both roles) and Bob's timing kernels (on a small simulated
-    capture: 2e7 slots of the demo link) in this process, once per process. Failures are logged
-    and ignored: the run compiles whatever is still missing."""
-    from qkdpp.engine.config import SIFT_STAGES, stage_configs
+    """Load or compile the sifting kernels (both roles) and Bob's timing kernels in this
+    process: the units ``sifting-*`` and ``timing`` of :data:`UNITS` not run here yet."""
+    for unit in ("sifting-alice", "sifting-bob", "timing"):
+        if unit not in _DONE:
+            _run_unit(unit, config)
+
+
+def _warm_timing() -> None:
+    """Both parties' timing stages on a small simulated capture (2e7 slots of the demo link):
+    Bob's clock kernels; and three kernels that only larger captures use."""
     from qkdpp.engine.demo import demo_config
     from qkdpp.frame import Frame, FrameMeta, KeyState, Role
     from qkdpp.io.simulator import simulate_link
-    from qkdpp.pipeline.runner import Pipeline
     from qkdpp.stages.timing import TimingStage
     from qkdpp.testing import Mailbox
 
-    global _HERE
-    if _HERE:
-        return
-    _HERE = True
-    try:
-        for role in ("alice", "bob"):
-            Pipeline.from_config(role, stage_configs(config, SIFT_STAGES)).setup()
-        n = 20_000_000
-        demo = demo_config(n)
-        alice, bob, _ = simulate_link(demo["simulate"]["params"], n, 1)
-        peer = Mailbox()
-        mu = demo["timing"]["mu"]
-        meta = FrameMeta("warm-up", 0, Role.ALICE, state=KeyState.RAW)
-        aux_a = {"intensity_p": alice.intensity_p, "slot0": 0, "n_slots": n}
-        TimingStage("alice", mu=mu).process_batch([Frame(meta, np.zeros(0, np.uint8), aux_a)], peer)
-        aux_b = {"t_ps": bob.t_ps, "channel": bob.channel, "slot0": 0, "n_slots": n}
-        meta_b = FrameMeta("warm-up", 0, Role.BOB, state=KeyState.RAW)
-        TimingStage("bob", mu=mu).process_batch([Frame(meta_b, np.zeros(0, np.uint8), aux_b)], peer)
-    except Exception as exc:  # only a head start: the run compiles what is missing
-        log.debug("compile warm-up stopped early: %s", exc)
+    n = 20_000_000
+    demo = demo_config(n)
+    alice, bob, _ = simulate_link(demo["simulate"]["params"], n, 1)
+    peer = Mailbox()
+    mu = demo["timing"]["mu"]
+    meta = FrameMeta("warm-up", 0, Role.ALICE, state=KeyState.RAW)
+    aux_a = {"intensity_p": alice.intensity_p, "slot0": 0, "n_slots": n}
+    TimingStage("alice", mu=mu).process_batch([Frame(meta, np.zeros(0, np.uint8), aux_a)], peer)
+    aux_b = {"t_ps": bob.t_ps, "channel": bob.channel, "slot0": 0, "n_slots": n}
+    meta_b = FrameMeta("warm-up", 0, Role.BOB, state=KeyState.RAW)
+    TimingStage("bob", mu=mu).process_batch([Frame(meta_b, np.zeros(0, np.uint8), aux_b)], peer)
+    # kernels of captures larger than this one (the clock fit's subset of every k-th event,
+    # the chunked slot assignment's channel check), on a few events of their dtypes
+    from qkdpp.kernels.slots import _clock_nb, _nb
+
+    ch = np.zeros(8, np.uint8)
+    _clock_nb.decimate(np.arange(8, dtype=np.uint64), ch, 2)
+    _clock_nb.channel_counts(ch)
+    _nb.first_unmapped(ch, np.zeros(256, np.uint8))
 
 
 def _main(argv: list[str]) -> int:
-    from qkdpp.stages.reconcile import ReconcileStage
-
-    params = json.loads(argv[0]) if argv else {}
-    for role in ("alice", "bob"):
-        ReconcileStage(role, **params).setup()
+    """The helper: ``python -m qkdpp.engine.warm CONFIG [CLAIMS]`` with ``CONFIG`` the JSON of
+    the ``sifting`` and ``reconcile`` sections; without ``CLAIMS`` (the claims folder, removed
+    at the end) it runs every unit."""
+    config = json.loads(argv[0]) if argv else {}
+    claims = argv[1] if len(argv) > 1 else None
+    run_units(config, claims)
+    if claims is not None:  # every unit is claimed now: the folder is no longer needed
+        shutil.rmtree(claims, ignore_errors=True)
     return 0
 
 

@@ -263,31 +263,44 @@ class CascadeStage(Stage):
     def setup(self) -> None:
         """Warm the compiled kernels on a tiny frame pair (both roles, in process), once per
         process and parameter set (the kernels are the process's: a lane forked after the
-        parent warmed them skips the ≈ 3 ms per party): the corrector's first, then
+        parent warmed them skips the ≈ 3 ms per party): :meth:`warm_corrector`, then
         :meth:`warm_answerer`."""
-        from qkdpp.kernels.cascade import AliceOracle
-
         warmed = (self.variant.name, self.backend, self.shuffle_version)
         if warmed in _WARMED:
             return
-        a, sa = self._warm_frame()
-        b = a.copy()
-        b[::37] ^= 1
-        sb = PassShuffles(
-            "warm-up", a.size, self.variant.passes, backend=self.backend, version=sa.version
-        )
-        bob = BobFrame(b, 0.05, self.variant, sb, self.backend)
-        batch = AliceBatch([a], self.variant.passes, [sa], self.backend)
-        bob_reconcile([bob], AliceOracle(batch.frames))
-        batch.release()
+        self.warm_corrector()
         self.warm_answerer()
         _WARMED.add(warmed)
 
+    def warm_corrector(self) -> None:
+        """Load or compile the correcting party's kernels (and the one answering a frame's
+        questions): a batch of two frames, so that the kernels adding a frame to the batch's
+        typed lists are loaded too. The first run of an installation calls this and
+        :meth:`warm_answerer` as separate units of work of two processes
+        (:mod:`qkdpp.engine.warm`)."""
+        from qkdpp.kernels.cascade import AliceOracle
+
+        a, sa = self._warm_frame()
+        sb = PassShuffles(
+            "warm-up", a.size, self.variant.passes, backend=self.backend, version=sa.version
+        )
+        bobs = []
+        for step in (37, 41):
+            b = a.copy()
+            b[::step] ^= 1
+            bobs.append(BobFrame(b, 0.05, self.variant, sb, self.backend))
+        batch = AliceBatch([a, a], self.variant.passes, [sa, sa], self.backend)
+        # a frame's answer kernel first (the oracle's; cached early for warm_answerer when
+        # another process runs that meanwhile), then the corrector's
+        batch.frames[0].answer(
+            np.array([0], np.int64), np.array([0], np.int64), np.array([5], np.int64)
+        )
+        bob_reconcile(bobs, AliceOracle(batch.frames))
+        batch.release()
+
     def warm_answerer(self) -> None:
         """Load or compile the answering party's kernels alone (a frame's and a batch's answer
-        kernels, and the kernel that answers a round off the wire). The first run of an
-        installation calls this in its main process while a helper process compiles the
-        corrector's kernels (:mod:`qkdpp.engine.warm`)."""
+        kernels, and the kernel that answers a round off the wire); see :meth:`warm_corrector`."""
         a, sa = self._warm_frame()
         batch = AliceBatch([a, a], self.variant.passes, [sa, sa], self.backend)
         # one frame (answer_passes), then the batched kernels (two frames, one question each)

@@ -1551,8 +1551,29 @@ def _gather_questions(bf, sc, counts):
     return out
 
 
-@njit
-def bob_step_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts):
+# bob_step_frames and bob_round are one compiled function (_bob_frames), called from Python
+# through these two wrappers: numba links the LLVM module of a callee into each caller and LLVM
+# optimises and emits the callee's code again there, so the former chain bob_round ->
+# bob_step_frames -> bob_step compiled bob_step's code three times on a first run (≈ 4 s each
+# after its own ≈ 10 s, Zen 3). bob_step itself stays a separate function: numba-level
+# inlining of its body into _bob_frames compiled in 23-25 s instead of 13.6-15.3 s.
+_NO_RUN = np.zeros(0, dtype=np.uint8)  # placeholders for bob_round's call of _bob_frames
+_NO_OFF = np.zeros(0, dtype=np.int64)
+
+
+def bob_step_frames(
+    fr: Any,
+    bf: Any,
+    isl: Any,
+    usl: Any,
+    nlog: Any,
+    sc: Any,
+    run: Any,
+    ans: Any,
+    aoff: Any,
+    depth: int,
+    counts: Any,
+) -> np.ndarray:
     """One round of Bob's engine for every frame ``f`` with ``run[f] != 0``: :func:`bob_step`
     called frame after frame from one compiled call (the same steps, in the same order, as
     one call per frame; the results do not depend on the order of the frames).
@@ -1586,7 +1607,47 @@ def bob_step_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts):
     uint32[m, 3]
         The questions of all frames (pass id, start, end), frame after frame.
     """
+    return _bob_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts, run, False)[0]
+
+
+def bob_round(
+    fr: Any,
+    bf: Any,
+    isl: Any,
+    usl: Any,
+    nlog: Any,
+    sc: Any,
+    counts: Any,
+    ans: Any,
+    depth: int,
+    need: Any,
+) -> tuple[np.ndarray, int]:
+    """The usual round of :func:`bob_step_frames`: every frame with ``counts[f] > 0``
+    questions in the last round steps with its answers (``ans``, frame after frame), and its
+    parities and round are counted (``sc[f, SC_LEAK]``, ``sc[f, SC_ROUNDS]``). ``need[f]`` is
+    set to 1 for a frame that stepped and has no question now (it opens its next pass, starts a
+    BICONF round or ends: the caller's work), 0 otherwise. Returns the new questions of all
+    frames (``counts`` is overwritten with their numbers per frame) and how many frames need
+    the caller."""
+    return _bob_frames(fr, bf, isl, usl, nlog, sc, _NO_RUN, ans, _NO_OFF, depth, counts, need, True)
+
+
+@njit
+def _bob_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts, need, usual):
+    """:func:`bob_step_frames` (``usual`` false: ``need`` is not used) and :func:`bob_round`
+    (``usual`` true: ``run`` and ``aoff`` are not read) in one compiled function; returns the
+    questions and the number of frames flagged in ``need`` (0 unless ``usual``)."""
     nf = len(fr)
+    if usual:
+        run = np.zeros(nf, dtype=np.uint8)
+        aoff = np.zeros(nf + 1, dtype=np.int64)
+        for f in range(nf):
+            c = counts[f]
+            aoff[f + 1] = aoff[f] + c
+            if c > 0:
+                run[f] = 1
+                sc[f, SC_LEAK] += c
+                sc[f, SC_ROUNDS] += 1
     for f in range(nf):
         if run[f] == 0:
             continue
@@ -1664,35 +1725,14 @@ def bob_step_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts):
         sc[f, SC_NA] = na2
         sc[f, SC_NW] = nw2
         sc[f, SC_FLIPS] += fl
-    return _gather_questions(bf, sc, counts)
-
-
-@njit
-def bob_round(fr, bf, isl, usl, nlog, sc, counts, ans, depth, need):
-    """The usual round of :func:`bob_step_frames`: every frame with ``counts[f] > 0``
-    questions in the last round steps with its answers (``ans``, frame after frame), and its
-    parities and round are counted (``sc[f, SC_LEAK]``, ``sc[f, SC_ROUNDS]``). ``need[f]`` is
-    set to 1 for a frame that stepped and has no question now (it opens its next pass, starts a
-    BICONF round or ends: the caller's work), 0 otherwise. Returns the new questions of all
-    frames (``counts`` is overwritten with their numbers per frame) and how many frames need
-    the caller."""
-    nf = len(fr)
-    run = np.zeros(nf, dtype=np.uint8)
-    aoff = np.zeros(nf + 1, dtype=np.int64)
-    for f in range(nf):
-        c = counts[f]
-        aoff[f + 1] = aoff[f] + c
-        if c > 0:
-            run[f] = 1
-            sc[f, SC_LEAK] += c
-            sc[f, SC_ROUNDS] += 1
-    out = bob_step_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts)
+    out = _gather_questions(bf, sc, counts)
     nneed = 0
-    for f in range(nf):
-        need[f] = 0
-        if run[f] != 0 and sc[f, SC_NA] == 0:
-            need[f] = 1
-            nneed += 1
+    if usual:
+        for f in range(nf):
+            need[f] = 0
+            if run[f] != 0 and sc[f, SC_NA] == 0:
+                need[f] = 1
+                nneed += 1
     return out, nneed
 
 
@@ -1704,14 +1744,21 @@ def append_parked(bf, sc, f, top):
     b = sc[f, SC_BUF]
     nw = sc[f, SC_NW]
     w = w0 if b == 0 else w1
+    if top.shape[1] != 6:
+        raise ValueError("parked tasks are rows of 6 int64")
     need = nw + top.shape[0]
     if w.shape[0] < need:
         w2 = np.empty((max(2 * w.shape[0], need), 6), dtype=np.int64)
-        w2[:nw] = w[:nw]
+        for r in range(nw):
+            for c in range(6):
+                w2[r, c] = w[r, c]
         w = w2
         if b == 0:
             bf[f] = (a0, a1, w, w1, q0, q1, hp, srt)
         else:
             bf[f] = (a0, a1, w0, w, q0, q1, hp, srt)
-    w[nw:need] = top
+    # loops, not slice assignments: see _grow_rows (≈ 4 s of first-run compilation here)
+    for r in range(top.shape[0]):
+        for c in range(6):
+            w[nw + r, c] = top[r, c]
     sc[f, SC_NW] = need
