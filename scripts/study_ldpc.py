@@ -12,7 +12,13 @@ For every protocol (``rate_adaptive``, ``blind``) and QBER, ``--frames`` frame p
   parties in one process, so both share the core),
 * ``sweeps`` (mean decoder sweeps per frame, all rounds), ``revealed`` (mean blind reveal
   bits of the corrected frames), ``f_max``, and ``failures``: each failed frame's index and
-  reason (not converged, or converged to wrong bits).
+  reason (not converged, or converged to wrong bits),
+* ``fer_ub95``: the one-sided 95 % Clopper-Pearson upper bound on the FER, ``cpu_s`` (CPU
+  time of the run, both parties), and for blind mode ``extended``: corrected frames that
+  revealed more than the schedule before 2026-11-27 evening allowed (``blind_rounds`` steps,
+  at most all punctured values and ``d`` key bits: frames that failed then), their
+  ``f_extended`` (``frame:f``) and ``f_without_extended`` (the mean f of the others, decoded
+  as then).
 
 ``--calibrate`` instead sweeps the rate-adaptive efficiency and prints, per QBER, the smallest f
 on the grid whose FER <= ``--target-fer`` (the numbers of ``EFFICIENCY_TABLE``).
@@ -29,16 +35,25 @@ import argparse
 import csv
 import math
 import time
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
 from qkdpp.codes import code_id, load_code
 from qkdpp.codes.construct import bsc_entropy
+from qkdpp.frame import Role
 from qkdpp.kernels.ldpc import _nb, _ref, _simd
+from qkdpp.stages.ldpc import LdpcStage, _chunking
 from qkdpp.testing import correlated_pair, run_pair
 
 N_BITS = 29491  # one chunk of an n = 32768 family (de32k) at delta = 0.1
+
+
+def clopper_pearson_upper(failed: int, n: int, conf: float = 0.95) -> float:
+    """One-sided Clopper-Pearson upper bound on a binomial rate: ``failed`` of ``n``."""
+    from scipy.stats import beta
+
+    return 1.0 if failed >= n else float(beta.ppf(conf, failed + 1, n - failed))
 
 
 def run_point(
@@ -50,14 +65,22 @@ def run_point(
     ]
     cfg = [{"stage": "ldpc", "mode": mode, **params}]
     run_pair(cfg, None, [pairs[0][0]], [pairs[0][1]])  # warm-up (JIT, code cache)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     # batches of 32 frames keep one batch's decoding well inside the link timeout
     r = run_pair(
         cfg, None, [p[0] for p in pairs], [p[1] for p in pairs], batch_size=32, timeout=600.0
     )
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     h = bsc_entropy(round(q * N_BITS) / N_BITS)
+    # blind: the most values the schedule of before 2026-11-27 evening revealed (blind_rounds
+    # steps, at most all punctured values and d key bits); a frame that reveals more is one that
+    # failed then ("extended"), the others are decoded exactly as then
+    stage = LdpcStage(Role.BOB, mode=mode, **cast(dict[str, Any], params))
+    _, k, d = _chunking(stage.family, N_BITS, stage.delta)
+    step = max(1, math.ceil(stage.blind_step * d))
     fs, rounds, sweeps, reveals, ok = [], [], [], [], 0
+    ext: list[int] = []  # frames beyond the schedule of before 2026-11-27 evening
+    good_ids: list[int] = []
     fails: list[str] = []
     for i, (fa, fb) in enumerate(zip(r.alice, r.bob, strict=True)):
         good = fa.ok and fb.ok and np.array_equal(fa.bits, fb.bits)
@@ -67,9 +90,15 @@ def run_point(
             fails.append(f"frame {i}: {why} (revealed {fb.meta.leaked_by('ldpc')} leak)")
         sweeps.append(fb.meta.tags.get("ldpc_iters", 0))
         if good:
+            good_ids.append(i)
             fs.append(fb.meta.leaked_by("ldpc") / (N_BITS * h))
             rounds.append(fb.meta.tags.get("ldpc_rounds", 1))
             reveals.append(sum(e.bits for e in fb.meta.leakage if e.what == "revealed"))
+            base = min(fb.meta.tags["ldpc_p"] + min(d, k), stage.blind_rounds * step)
+            if mode == "blind" and reveals[-1] > base:
+                ext.append(i)
+    f_ext = [f for f, i in zip(fs, good_ids, strict=True) if i in ext]
+    f_old = [f for f, i in zip(fs, good_ids, strict=True) if i not in ext]
     return {
         "mode": mode,
         "qber": q,
@@ -77,6 +106,10 @@ def run_point(
         "f": float(np.mean(fs)) if fs else math.nan,
         "fer": 1.0 - ok / frames,
         "failed": frames - ok,
+        "fer_ub95": clopper_pearson_upper(frames - ok, frames),
+        "extended": len(f_ext),
+        "f_extended": " ".join(f"{i}:{f:.3f}" for i, f in zip(ext, f_ext, strict=True)),
+        "f_without_extended": float(np.mean(f_old)) if f_old else math.nan,
         "f_max": float(np.max(fs)) if fs else math.nan,
         "sweeps": float(np.mean(sweeps)),
         "revealed": float(np.mean(reveals)) if reveals else math.nan,
@@ -84,6 +117,7 @@ def run_point(
         "seconds": wall,
         "failures": "; ".join(fails),
         "mbps": N_BITS * frames / wall / 1e6,
+        "cpu_s": cpu,
         "rounds": float(np.mean(rounds)) if rounds else math.nan,
         "efficiency_param": float(cast(float, params.get("efficiency")) or math.nan),
         "algorithm": str(params.get("algorithm", "default")),

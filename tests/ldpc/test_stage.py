@@ -261,3 +261,122 @@ def test_default_family_de32k_at_two_percent(mode):
         else:
             start = ldpc_stage.BLIND_START_TABLE[0][1]  # the table's start at 2 %
             assert start - 0.01 < f < start + 16 * 99 / (n_bits * h)
+
+
+class _Spy(LdpcStage):
+    """An honest encoder that keeps every request it sends (``sent``: ``(kind, payload)``)."""
+
+    def process_batch(self, frames, peer):
+        self.sent = []
+        orig = peer.request
+
+        def request(kind, payload):
+            self.sent.append((kind, payload))
+            return orig(kind, payload)
+
+        peer.request = request
+        try:
+            return super().process_batch(frames, peer)
+        finally:
+            del peer.request
+
+
+def _told(frames, q):
+    """The frames with ``meta.qber`` set to ``q`` (the QBER the protocol is told)."""
+    return [f.evolve(meta=f.meta.replace(qber=q)) for f in frames]
+
+
+def _schedule(p, m, d, k, q, step, blind_rounds):
+    """The reveal counts per extra round of a chunk that never decodes, by the documented rule:
+    ``step`` per round up to all punctured values and ``min(d, k)`` key bits (for at most
+    ``blind_rounds`` rounds), then rounds that double the values revealed beyond that point
+    (at least ``step``), up to the values at which the chunk's leak ``m - p + r`` reaches
+    ``floor(k (1 - h(q)))`` (or the base budget, if more)."""
+    from qkdpp.codes.construct import bsc_entropy
+
+    cap = p + min(d, k)
+    limit = max(cap, int(k * (1 - bsc_entropy(q))) - (m - p))
+    t, ext0, out = 0, None, []
+    while t < limit:
+        if ext0 is None and t < cap and len(out) < blind_rounds:
+            t1 = min(cap, t + step)
+        else:
+            ext0 = t if ext0 is None else ext0
+            t1 = min(limit, t + max(step, t - ext0))
+        out.append(t1 - t)
+        t = t1
+    return out
+
+
+BLIND_PEG4K = {"family": "peg4k", "mode": "blind", "blind_step": 0.1}
+
+
+def _run_spied(told, actual, seed, monkeypatch, blind_rounds=40):
+    """One 3686-bit frame (one peg4k chunk) with ``round(actual n)`` errors, the protocol told
+    QBER ``told``; punctured bits from a seeded generator. Returns (result, encoder's requests)."""
+    a, b = pairs(3686, actual, 1, seed=seed)
+    monkeypatch.setattr(ldpc_stage.secrets, "token_bytes", np.random.default_rng(7).bytes)
+    params = BLIND_PEG4K | {"blind_rounds": blind_rounds}
+    spy = _Spy(Role.ALICE, **params)
+    r = run_pair([spy], [LdpcStage(Role.BOB, **params)], _told(a, told), _told(b, told))
+    return r, spy.sent
+
+
+def _check_ledger_against_messages(r, sent):
+    """Leakage = syndrome bits - punctured + revealed bits, read from the messages sent: ``m``
+    of the code named in the syndrome message, its ``p``, one ``revealed`` entry per reveal
+    message carrying ``ceil(bits / 8)`` bytes. Returns (m, p, revealed entries)."""
+    from qkdpp.codes import load_code
+
+    (kind, syn), *reveals = sent
+    assert kind == "syndrome" and all(k == "reveal" for k, _ in reveals)
+    m, p = load_code(syn["codes"]).m, int(syn["p"][0])
+    fa, fb = r.alice[0], r.bob[0]
+    assert fa.meta.leakage == fb.meta.leakage
+    entries = [e.bits for e in fb.meta.leakage if e.what == "revealed"]
+    assert [-(-e // 8) for e in entries] == [v["vals"].size for _, v in reveals]
+    assert syndrome_leak(fb) == m - p
+    assert fb.meta.leaked_by("ldpc") == m - p + sum(entries)
+    assert fb.meta.tags["ldpc_rounds"] == len(reveals) + 1
+    return m, p, entries
+
+
+def test_blind_goes_past_the_base_budget_until_it_decodes(monkeypatch):
+    """2.3 times the nominal error count (7 % where 3 % is told): the chunk fails with all punctured
+    values and d key bits revealed (the budget before 2026-11-27 evening) and decodes with the
+    extended, doubling reveals; every revealed bit is in both ledgers and on the wire."""
+    r, sent = _run_spied(0.03, 0.07, 100, monkeypatch)
+    fa, fb = r.alice[0], r.bob[0]
+    assert fa.ok and fb.ok, fb.meta.failure
+    assert np.array_equal(fa.bits, fb.bits)
+    m, p, entries = _check_ledger_against_messages(r, sent)
+    _, k, d = _chunking("peg4k", 3686, 0.1)
+    full = _schedule(p, m, d, k, 0.03, 41, 40)
+    assert entries == full[: len(entries)] and len(entries) < len(full)
+    assert sum(entries) > p + min(d, k)  # beyond the base budget
+
+
+@pytest.mark.parametrize(
+    ("told", "actual", "blind_rounds"), [(0.03, 0.25, 40), (0.03, 0.25, 5), (0.2, 0.45, 40)]
+)
+def test_blind_hard_limit_fails_with_reason(told, actual, blind_rounds, monkeypatch):
+    """A chunk that cannot decode stops where its leak reaches ``floor(k (1 - h(q)))`` (3 %:
+    above the base budget, so the extended reveals run up to it, from the base budget or, with
+    ``blind_rounds`` 5, from where the 5 rounds at the step ended) or at the base budget ``m +
+    min(d, k)`` where that is more (20 %), and fails with the reason on both sides."""
+    from qkdpp.codes.construct import bsc_entropy
+
+    r, sent = _run_spied(told, actual, 101, monkeypatch, blind_rounds)
+    m, p, entries = _check_ledger_against_messages(r, sent)
+    _, k, d = _chunking("peg4k", 3686, 0.1)
+    assert entries == _schedule(p, m, d, k, told, 41, blind_rounds)
+    if blind_rounds == 5:  # 5 rounds at the step, then the excess doubles from there
+        assert entries[:9] == [41] * 7 + [82, 164]
+    leak = max(int(k * (1 - bsc_entropy(told))), m + min(d, k))
+    assert (leak > m + min(d, k)) == (told == 0.03)
+    for f in (r.alice[0], r.bob[0]):
+        assert f.meta.state is KeyState.FAILED
+        assert (
+            "reveal limit reached" in f.meta.failure and f"chunk leak {leak} bits" in f.meta.failure
+        )
+        assert f.meta.leaked_by("ldpc") == leak

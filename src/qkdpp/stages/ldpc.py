@@ -12,11 +12,14 @@ is padded with extra shortened zeros). For each chunk ``E`` builds the codeword 
    code id per frame), ``p`` (int32 per frame), ``syn`` (packed bits: every chunk's ``m``-bit
    syndrome, concatenated in frame/chunk order). ``D`` decodes every chunk (layered sum-product
    or normalised min-sum, :mod:`qkdpp.kernels.ldpc`) and replies ``ok`` (uint8 per chunk).
-2. ``blind`` only, while some chunk failed and rounds remain: ``E -> D`` ``reveal`` (request):
-   ``vals`` (packed bits) = the values of the next ``step`` positions of every failed chunk, in
-   chunk order: first the punctured positions (from the end of the punctured list), then key
-   positions (:func:`_reveal_positions`). ``D`` fixes them (shortened) and
-   resumes decoding those chunks from its current messages; replies ``ok``.
+2. ``blind`` only, while some chunk failed and is below its reveal limit: ``E -> D`` ``reveal``
+   (request): ``vals`` (packed bits) = the values of the next positions of every failed chunk
+   (schedule :meth:`LdpcStage._reveal_to`), in chunk order: first the punctured positions (from
+   the end of the punctured list), then key positions (:func:`_reveal_positions`). ``D`` fixes
+   them (shortened) and resumes decoding those chunks from its current messages; replies ``ok``.
+   Limit (:func:`_reveal_limit`): a chunk's leakage stops at ``floor(k (1 - h(q)))``, where it
+   would leave no key, or at the base budget (all punctured values and ``d`` key bits) if that
+   is more.
 
 Rate choice: ``rate_adaptive`` picks, for efficiency ``f`` (param ``efficiency`` or the built-in
 table :data:`EFFICIENCY_TABLE` by QBER), the mother code and ``p`` with
@@ -24,11 +27,13 @@ table :data:`EFFICIENCY_TABLE` by QBER), the mother code and ``p`` with
 (family de32k: the least punctured)
 (the nearest feasible efficiency when none is exact); ``blind`` starts at
 ``blind_start`` efficiency (default: :data:`BLIND_START_TABLE` by QBER) and reveals
-``ceil(blind_step * d)`` per round.
+``ceil(blind_step * d)`` per round for ``blind_rounds`` rounds within the base budget, then
+doubles the values revealed beyond that point each round up to the limit.
 
 Leakage (booked on both sides, per frame): ``sum over chunks (m - p)`` at the syndrome message
 (REFERENCES.md §1, Kiktenko et al. arXiv:1612.03673 eq. for f) plus one bit per revealed value.
-A frame with a chunk that did not converge is FAILED (``ldpc: ...``).
+A frame with a chunk that did not converge is FAILED (``ldpc: ...``; blind: ``... reveal limit
+reached ...``).
 
 Output: ``D``'s frames carry ``E``'s key bits; both frames advance to ``CORRECTED`` (verification
 is a later stage). Tags: ``ldpc_rounds``, ``ldpc_iters`` (max sweeps), ``ldpc_code``, and on ``D``
@@ -195,19 +200,34 @@ def _plan_for(family: str, n_bits: int, q: float, f: float, delta: float, blind:
     return _Plan(code, best[2], d, k, n_chunks)
 
 
-def _reveal_positions(pl: _Plan) -> np.ndarray:
-    """Blind reveal order: punctured positions (last punctured first), then key positions.
+def _reveal_positions(pl: _Plan, count: int) -> np.ndarray:
+    """The first ``count`` positions of the blind reveal order (``count <= p + k``): punctured
+    positions (last punctured first), then key positions (:meth:`LdpcCode.reveal_order`).
 
     Revealing a punctured value turns it into a shortened bit (Martinez-Mateo et al. 2012);
     once they are exhausted, key bits are revealed (as in Kiktenko et al. 2017's symmetric blind
-    variant), at most ``d`` of them (:meth:`LdpcCode.reveal_order`). Each revealed value costs
-    one bit of leakage."""
-    return pl.code.reveal_order(pl.p, pl.d - pl.p, pl.d)
+    variant). A longer list starts with the shorter one. Each revealed value costs one bit of
+    leakage."""
+    return pl.code.reveal_order(pl.p, pl.d - pl.p, max(0, count - pl.p))[:count]
 
 
 def _reveal_cap(pl: _Plan) -> int:
-    """Most values revealed per chunk: all punctured bits plus up to ``d`` key bits."""
+    """The base reveal budget per chunk: all punctured bits plus up to ``d`` key bits (revealed at
+    ``blind_step`` per round)."""
     return pl.p + min(pl.d, pl.code.n - pl.d)
+
+
+def _reveal_limit(pl: _Plan, q: float) -> int:
+    """The hard limit of values revealed per chunk: the count ``r`` at which the chunk's leakage
+    ``m - p + r`` reaches ``floor(k (1 - h(q)))``, or the base budget :func:`_reveal_cap` when
+    that is larger (``q``: the QBER of the syndrome message, so both parties agree).
+
+    Why: BB84's key from ``k`` bits is at most ``k (1 - h(e_ph)) - leak_EC`` (asymptotic; the
+    finite-key terms only lower it), and the phase error rate ``e_ph`` is estimated at about the
+    QBER; at this leakage the chunk leaves no key, so disclosing more is pointless. Always
+    ``<= p + k`` (every value of the chunk)."""
+    room = math.floor(pl.k * (1.0 - bsc_entropy(q))) - (pl.code.m - pl.p)
+    return max(_reveal_cap(pl), room)
 
 
 def _chunk_words(
@@ -265,10 +285,18 @@ class LdpcStage(Stage):
         Min-sum normalisation (``nms`` only).
     blind_start, blind_step, blind_rounds : float or None, float, int
         Blind mode: starting efficiency (None: :data:`BLIND_START_TABLE` at the QBER), fraction
-        of ``d`` revealed per extra round, max extra rounds (default 40: with binomial error
+        of ``d`` revealed per extra round, and the most extra rounds at that step within the
+        base budget of all punctured values and ``d`` key bits (default 40: with binomial error
         counts at 2 %, 21 of 3000 frames, those with 576-674 errors where 590 is the mean,
         failed after 16 rounds; 40 rounds decoded 19 of those 21, at f 1.48-1.96, since once
         the punctured values run out a revealed key bit costs 1 bit and tells only ~h(q)).
+        A chunk still failing after them, or with the base budget used up, goes on with
+        doubling reveals (each round as many values as all such rounds before it, at least the
+        step) until it decodes or its leakage reaches ``floor(k (1 - h(q)))``, where it would
+        leave no key (:func:`_reveal_limit`; de32k, defaults: at most 46 / 48 / 42 extra rounds
+        at 2 / 5 / 8 %, 9 / 8 / 5 of them doubling; at 11 % that limit lies below the base
+        budget, which then stays the limit). Frames that decode within the base schedule see
+        exactly the messages of the schedule before 2026-11-27 evening, which failed the others.
     blind_iter : int or None
         Blind mode: sweeps per extra round (decoding resumes from the current messages after each
         reveal); None: ``max_iter``.
@@ -446,19 +474,20 @@ class LdpcStage(Stage):
         )
         n_chunks = sum(pl.n_chunks for pl in plans)
         ok = self._read_ok(peer, reply, "syndrome", n_chunks)
+        limits = [_reveal_limit(pl, q) for pl in plans]
         revealed = [0] * len(frames)
+        ext0: list[int | None] = [None] * len(frames)
         rounds = 1
-        while self.mode == "blind" and not ok.all() and rounds <= self.blind_rounds:
+        while self.mode == "blind" and not ok.all():
             vals: list[np.ndarray] = []
             pos = 0
             more = False
             for i, pl in enumerate(plans):
-                step = self._step(pl)
                 t0 = revealed[i]
-                t1 = min(_reveal_cap(pl), t0 + step)
+                t1, ext0[i] = self._reveal_to(pl, limits[i], t0, ext0[i], rounds)
                 for c in range(pl.n_chunks):
                     if not ok[pos + c]:
-                        idx = _reveal_positions(pl)[t0:t1]
+                        idx = _reveal_positions(pl, t1)[t0:]
                         vals.append(words[i][idx, c])
                 if t1 > t0 and not ok[pos : pos + pl.n_chunks].all():
                     nfail = int((~ok[pos : pos + pl.n_chunks]).sum())
@@ -473,10 +502,29 @@ class LdpcStage(Stage):
             new_ok = self._read_ok(peer, reply, "reveal", n_chunks)
             ok = ok | new_ok
             rounds += 1
-        return self._finish(frames, metas, plans, ok, rounds, None, None)
+        return self._finish(frames, metas, plans, ok, rounds, None, None, revealed)
 
     def _step(self, pl: _Plan) -> int:
         return max(1, math.ceil(self.blind_step * pl.d))
+
+    def _reveal_to(
+        self, pl: _Plan, limit: int, t0: int, ext0: int | None, rnd: int
+    ) -> tuple[int, int | None]:
+        """Blind reveal schedule of a frame's failed chunks in extra round ``rnd`` (from 1).
+
+        ``t0`` values of each chunk are revealed so far; returns ``(t1, ext0)``: after this
+        round the first ``t1`` of :func:`_reveal_positions` are. For the first ``blind_rounds``
+        rounds, up to the base budget :func:`_reveal_cap`, ``t1 = t0 + step`` (the schedule
+        before 2026-11-27 evening, when such a chunk failed). After that (``ext0``: the count
+        where this began) every round reveals as many values as all such rounds before it
+        together, at least ``step`` (the excess doubles), up to the hard limit ``limit``
+        (:func:`_reveal_limit`): a few more rounds (at most ``log2(limit / step) + 2``)."""
+        step = self._step(pl)
+        if ext0 is None and t0 < _reveal_cap(pl) and rnd <= self.blind_rounds:
+            return min(_reveal_cap(pl), t0 + step), None
+        if ext0 is None:
+            ext0 = t0
+        return min(limit, t0 + max(step, t0 - ext0)), ext0
 
     def _read_ok(self, peer: PeerScope, reply: dict, kind: str, n_chunks: int) -> np.ndarray:
         peer.expect_fields(reply, kind + ".reply", ok=np.ndarray, iters=np.ndarray)
@@ -497,6 +545,7 @@ class LdpcStage(Stage):
         rounds: int,
         decoded: list[np.ndarray] | None,
         iters: np.ndarray | None,
+        revealed: list[int],
     ) -> list[Frame]:
         out = []
         pos = 0
@@ -516,14 +565,16 @@ class LdpcStage(Stage):
             )
             if not chunk_ok.all():
                 bad = int((~chunk_ok).sum())
-                out.append(
-                    fr.evolve(
-                        meta=meta.failed(
-                            f"ldpc: {bad} of {pl.n_chunks} chunks did not converge "
-                            f"after {rounds} round(s)"
-                        )
+                why = f"ldpc: {bad} of {pl.n_chunks} chunks did not converge "
+                why += f"after {rounds} round(s)"
+                if self.mode == "blind":  # the loop ends only at every failed chunk's limit
+                    leak = pl.code.m - pl.p + revealed[i]
+                    why += (
+                        f": reveal limit reached ({revealed[i]} values per chunk, chunk leak "
+                        f"{leak} bits; limit k (1 - h(q)) or, if more, all punctured values "
+                        "and d key bits)"
                     )
-                )
+                out.append(fr.evolve(meta=meta.failed(why)))
                 continue
             bits = fr.bits
             if decoded is not None:
@@ -625,15 +676,17 @@ class LdpcStage(Stage):
                 self._run_group(st, ok, iters, chunk_base)
                 groups.append(st)
         peer.reply("syndrome", {"ok": ok.astype(np.uint8), "iters": iters})
+        limits = [_reveal_limit(pl, q) for pl in plans]
         revealed = [0] * len(frames)
+        ext0: list[int | None] = [None] * len(frames)
         rounds = 1
-        while self.mode == "blind" and not ok.all() and rounds <= self.blind_rounds:
+        while self.mode == "blind" and not ok.all():
             ranges = []
             need = 0
             more = False
             for i, pl in enumerate(plans):
                 t0 = revealed[i]
-                t1 = min(_reveal_cap(pl), t0 + self._step(pl))
+                t1, ext0[i] = self._reveal_to(pl, limits[i], t0, ext0[i], rounds)
                 fails = [c for c in range(pl.n_chunks) if not ok[chunk_base[i] + c]]
                 if t1 > t0 and fails:
                     metas[i] = metas[i].with_leak(self.name, "revealed", (t1 - t0) * len(fails))
@@ -655,7 +708,7 @@ class LdpcStage(Stage):
             pos = 0
             fixes: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
             for i, (pl, (t0, t1, fails)) in enumerate(zip(plans, ranges, strict=True)):
-                idx = _reveal_positions(pl)[t0:t1]
+                idx = _reveal_positions(pl, t1)[t0:]
                 for c in fails:
                     fixes[(i, c)] = (idx, vbits[pos : pos + idx.size])
                     pos += idx.size
@@ -679,7 +732,7 @@ class LdpcStage(Stage):
                 _, _, keypos = code.layout(pl.p, pl.d - pl.p)
                 decoded[i][c * pl.k : (c + 1) * pl.k] = st.bits[keypos, j]
         decoded = [dk[: fr.meta.n_bits] for dk, fr in zip(decoded, frames, strict=True)]
-        return self._finish(frames, metas, plans, ok, rounds, decoded, iters)
+        return self._finish(frames, metas, plans, ok, rounds, decoded, iters, revealed)
 
     def _refill(self) -> bool:
         """True when the decoder is the C sum-product driver (lane refill across a call)."""
