@@ -11,6 +11,7 @@ from qkdpp.kernels.cascade import (
     VARIANTS,
     AliceBatch,
     AliceFrame,
+    AliceOracle,
     BobFrame,
     PassShuffles,
     bob_reconcile,
@@ -18,7 +19,7 @@ from qkdpp.kernels.cascade import (
     get_variant,
 )
 
-from .test_engine import RecordingOracle
+from .test_engine import RecordingOracle, make_batch
 
 
 def mixed_batch(variant: str, seed: int):  # type: ignore[no-untyped-def]
@@ -67,6 +68,53 @@ def test_batched_driver_equals_per_frame_driver(variant: str, tail: int, monkeyp
     assert results[0] == results[1]
 
 
+class OffsetOracle(AliceOracle):
+    """Gives the range parities packed after ``lead`` random bits (as the stage passes the
+    reply's bytes after the top-level parities of a round that opens passes); ``short``:
+    one byte too few."""
+
+    def __init__(self, alices: list[AliceFrame], lead: int, short: bool = False) -> None:
+        super().__init__(alices)
+        self.lead, self.short = lead, short
+        self.rng = np.random.default_rng(lead)
+
+    def exchange_flat(self, tops, counts, q):  # type: ignore[no-untyped-def]
+        t, par, off = super().exchange_flat(tops, counts, q)
+        assert off == 0
+        bits = np.unpackbits(par, count=q.shape[0])
+        lead = self.rng.integers(0, 2, self.lead, dtype=np.uint8)
+        par = np.packbits(np.concatenate([lead, bits]))
+        return t, par[:-1] if self.short and par.size else par, self.lead
+
+
+@pytest.mark.parametrize("lead", [3, 8, 13])
+def test_packed_answers_are_read_at_their_bit_offset(lead: int) -> None:
+    """Bob's compiled round reads answer ``j`` at bit ``off + j`` of the packed reply: the same
+    keys, leakage, rounds and flips as with the answers from bit 0; too few bytes for the
+    questions is a ProtocolError."""
+    results = []
+    for peer in (AliceOracle, lambda a: OffsetOracle(a, lead)):
+        alices, bobs, truth = make_batch(3000, 0.04, "option8", frames=3, seed=lead)
+        rt = bob_reconcile(bobs, peer(alices))
+        assert all(np.array_equal(b.bits, t) for b, t in zip(bobs, truth, strict=True))
+        results.append((rt, [(b.leaked, b.rounds, b.flips, b.failure) for b in bobs]))
+    assert results[0] == results[1]
+    alices, bobs, _ = make_batch(3000, 0.04, "option8", frames=3, seed=lead)
+    with pytest.raises(ProtocolError):
+        bob_reconcile(bobs, OffsetOracle(alices, lead, short=True))
+
+
+def test_compiled_round_checks_the_packed_answers_cover_the_questions() -> None:
+    _, bobs, _ = make_batch(500, 0.04, "option7", frames=2)
+    bb = engine._BobBatch.make(bobs)
+    assert bb is not None
+    counts = np.array([9, 0], np.int64)  # nine answers need two bytes
+    with pytest.raises(ValueError):
+        bb.round(counts, np.zeros(1, np.uint8), 0, 1)
+    with pytest.raises(ValueError):
+        bb.round(counts, np.zeros(2, np.uint8), 8, 1)
+
+
 def test_frames_already_stepped_or_mixed_backends_take_the_per_frame_path() -> None:
     v = get_variant("option7")
     sh = PassShuffles("x", 500, v.passes)
@@ -97,7 +145,10 @@ def test_answer_wire_equals_answer(n: int) -> None:
         s = rng.integers(0, n, m)
         e = np.minimum(s + rng.integers(1, max(n // 3, 2), m), n)
         q = np.stack([rng.integers(0, v.passes, m), s, e], axis=1)
-        got = wire.answer_wire(counts, q.astype(np.uint32))
+        if rng.integers(2):  # not C-contiguous (the compiled call takes C arrays only)
+            got = wire.answer_wire(np.repeat(counts, 2)[::2], np.asfortranarray(q, np.uint32))
+        else:
+            got = wire.answer_wire(counts, q.astype(np.uint32))
         assert got is not None
         assert np.array_equal(got, gen.answer(bounds, q.astype(np.int64)))
     q1 = np.array([[0, 0, 1]], np.uint32)

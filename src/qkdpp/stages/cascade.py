@@ -126,14 +126,15 @@ class _PeerAsk(AskPeer):
             ntop = [0] * nf
         reply = self.peer.request(KIND, msg)
         total = sum(ntop) + m
-        bitsout = self._parities(reply, total)
+        bitsout = np.unpackbits(self._parities(reply, total), count=total)
         offs = [0, *itertools.accumulate(ntop + [q.shape[0] for q in asks])]
         parts = [bitsout[a:b] for a, b in itertools.pairwise(offs)]
         return parts[:nf], parts[nf:]
 
     def _parities(self, reply: dict[str, Any], total: int) -> np.ndarray:
-        """The ``total`` answered parities of a reply (uint8 0/1); :class:`ProtocolError` for a
-        missing field, a wrong count or nonzero pad bits."""
+        """The reply's ``total`` parities, packed as they came (``uint8[ceil(total / 8)]``,
+        MSB-first); :class:`ProtocolError` for a missing field, a wrong count or nonzero pad
+        bits."""
         if len(reply) != 1 or type(reply.get("par")) is not np.ndarray:  # rare: full check
             self.peer.expect_fields(reply, KIND + ".reply", par=np.ndarray)
         par = reply["par"]
@@ -145,23 +146,25 @@ class _PeerAsk(AskPeer):
         pad = -total % 8
         if pad and par.item(-1) & ((1 << pad) - 1):
             raise ProtocolError("cascade: nonzero pad bits after the last parity")
-        return np.unpackbits(par, count=total)
+        return par
 
     def exchange_flat(
         self, tops: list[np.ndarray] | None, counts: np.ndarray, q: np.ndarray
-    ) -> tuple[list[np.ndarray] | None, np.ndarray]:
+    ) -> tuple[list[np.ndarray] | None, np.ndarray, int]:
         """One round with the questions of all frames already in wire form (``q``
         ``uint32[m, 3]``, ``counts`` per frame; see :meth:`AskPeer.exchange_flat`): the same
-        messages as :meth:`exchange`, without per-frame arrays."""
+        messages as :meth:`exchange`, without per-frame arrays. The range parities are the
+        reply's packed bytes (the corrector's kernel reads the bits)."""
         if tops is None:  # the usual round (the message of _round_message, built here)
             reply = self.peer.request(KIND, {"op": "bin", "counts": counts, "q": q})
-            return None, self._parities(reply, q.shape[0])
+            return None, self._parities(reply, q.shape[0]), 0
         msg, ntop = _round_message(tops, counts, q)
         reply = self.peer.request(KIND, msg)
         nt = sum(ntop)
-        bitsout = self._parities(reply, nt + q.shape[0])
+        par = self._parities(reply, nt + q.shape[0])
+        bitsout = np.unpackbits(par, count=nt)
         offs = [0, *itertools.accumulate(ntop)]
-        return [bitsout[a:b] for a, b in itertools.pairwise(offs)], bitsout[nt:]
+        return [bitsout[a:b] for a, b in itertools.pairwise(offs)], par, nt
 
 
 _E3 = np.empty((0, 3), dtype=np.int64)

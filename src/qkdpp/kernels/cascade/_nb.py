@@ -672,30 +672,39 @@ def answer_batch(
 
 @njit
 def answer_round(
-    bits, perms, poss, loaded, seeds, version, words, has_copy, work, counts, q, limit, out
-) -> int:
+    bits, perms, poss, loaded, seeds, version, words, has_copy, work, counts, q, limit, leak
+):
     """:func:`answer_batch` for a round as it comes off the wire: ``counts`` (``int64[F]``,
-    questions per frame) and ``q`` (``uint32[m, 3]``). Returns -2 when a count is negative or
-    above ``limit`` or the counts do not add up to ``m`` (nothing answered), otherwise what
-    :func:`answer_batch` returns."""
+    questions per frame) and ``q`` (``uint32[m, 3]``). Returns ``(code, packed)``: ``code`` -2
+    when a count is negative or above ``limit`` or the counts do not add up to ``m``, else
+    what :func:`answer_batch` returns; ``packed`` (``uint8[ceil(m / 8)]``, ``numpy.packbits``
+    order, pad bits zero) holds the parities when ``code`` is -1 (nothing is answered
+    otherwise). On success the parities sent are booked: ``leak[f] += counts[f]`` (``int64[F]``,
+    bits)."""
     nf = counts.size
     bounds = np.empty(nf + 1, dtype=np.int64)
     bounds[0] = 0
     for f in range(nf):
         c = counts[f]
         if c < 0 or c > limit:
-            return -2
+            return -2, np.zeros(0, dtype=np.uint8)
         bounds[f + 1] = bounds[f] + c
-    if bounds[nf] != q.shape[0]:
-        return -2
-    q64 = np.empty((q.shape[0], 3), dtype=np.int64)
-    for j in range(q.shape[0]):
+    m = q.shape[0]
+    if bounds[nf] != m:
+        return -2, np.zeros(0, dtype=np.uint8)
+    q64 = np.empty((m, 3), dtype=np.int64)
+    for j in range(m):
         q64[j, 0] = q[j, 0]
         q64[j, 1] = q[j, 1]
         q64[j, 2] = q[j, 2]
-    return answer_batch(
+    out = np.zeros((m + 7) >> 3, dtype=np.uint8)
+    code = answer_batch(
         bits, perms, poss, loaded, seeds, version, words, has_copy, work, bounds, q64, out
     )
+    if code == -1:
+        for f in range(nf):
+            leak[f] += counts[f]
+    return code, out
 
 
 @njit
@@ -1561,6 +1570,25 @@ _NO_RUN = np.zeros(0, dtype=np.uint8)  # placeholders for bob_round's call of _b
 _NO_OFF = np.zeros(0, dtype=np.int64)
 
 
+def compiled_overload(disp: Any, args: tuple[Any, ...]) -> Any:
+    """The compiled overload of the numba dispatcher ``disp`` for the numba types of ``args``
+    (loaded from the on-disk cache or compiled now if needed), as a callable.
+
+    Calling it skips the dispatcher's typing of the arguments on every call (numba types a
+    typed list through Python: ≈ 1.5-3 µs of an empty :func:`bob_round` with its two typed
+    lists, ≈ 1 µs of :func:`answer_round`'s 13 arguments; docs/cascade.md, 2026-11-27
+    evening). The caller must then pass arguments of exactly these types — arrays of the
+    same dtype, dimensions and layout (numba's unboxing checks only that an array is an array
+    of the same item size), the same typed-list types — except that an array may be
+    read-only where the overload's is writable if the kernel does not write it (the flag is
+    a typing matter only: the machine code is the same). Typing ``args`` here costs
+    ≈ 20-30 µs: once per batch, not per round. ``disp`` itself when it is not a dispatcher
+    (``NUMBA_DISABLE_JIT=1``)."""
+    if not hasattr(disp, "typeof_pyval"):
+        return disp
+    return disp.compile(tuple(disp.typeof_pyval(a) for a in args))
+
+
 def bob_step_frames(
     fr: Any,
     bf: Any,
@@ -1569,10 +1597,12 @@ def bob_step_frames(
     nlog: Any,
     sc: Any,
     run: Any,
-    ans: Any,
+    par: Any,
+    off: int,
     aoff: Any,
     depth: int,
     counts: Any,
+    call: Any = None,
 ) -> np.ndarray:
     """One round of Bob's engine for every frame ``f`` with ``run[f] != 0``: :func:`bob_step`
     called frame after frame from one compiled call (the same steps, in the same order, as
@@ -1595,19 +1625,26 @@ def bob_step_frames(
         shuffle version, buffer set, question and task counts, flips so far (updated).
     run : uint8[F]
         Which frames step.
-    ans, aoff : uint8[M], int64[F + 1]
-        Alice's parities (0/1) of the questions of frame ``f``: ``ans[aoff[f]:aoff[f + 1]]``.
+    par, off, aoff : uint8[>= ceil((off + M) / 8)], int, int64[F + 1]
+        Alice's parities as the reply carries them, packed MSB-first (``numpy.packbits``):
+        the answer to question ``j`` of the round is bit ``off + j`` of ``par`` (bit
+        ``7 - (x & 7)`` of byte ``x >> 3``); frame ``f``'s questions are
+        ``aoff[f] <= j < aoff[f + 1]``, ``M = aoff[F]``.
     depth : int
         Tail acceleration (levels per BINARY round trip, 1 = off).
     counts : int64[F]
         Set to the number of new questions of every frame.
+    call : callable, optional
+        :func:`compiled_overload` of :func:`_bob_frames` for these argument types (no typing
+        of the arguments per call); the dispatcher when ``None``.
 
     Returns
     -------
     uint32[m, 3]
         The questions of all frames (pass id, start, end), frame after frame.
     """
-    return _bob_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts, run, False)[0]
+    fn = _bob_frames if call is None else call
+    return fn(fr, bf, isl, usl, nlog, sc, run, par, off, aoff, depth, counts, run, False)[0]
 
 
 def bob_round(
@@ -1618,25 +1655,31 @@ def bob_round(
     nlog: Any,
     sc: Any,
     counts: Any,
-    ans: Any,
+    par: Any,
+    off: int,
     depth: int,
     need: Any,
+    call: Any = None,
 ) -> tuple[np.ndarray, int]:
     """The usual round of :func:`bob_step_frames`: every frame with ``counts[f] > 0``
-    questions in the last round steps with its answers (``ans``, frame after frame), and its
-    parities and round are counted (``sc[f, SC_LEAK]``, ``sc[f, SC_ROUNDS]``). ``need[f]`` is
-    set to 1 for a frame that stepped and has no question now (it opens its next pass, starts a
-    BICONF round or ends: the caller's work), 0 otherwise. Returns the new questions of all
-    frames (``counts`` is overwritten with their numbers per frame) and how many frames need
-    the caller."""
-    return _bob_frames(fr, bf, isl, usl, nlog, sc, _NO_RUN, ans, _NO_OFF, depth, counts, need, True)
+    questions in the last round steps with its answers (bits ``off ..`` of the packed
+    ``par``, frame after frame), and its parities and round are counted (``sc[f, SC_LEAK]``,
+    ``sc[f, SC_ROUNDS]``). ``need[f]`` is set to 1 for a frame that stepped and has no
+    question now (it opens its next pass, starts a BICONF round or ends: the caller's work),
+    0 otherwise. Returns the new questions of all frames (``counts`` is overwritten with their
+    numbers per frame) and how many frames need the caller. ``call``: see
+    :func:`bob_step_frames`."""
+    fn = _bob_frames if call is None else call
+    return fn(fr, bf, isl, usl, nlog, sc, _NO_RUN, par, off, _NO_OFF, depth, counts, need, True)
 
 
 @njit
-def _bob_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts, need, usual):
+def _bob_frames(fr, bf, isl, usl, nlog, sc, run, par, off, aoff, depth, counts, need, usual):
     """:func:`bob_step_frames` (``usual`` false: ``need`` is not used) and :func:`bob_round`
     (``usual`` true: ``run`` and ``aoff`` are not read) in one compiled function; returns the
-    questions and the number of frames flagged in ``need`` (0 unless ``usual``)."""
+    questions and the number of frames flagged in ``need`` (0 unless ``usual``). The answers
+    are unpacked from ``par`` here (before 2026-11-27 evening the caller unpacked the reply
+    with ``numpy.unpackbits``, ≈ 1.2 µs per round)."""
     nf = len(fr)
     if usual:
         run = np.zeros(nf, dtype=np.uint8)
@@ -1648,6 +1691,13 @@ def _bob_frames(fr, bf, isl, usl, nlog, sc, run, ans, aoff, depth, counts, need,
                 run[f] = 1
                 sc[f, SC_LEAK] += c
                 sc[f, SC_ROUNDS] += 1
+    m = aoff[nf]
+    if off < 0 or (off + m + 7) >> 3 > par.size:
+        raise ValueError("fewer packed answers than questions")
+    ans = np.empty(m, dtype=np.uint8)
+    for j in range(m):
+        x = off + j
+        ans[j] = (par[x >> 3] >> (7 - (x & 7))) & 1
     for f in range(nf):
         if run[f] == 0:
             continue
