@@ -140,6 +140,10 @@ def block_stage_configs(
         if c["stage"] == "authenticate":
             c.setdefault("bootstrap", str(files["bootstrap"]))
             c.setdefault("keystore", str(files["keystore"]))
+        if c["stage"] == "reconcile":
+            # the run's last, shorter block goes through Cascade at the full length
+            # (ReconcileStage, ``pad_to``)
+            c.setdefault("pad_to", int(config["session"]["block_size"]))
     return out
 
 
