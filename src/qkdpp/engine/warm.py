@@ -214,7 +214,7 @@ def _warm_timing() -> None:
     n = 20_000_000
     demo = demo_config(n)
     alice, bob, _ = simulate_link(demo["simulate"]["params"], n, 1)
-    peer = Mailbox()
+    peer: Any = Mailbox()  # (stands in for the PeerScope the stages take)
     mu = demo["timing"]["mu"]
     meta = FrameMeta("warm-up", 0, Role.ALICE, state=KeyState.RAW)
     aux_a = {"intensity_p": alice.intensity_p, "slot0": 0, "n_slots": n}

@@ -771,7 +771,7 @@ def insert_top(node, dirty, off, t, k, end, alice, bob) -> None:
 
 
 @njit
-def node_state(node: np.ndarray, j: int) -> int:
+def node_state(node: np.ndarray, j: int) -> np.int64:
     """State of node ``j`` (0, ``PENDING`` or ``KNOWN | d``; for tests and tools)."""
     return (np.int64(node[j >> NODE_SHIFT]) >> ((j & 3) << 1)) & 3
 
@@ -911,9 +911,9 @@ def _sort_pairs(srt, m):
             mid = srt[4, t + 1]
             hi = srt[4, t + 2] if t + 1 < nr else mid
             if mid >= hi or srt[src, mid - 1] <= srt[src, mid]:
-                for x in range(lo, hi):
-                    srt[dst, x] = srt[src, x]
-                    srt[dst + 1, x] = srt[src + 1, x]
+                for c in range(lo, hi):  # (not x: x is unsigned below)
+                    srt[dst, c] = srt[src, c]
+                    srt[dst + 1, c] = srt[src + 1, c]
             else:
                 # unsigned indices: numba adds no negative-index wraparound (three
                 # instructions per index) to their loads and stores; ≈ 20 % less time for

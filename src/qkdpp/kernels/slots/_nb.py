@@ -494,9 +494,8 @@ def assign_merge_tracked(
     track_t = np.ascontiguousarray(track_t, np.float64)
     args = (start, inv_period, period, half_gate, basis_map, value_map, slot_lo, slot_hi)
     if not np.isnan(track_t).any():
-        out = _assign_merge_times(
-            tp, np.uint64(tref), *_track_arrays(track_t, track_corr), ch, *args
-        )
+        tb, shift = _track_arrays(track_t, track_corr)
+        out = _assign_merge_times(tp, np.uint64(tref), tb, shift, ch, *args)
         if out is not None:
             return out
     t = _ref.shifted_times(tp, tref, track_t, track_corr)
