@@ -10,7 +10,7 @@ recorded in the tag ``reconciliation``, and the number of bits this party correc
 
 Short blocks and Cascade (``pad_to``): Cascade's per-session data — the permutation of every
 pass and the membership masks of the passes of few blocks — is computed once per session *and
-frame length* (≈ 75 ms for 10^6 bits on the development VM), and a batch whose frames differ in
+frame length* (≈ 75–95 ms for 10^6 bits on the development VM), and a batch whose frames differ in
 length is answered frame by frame. The last block of a run (of each lane) is usually shorter than
 the others. So a frame of ``m`` bits with ``PAD_MIN_FRACTION · pad_to <= m < pad_to`` is extended
 with ``pad_to - m`` zero bits at both ends (public constants, equal at both ends, so no BINARY
@@ -21,11 +21,11 @@ stays the count of parity bits on the wire); the frame's ``cascade_f`` tag is ov
 bits. What it costs (option7, QBER 0.56 %, pad_to = 10^6, 4 frames each, independent errors;
 ``cascade_f`` unpadded → padded): m = 0.45 · 10^6: 1.017 → 1.168; 0.6: 1.022 → 1.109; 0.73: 1.022
 → 1.071; 0.9: 1.024 → 1.038 — the padding's top-level parities in the passes of many blocks. In
-the 1.6e9-slot two-lane run (tails of 0.45 · 10^6 bits) that is ≈ 0.15 % of the run's secret key,
+the 1.6e9-slot two-lane run (tails of 0.45 · 10^6 bits) that is ≈ 0.2 % of the run's secret key,
 for ≈ 8–15 % less CPU per lane (12 alternating in-process pairs of lane 0, 2026-11-27 evening:
 median 0.887 s against 0.964 s, per-pair median ratio 0.85, lower in 9 of 12). Below
-``PAD_MIN_FRACTION`` (0.3 · 10^6: 1.033 → 1.302) the padding would cost more key than a short
-frame's own shuffles cost time.
+``PAD_MIN_FRACTION`` (0.3 · 10^6: 1.033 → 1.302) the key lost outweighs the time saved (a
+shorter frame's own shuffles also cost proportionally less).
 """
 
 from __future__ import annotations
