@@ -44,12 +44,14 @@ def test_auth_key_consumption_1e6(benchmark, tmp_path) -> None:  # type: ignore[
     from qkdpp.testing import correlated_pair, run_pair
 
     n = 1_000_000
-    boot = tmp_path / "boot.key"
-    write_bootstrap(boot, os.urandom(16 + 8192))
-
+    secret = os.urandom(16 + 8192)  # the link's bootstrap key: one copy per end and round
     rounds = iter(range(100))
 
     def pipeline(role: str, r: int) -> list:
+        # (a bootstrap file loads into one key store only: each round's fresh stores get
+        # their own copies, as the two ends of a link hold their own)
+        boot = tmp_path / f"boot-{role}-{r}.key"
+        write_bootstrap(boot, secret)
         store = str(tmp_path / f"keys-{role}-{r}.sqlite")
         return [
             VerificationStage(role),
