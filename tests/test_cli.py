@@ -102,3 +102,23 @@ def test_bench_host_line_names_cpu_extensions_and_kernel_paths() -> None:
     assert line.startswith("host: Test CPU (2 CPUs); avx2 fma vpclmulqdq; kernels: ")
     assert f"toeplitz {paths['toeplitz']}" in line and f"ldpc {paths['ldpc']}" in line
     assert f"sifting {paths['sifting']}" in line
+
+
+def test_bench_ratio_compares_rates_when_the_baseline_runs_another_size() -> None:
+    from qkdpp.cli.commands.bench import summarise
+
+    def bench(name: str, mean: float, n_bits: int) -> dict:
+        return {
+            "name": name,
+            "group": "g",
+            "stats": {"mean": mean},
+            "extra_info": {"bits_per_s": n_bits / mean},
+        }
+
+    # the compiled kernel on 1e6 bits in 0.05 s, the reference on 1e4 bits in 0.1 s
+    rows = summarise(
+        {"benchmarks": [bench("k[compiled]", 0.05, 10**6), bench("k[reference]", 0.1, 10**4)]}
+    )
+    (row,) = rows
+    assert row["baseline"] == "k[reference]"
+    assert row["ratio"] == pytest.approx((10**6 / 0.05) / (10**4 / 0.1))  # 200x, not 2x

@@ -195,7 +195,13 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
             if b is base and len(items) > 1:
                 continue
             rate, unit = _rate(b)
-            brate = _rate(base)[0] if base is not None and base is not b else None
+            brate, bunit = _rate(base) if base is not None and base is not b else (None, "")
+            if base is None or base is b:
+                ratio = None
+            elif rate and brate and unit == bunit:
+                ratio = rate / brate  # (a baseline may run a smaller size: compare rates)
+            else:
+                ratio = base["stats"]["mean"] / b["stats"]["mean"]
             rows.append(
                 {
                     "group": group,
@@ -205,9 +211,7 @@ def summarise(data: dict[str, Any]) -> list[dict[str, Any]]:
                     "unit": unit,
                     "baseline": base["name"] if base is not None and base is not b else None,
                     "baseline_rate": brate,
-                    "ratio": (base["stats"]["mean"] / b["stats"]["mean"])
-                    if base is not None and base is not b
-                    else None,
+                    "ratio": ratio,
                     "f": b.get("extra_info", {}).get("f"),
                 }
             )
