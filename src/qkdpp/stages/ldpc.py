@@ -485,9 +485,9 @@ class LdpcStage(Stage):
             for i, pl in enumerate(plans):
                 t0 = revealed[i]
                 t1, ext0[i] = self._reveal_to(pl, limits[i], t0, ext0[i], rounds)
+                idx = _reveal_positions(pl, t1)[t0:]  # (the same for every chunk of the frame)
                 for c in range(pl.n_chunks):
                     if not ok[pos + c]:
-                        idx = _reveal_positions(pl, t1)[t0:]
                         vals.append(words[i][idx, c])
                 if t1 > t0 and not ok[pos : pos + pl.n_chunks].all():
                     nfail = int((~ok[pos : pos + pl.n_chunks]).sum())
