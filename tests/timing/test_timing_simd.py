@@ -262,6 +262,31 @@ def test_chunked_assign_matches_whole_share(n, m, n_special, seed, order, cuts, 
             assert np.isin(got[0], want[0]).all() and (np.diff(got[0]) > 0).all()
 
 
+@pytest.mark.parametrize("far", ["times", "start"])
+@settings(max_examples=15, deadline=None)
+@given(*_CASES)
+def test_fused4_far_values_match_reference(far, n, m, n_special, seed, order):
+    """Values beyond what the SIMD loop's conversions take (``|t| >= 2^61`` ps from some
+    sub-block on, or a delay ``|start| >= 2^48``): the pass hands over to the NumPy oracle
+    (``k = -2``), with the oracle's result."""
+    tp, tref, track_t, corr, args = _fused4_case(n, m, n_special, seed, order)
+    if far == "times":  # the middle of the events at t = 2^61: sub-blocks on both sides
+        off = 2**61 - int(tp.max(initial=np.uint64(tref)) - np.uint64(tref)) // 2
+        tp, track_t = tp + np.uint64(off), track_t + off
+        args = (*args[:-2], 0, 2**62)
+    else:
+        args = (args[0], args[1] + 2.0**49, *args[2:-2], -(2**62), 2**62)
+    want = _ref.assign_merge_tracked(tp, tref, track_t, corr, *args)
+    for b in kslots.available_backends():
+        got = kslots.impl(b).assign_merge_tracked(tp, tref, track_t, corr, *args)
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(np.asarray(g), np.asarray(w))
+    ca = _nb.ChunkedAssign(tp, tref, track_t, corr, *args)
+    ca.take(args[-1])
+    if n > _nb._SUB or far == "start":  # handed over (the whole share then comes sorted)
+        assert ca._whole is not None
+
+
 def _fused4_case(n, m, n_special, seed, order):
     """Time tags, reference, tracking and the assignment arguments of one random case (see
     :func:`test_fused4_matches_reference`)."""

@@ -926,7 +926,8 @@ def _line_track_fast(
     channels the line-sum pass also checks the time order (:class:`ConfigError`)."""
     n_ch = chans.size
     nn = counts[chans].astype(np.float64)
-    if n_ch <= 4:
+    simd = n_ch <= 4 and P >= 2.0  # (P: the range of their conversions, see line_sums4)
+    if simd:
         # SIMD kernels: per-channel values by selects over the (padded) channel list
         cs = np.full(4, _kclock.NO_CHANNEL, np.int64)
         cs[:n_ch] = chans
@@ -954,7 +955,7 @@ def _line_track_fast(
     dP = float(sxy / sxx) if sxx > 0 else 0.0
     P2 = P + dP
     icpt = ym - dP * xm
-    if n_ch <= 4:
+    if simd:
         icpt4 = np.zeros(4)
         icpt4[:n_ch] = icpt
         corr, ss = _kclock.track4(tp, utref, ch, cs, tau4, K4, icpt4, P, P2, edges)

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 from qkdpp._numba import njit
+from qkdpp.kernels.slots._convert import as_float, as_int
 
 _BLK = 4096
 _SUB = 128  # events per SIMD sub-block / lane accumulators (a power of two ≥ 8; _BLK % _SUB == 0)
@@ -709,6 +710,8 @@ def line_sums4(tp, tref, ch, cs, tau4, K4, P):
     sums the sub-blocks' ``j``-th events in order; ``Σx'`` in exact ``int64``); every
     :data:`_BLK` events the lanes are summed pairwise (:func:`_halve`) into the totals.
     Same slots as :func:`line_sums`; the sums differ only by rounding order (~1e-16 relative).
+    Needs ``P >= 2`` (ps) and ``|tau4| < 2^48``: the slots are then within the exact range of
+    the loop's conversions (:mod:`._convert`, SIMD on AVX2 too).
     """
     c0, c1, c2, c3 = cs[0], cs[1], cs[2], cs[3]
     ta, tb, tc, td = tau4[0], tau4[1], tau4[2], tau4[3]
@@ -761,16 +764,17 @@ def line_sums4(tp, tref, ch, cs, tau4, K4, P):
             t = np.int64(tpb[j] - tref)
             tau = _pick(c, c1, c2, c3, ta, tb, tc, td)
             kk = _pick(c, c1, c2, c3, ka, kb, kc, kd)
-            x = float(np.int64(math.floor((t - tau) / P + 0.5)) + kk)  # _slot
+            tf = as_float(t)  # (SIMD conversions on AVX2 too, same values)
+            x = as_float(as_int(np.floor((tf - tau) / P + 0.5)) + kk)  # _slot
             dx = x - _pick(c, c1, c2, c3, xa, xb, xc, xd)
-            dy = (t - x * P) - _pick(c, c1, c2, c3, ya, yb, yc, yd)
+            dy = (tf - x * P) - _pick(c, c1, c2, c3, ya, yb, yc, yd)
             pxy[j] += dx * dy
             pxx[j] += dx * dx
             s0[j] += dy if c == c0 else 0.0
             s1[j] += dy if c == c1 else 0.0
             s2[j] += dy if c == c2 else 0.0
             s3[j] += dy if c == c3 else 0.0
-            di = np.int64(dx)
+            di = as_int(dx)
             i0 += di if c == c0 else 0
             i1 += di if c == c1 else 0
             i2 += di if c == c2 else 0
@@ -859,7 +863,8 @@ def track(tp, tref, ch, tau8, P, K8, icpt8, P2, edges):
 def track4(tp, tref, ch, cs, tau4, K4, icpt4, P, P2, edges):
     """:func:`track` for at most 4 channels (``cs``, ``tau4``, ``K4``, ``icpt4`` as in
     :func:`line_sums4`): the residual loop is SIMD (per-channel values by :func:`_pick`).
-    Same residuals, hence the same medians, as :func:`track`."""
+    Same residuals, hence the same medians, as :func:`track` (with ``P >= 2``, as
+    :func:`line_sums4`)."""
     c1, c2, c3 = cs[1], cs[2], cs[3]
     ta, tb, tc, td = tau4[0], tau4[1], tau4[2], tau4[3]
     ka, kb, kc, kd = K4[0], K4[1], K4[2], K4[3]
@@ -884,7 +889,8 @@ def track4(tp, tref, ch, cs, tau4, K4, icpt4, P, P2, edges):
             tau = _pick(c, c1, c2, c3, ta, tb, tc, td)
             kk = _pick(c, c1, c2, c3, ka, kb, kc, kd)
             q = _pick(c, c1, c2, c3, qa, qb, qc, qd)
-            buf[j] = t - q - float(np.int64(math.floor((t - tau) / P + 0.5)) + kk) * P2
+            tf = as_float(t)  # (SIMD conversions on AVX2 too, same values)
+            buf[j] = tf - q - as_float(as_int(np.floor((tf - tau) / P + 0.5)) + kk) * P2
         if m == 0:
             corr[b] = np.nan
             continue

@@ -9,6 +9,7 @@ import numpy as np
 
 from qkdpp._numba import njit
 from qkdpp.kernels.slots import _ref
+from qkdpp.kernels.slots._convert import as_float, as_int
 from qkdpp.kernels.slots._ref import UNMAPPED
 
 
@@ -179,6 +180,9 @@ def _fused(
 
 
 _SUB = 512  # events per sub-block of :func:`_fused4` (its scratch stays in L1)
+_T_LIMIT = np.int64(2**61)  # |t| of :func:`_fused4`'s SIMD loop (about 27 days in ps)
+
+
 _NO_LAST = np.int64(-(2**62))  # merge state of :func:`_fused4` before the first detection
 _ROOM = 4096  # entries a range's buffers hold beyond its expected detections (ChunkedAssign)
 _NO_CHANNEL = 256  # pads the channel list of :func:`_fused4` (no uint8 equals it)
@@ -225,7 +229,9 @@ def _fused4(
     first click's code), and stops before the first in-gate, in-range event whose slot is
     ``>= stop`` or when ``o_s`` is full; it returns ``(k, gated, outside, bad, i_next, last,
     fcode)`` with ``i_next`` the event to resume at (``n`` when done). ``stop = hi`` from event
-    0 is the whole pass. ``k`` is -1 (slots out of order) or -2 (tracked times beyond ±2^53).
+    0 is the whole pass. ``k`` is -1 (slots out of order) or -2 (the caller's oracle then:
+    tracked times beyond ±2^53 ps, times beyond ±2^61, delays or tracking shifts beyond ±2^48,
+    or ``|inv_period| > 1``, outside what the SIMD loop's conversions take).
     """
     c0, c1, c2, c3 = cs[0], cs[1], cs[2], cs[3]
     v0, v1, v2, v3 = st4[0], st4[1], st4[2], st4[3]
@@ -243,6 +249,15 @@ def _fused4(
     kb = np.empty(_SUB, np.bool_)
     shb = np.empty(_SUB, np.int64)
     n = tp.shape[0]
+    # the SIMD loop's conversions (as_float, as_int) take |slot| < 2^62: with |t| < 2^61 (per
+    # sub-block), |shift| and |start| < 2^48 and |inv_period| <= 1 (else the caller's oracle)
+    fits = abs(inv_period) <= 1.0 and abs(dflt) < 2.0**48
+    for v in (v0, v1, v2, v3):
+        fits = fits and abs(v) < 2.0**48
+    for j in range(shift.shape[0]):
+        fits = fits and abs(shift[j]) < 2**48
+    if not fits:
+        return -2, gated, outside, bad, i_start, last, fcode
     for i0 in range(i_start, n, _SUB):
         m = min(_SUB, n - i0)
         tpb = tp[i0 : i0 + m]
@@ -266,7 +281,9 @@ def _fused4(
                     nxt = min(tb[q + 1], exact) if q + 1 < m_tr else exact
                     sh = shift[q]
                 shb[j] = sh
-        for j in range(m):  # SIMD
+        if tmin <= -_T_LIMIT or tmax >= _T_LIMIT:
+            return -2, gated, outside, bad, i0, last, fcode
+        for j in range(m):  # SIMD (also on AVX2: the conversions are not the hardware's)
             c = np.int64(chb[j])
             t = np.int64(tpb[j] - tref) - shb[j]
             st = dflt
@@ -274,10 +291,10 @@ def _fused4(
             st = v1 if c == c1 else st
             st = v2 if c == c2 else st
             st = v3 if c == c3 else st
-            x = (t - st) * inv_period
-            sf = math.floor(x + 0.5)
+            x = (as_float(t) - st) * inv_period
+            sf = np.floor(x + 0.5)
             kb[j] = not (abs((x - sf) * period) > half_gate)
-            sb[j] = sf
+            sb[j] = as_int(sf)
         # (3a) the usual sub-block — every event in the gate, in range and slot-ordered (a
         # SIMD check) — skips those three tests per event: −3.6 ms of 31 on 7.9e6 events
         easy = kb[0] and sb[0] >= last and sb[0] >= lo and sb[m - 1] < min(hi, stop)
