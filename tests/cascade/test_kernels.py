@@ -126,6 +126,21 @@ def test_v2_masks_without_permutation_equal_masks_of_it(n: int, pid: int) -> Non
         assert np.array_equal(c0, m0) and np.array_equal(c1, m1)
 
 
+def test_v2_masks_at_65536_buckets() -> None:
+    """n > 2^25 (2^16 buckets, the most MAX_N allows): a pass of one block (its bound is 2^16
+    buckets, past uint16) and one of two blocks give the masks of the full permutation."""
+    n = (1 << 25) + 977
+    pid = 5
+    pos = np.empty(n, dtype=np.int32)
+    pos[permutation("big", n, pid)] = np.arange(n, dtype=np.int32)
+    sh = PassShuffles("big", n, pid + 1)
+    for k, end in ((n, n), (n // 2 + 1, n)):
+        m0, m1 = (m.view(np.uint8) for m in sh.masks(pid, k, end))
+        c0, c1 = np.zeros_like(m0), np.zeros_like(m1)
+        _nb.block_masks(pos, k, end, c0, c1)
+        assert np.array_equal(c0, m0) and np.array_equal(c1, m1)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     n=ODD_SIZES | st.sampled_from([1025, 4099]),

@@ -194,7 +194,10 @@ def block_masks_v2(
         c1 = c2 = 0
     m0[:] = 0
     m1[:] = 0
-    full = n >> 3
+    # the SIMD loop compares uint16 bucket ids with uint16 bounds: at 2^16 buckets (n > 2^25) a
+    # bound can be 2^16 (a pass of one block), which it cannot hold; then every index takes
+    # the per-bucket class below
+    full = n >> 3 if max(c0, c1, c2 - c1) < 65536 else 0
     u0 = np.uint16(c0)
     u1 = np.uint16(c1)
     w1 = np.uint16(c2 - c1)
