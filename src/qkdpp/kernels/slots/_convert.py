@@ -26,7 +26,7 @@ from qkdpp._numba import njit
 
 
 @intrinsic
-def _bits_as_float(typingctx: Any, x: Any) -> Any:
+def _bits_as_float_intrinsic(typingctx: Any, x: Any) -> Any:
     """The 64 bits of an ``int64`` read as a ``float64`` (no conversion)."""
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -36,7 +36,7 @@ def _bits_as_float(typingctx: Any, x: Any) -> Any:
 
 
 @intrinsic
-def _bits_as_int(typingctx: Any, x: Any) -> Any:
+def _bits_as_int_intrinsic(typingctx: Any, x: Any) -> Any:
     """The 64 bits of a ``float64`` read as an ``int64`` (no conversion)."""
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
@@ -44,6 +44,10 @@ def _bits_as_int(typingctx: Any, x: Any) -> Any:
 
     return numba_types.int64(numba_types.float64), codegen
 
+
+# called as _bits_as_float(v) / _bits_as_int(f) in compiled code
+_bits_as_float: Any = _bits_as_float_intrinsic
+_bits_as_int: Any = _bits_as_int_intrinsic
 
 _MAGIC_F = 6755399441055744.0  # 2^52 + 2^51: its last mantissa bits hold an integer < 2^51
 _MAGIC_I = np.int64(0x4338000000000000)  # the bits of _MAGIC_F
