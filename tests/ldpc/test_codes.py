@@ -131,6 +131,26 @@ def test_density_evolution_regular_36_threshold():
     assert not de.trajectory(0.086, {3: 1.0}, {6: 1.0})[0]
 
 
+def test_offset_min_sum_check_rule_on_the_grid():
+    """The offset min-sum check rule of the DE study, against hand-computed densities: one other
+    input (degree 2) is shifted toward 0 by the offset; two other inputs (degree 3) give the
+    sign product times the smaller magnitude, minus the offset."""
+    from qkdpp.codes import density_evolution as de
+
+    def dens(points: dict[float, float]) -> np.ndarray:
+        a = np.zeros(de.B)
+        for x, w in points.items():
+            a[de.K + round(x / de.DX)] += w
+        return a
+
+    got = de.check_out_offset_min_sum(dens({3.0: 0.8, -0.5: 0.2}), {2: 1.0}, 1.0)
+    assert np.allclose(got, dens({2.0: 0.8, 0.0: 0.2}))
+    got = de.check_out_offset_min_sum(dens({2.0: 0.9, -1.0: 0.1}), {3: 1.0}, 0.5)
+    assert np.allclose(got, dens({1.5: 0.81, -0.5: 0.18, 0.5: 0.01}))
+    # the same inputs under sum-product are not this
+    assert not np.allclose(de.check_out(dens({2.0: 0.9, -1.0: 0.1}), {3: 1.0}), got)
+
+
 def test_de_design_beats_gaussian_design_at_085():
     """The DE-optimised rate-0.85 distribution converges at BSC 0.0185 (f = 1.13); the Gaussian-
     approximation design of the same rate (family peg32k) does not (its DE threshold: 0.0162)."""

@@ -12,6 +12,10 @@ repeated squaring. The variable-node rule (sum of LLRs) is an FFT convolution. S
 the regular (3, 6) ensemble comes out at crossover 0.0838 (published BSC threshold 0.084,
 Richardson & Urbanke, Modern Coding Theory, 2008, Table 4.117); tested.
 
+A second check rule, offset min-sum (:func:`check_out_offset_min_sum`: the same pairwise fold
+with the min-sum table, then the offset), serves the study ``scripts/study_minsum_de.py``;
+:func:`trajectory`, :func:`threshold` and :func:`ascend` take the rule as ``check``.
+
 Optimiser (:func:`ascend`)
 --------------------------
 Iterative linear programming on DE trajectories (the "linear programming with fixed densities"
@@ -30,6 +34,7 @@ nodes fit one cycle-free staircase over the checks, see :mod:`qkdpp.codes.constr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -58,6 +63,7 @@ def _boxplus_table() -> np.ndarray:
 
 
 _TABLE = _boxplus_table()
+Check = Callable[[np.ndarray, dict[int, float]], np.ndarray]  # a check-node rule on densities
 
 
 @njit(cache=True)
@@ -72,20 +78,47 @@ def _boxplus(a, b, tab):
     return out
 
 
-def _bpow(a: np.ndarray, k: int, cache: dict[int, np.ndarray]) -> np.ndarray:
+def _min_table() -> np.ndarray:
+    k = np.arange(-K, K + 1)
+    s = np.sign(k)
+    return np.asarray(np.outer(s, s) * np.minimum.outer(np.abs(k), np.abs(k)) + K, np.int32)
+
+
+_MIN_TABLE = _min_table()  # min-sum's pairwise rule: sign product, smaller magnitude
+
+
+def _bpow(a: np.ndarray, k: int, cache: dict[int, np.ndarray], tab: np.ndarray) -> np.ndarray:
     if k not in cache:
         h = k // 2
-        cache[k] = a if k == 1 else _boxplus(_bpow(a, h, cache), _bpow(a, k - h, cache), _TABLE)
+        cache[k] = (
+            a if k == 1 else _boxplus(_bpow(a, h, cache, tab), _bpow(a, k - h, cache, tab), tab)
+        )
     return cache[k]
 
 
-def check_out(a: np.ndarray, rho: dict[int, float]) -> np.ndarray:
-    """Check-output density for input density ``a`` and edge-perspective check degrees ``rho``."""
+def _fold(a: np.ndarray, rho: dict[int, float], tab: np.ndarray) -> np.ndarray:
     cache: dict[int, np.ndarray] = {}
     out = np.zeros(B)
     for d, w in rho.items():
         if w > 0:
-            out += w * _bpow(a, d - 1, cache)
+            out += w * _bpow(a, d - 1, cache, tab)
+    return out
+
+
+def check_out(a: np.ndarray, rho: dict[int, float]) -> np.ndarray:
+    """Check-output density for input density ``a`` and edge-perspective check degrees ``rho``."""
+    return _fold(a, rho, _TABLE)
+
+
+def check_out_offset_min_sum(a: np.ndarray, rho: dict[int, float], offset: float) -> np.ndarray:
+    """:func:`check_out` for offset min-sum: the sign product of the other inputs times
+    ``max(min |input| - offset, 0)`` (``offset`` in LLR units, rounded to the grid). Pass it
+    to :func:`trajectory`, :func:`threshold` or :func:`ascend` as ``check`` (with
+    ``functools.partial``); a study only: the stage decodes with sum-product."""
+    k = np.arange(-K, K + 1)
+    to = K + np.sign(k) * np.maximum(np.abs(k) - round(offset / DX), 0)
+    out = np.zeros(B)
+    np.add.at(out, to, _fold(a, rho, _MIN_TABLE))
     return out
 
 
@@ -141,10 +174,11 @@ def trajectory(
     iters: int = 600,
     tol: float = 1e-7,
     degrees: tuple[int, ...] = DEGREES,
+    check: Check = check_out,
 ) -> tuple[bool, np.ndarray, np.ndarray]:
     """Run DE; returns (converged, ``e[l, i]`` for ``degrees``, ``x[l]`` error of ``λ``).
 
-    ``degrees`` must contain every degree of ``lam``."""
+    ``degrees`` must contain every degree of ``lam``; ``check`` is the check-node rule."""
     if any(d not in degrees for d, w in lam.items() if w > 0):
         degrees = tuple(sorted(set(degrees) | {d for d, w in lam.items() if w > 0}))
     ch = channel(p)
@@ -153,7 +187,7 @@ def trajectory(
     xs: list[float] = []
     prev = 1.0
     for it in range(iters):
-        r = check_out(a, rho)
+        r = check(a, rho)
         outs = var_outs(ch, r, degrees)
         es.append(np.array([error_prob(o) for o in outs]))
         a = np.sum([lam.get(d, 0.0) * o for d, o in zip(degrees, outs, strict=True)], axis=0)
@@ -167,11 +201,18 @@ def trajectory(
     return False, np.array(es), np.array(xs)
 
 
-def threshold(lam: dict[int, float], rho: dict[int, float], lo: float, hi: float, steps: int = 10):
+def threshold(
+    lam: dict[int, float],
+    rho: dict[int, float],
+    lo: float,
+    hi: float,
+    steps: int = 10,
+    check: Check = check_out,
+) -> float:
     """Largest BSC crossover in ``[lo, hi]`` (geometric bisection) where DE converges."""
     for _ in range(steps):
         mid = math.sqrt(lo * hi)
-        if trajectory(mid, lam, rho)[0]:
+        if trajectory(mid, lam, rho, check=check)[0]:
             lo = mid
         else:
             hi = mid
@@ -187,6 +228,7 @@ def ascend(
     step: float = 0.05,
     eps: float = 0.02,
     degrees: tuple[int, ...] = DEGREES,
+    check: Check = check_out,
 ) -> dict[int, float] | None:
     """Maximise the design rate at crossover ``p`` from a start ``lam`` that converges there.
 
@@ -201,7 +243,9 @@ def ascend(
     cur = np.array([lam.get(d, 0.0) for d in degrees])
     best = None
     for _ in range(steps):
-        ok, es, xs = trajectory(p, dict(zip(degrees, cur, strict=True)), rho, degrees=degrees)
+        ok, es, xs = trajectory(
+            p, dict(zip(degrees, cur, strict=True)), rho, degrees=degrees, check=check
+        )
         if not ok:
             if best is None:
                 return None
@@ -209,7 +253,9 @@ def ascend(
             step /= 2
             if step < 1e-4:
                 break
-            ok, es, xs = trajectory(p, dict(zip(degrees, cur, strict=True)), rho, degrees=degrees)
+            ok, es, xs = trajectory(
+                p, dict(zip(degrees, cur, strict=True)), rho, degrees=degrees, check=check
+            )
         best = cur.copy()
         prevx = np.concatenate([[p], xs[:-1]])
         a_ub = np.vstack(
