@@ -100,34 +100,43 @@ def test_non_convergence_fails_frames_with_reason():
         assert "did not converge" in f.meta.failure
 
 
-class _Evil(LdpcStage):
+class _Tapped(LdpcStage):
+    """An encoder whose requests pass through :meth:`tap` (which may change the payload)."""
+
+    def tap(self, kind, payload):
+        return payload
+
+    def process_batch(self, frames, peer):
+        orig = peer.request
+        peer.request = lambda kind, payload: orig(kind, self.tap(kind, payload))
+        try:
+            return super().process_batch(frames, peer)
+        finally:
+            del peer.request
+
+
+class _Evil(_Tapped):
     """An encoder that corrupts its first message in one of several ways (frame 0 only)."""
 
     how = "short"
 
     def process_batch(self, frames, peer):
         if frames[0].meta.frame_id != 0:
-            return super().process_batch(frames, peer)
-        orig = peer.request
+            return LdpcStage.process_batch(self, frames, peer)
+        return super().process_batch(frames, peer)
 
-        def request(kind, payload):
-            payload = dict(payload)
-            if kind == "syndrome":
-                if self.how == "short":
-                    payload["syn"] = payload["syn"][:-1]
-                elif self.how == "code":
-                    payload["codes"] = "peg4k-r0.33"
-                elif self.how == "p":
-                    payload["p"] = payload["p"] + 100000
-            if kind == "reveal" and self.how == "reveal":
-                payload["vals"] = np.zeros(payload["vals"].size + 3, np.uint8)
-            return orig(kind, payload)
-
-        peer.request = request
-        try:
-            return super().process_batch(frames, peer)
-        finally:
-            del peer.request
+    def tap(self, kind, payload):
+        payload = dict(payload)
+        if kind == "syndrome":
+            if self.how == "short":
+                payload["syn"] = payload["syn"][:-1]
+            elif self.how == "code":
+                payload["codes"] = "peg4k-r0.33"
+            elif self.how == "p":
+                payload["p"] = payload["p"] + 100000
+        if kind == "reveal" and self.how == "reveal":
+            payload["vals"] = np.zeros(payload["vals"].size + 3, np.uint8)
+        return payload
 
 
 @pytest.mark.parametrize("how", ["short", "code", "p", "reveal"])
@@ -263,22 +272,16 @@ def test_default_family_de32k_at_two_percent(mode):
             assert start - 0.01 < f < start + 16 * 99 / (n_bits * h)
 
 
-class _Spy(LdpcStage):
+class _Spy(_Tapped):
     """An honest encoder that keeps every request it sends (``sent``: ``(kind, payload)``)."""
 
     def process_batch(self, frames, peer):
         self.sent = []
-        orig = peer.request
+        return super().process_batch(frames, peer)
 
-        def request(kind, payload):
-            self.sent.append((kind, payload))
-            return orig(kind, payload)
-
-        peer.request = request
-        try:
-            return super().process_batch(frames, peer)
-        finally:
-            del peer.request
+    def tap(self, kind, payload):
+        self.sent.append((kind, payload))
+        return payload
 
 
 def _told(frames, q):

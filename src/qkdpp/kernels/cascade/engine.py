@@ -1307,6 +1307,9 @@ class _BobBatch:
                 _nb.list_append(self.fr, ft)
                 _nb.list_append(self.bf, bt)
             self._frp.append((e.bperm, e.bpos, e.fmask, e.fewtab))
+        # the frames' state, the first arguments of every compiled call (built once: the lists
+        # and arrays are filled in place from here on)
+        self._frames = (self.fr, self.bf, self.isl, self.usl, self.nlog, self.sc)
         # the compiled round for these argument types, called without the dispatcher's
         # per-call typing (the typed lists: ≈ 3 µs per round); the types are fixed: every array
         # here is C-contiguous and writable (make), the driver passes the answers as a
@@ -1315,12 +1318,7 @@ class _BobBatch:
         self._call = _nb.compiled_overload(
             _nb._bob_frames,
             (
-                self.fr,
-                self.bf,
-                self.isl,
-                self.usl,
-                self.nlog,
-                self.sc,
+                *self._frames,
                 _nb._NO_RUN,
                 _NO_PAR,
                 0,
@@ -1374,12 +1372,7 @@ class _BobBatch:
         off + aoff[f+1] - 1`` of the packed ``par``, see :func:`._nb.bob_step_frames`);
         returns all frames' questions (``uint32[m, 3]``; :attr:`counts` per frame)."""
         return _nb.bob_step_frames(
-            self.fr,
-            self.bf,
-            self.isl,
-            self.usl,
-            self.nlog,
-            self.sc,
+            *self._frames,
             run,
             par,
             off,
@@ -1397,12 +1390,7 @@ class _BobBatch:
         C-contiguous, one dimension); returns all questions and how many frames are flagged
         in :attr:`need` (no question now). ``counts`` is overwritten with the new counts."""
         return _nb.bob_round(
-            self.fr,
-            self.bf,
-            self.isl,
-            self.usl,
-            self.nlog,
-            self.sc,
+            *self._frames,
             counts,
             par,
             off,
