@@ -3,13 +3,22 @@
 Input: frames whose ``meta.tags["key_length"]`` (ℓ, written by the ``key_length`` stage) is set.
 Missing, non-integer, ``≤ 0`` or ``> n_bits`` → the frame FAILED (never a short or unsafe key).
 
-Protocol: Alice draws the seed of every frame from the OS CSPRNG (``os.urandom``) — ``n + ℓ - 1``
-bits for ``variant="toeplitz"``, ``n - 1`` for ``"modified"`` (``[I_ℓ | T']``) — and sends them in
-one message (``privacy_amplification/seeds``). The seeds are public; the message is
+Protocol: Alice draws the seed of every frame from the OS CSPRNG (``os.urandom``) — ``n - 1`` bits
+for ``variant="modified"`` (the default, ``[I_ℓ | T']``), ``n + ℓ - 1`` for ``"toeplitz"`` — and
+sends them in one message (``privacy_amplification/seeds``). The seeds are public; the message is
 authenticated with the rest of the transcript. Both sides compute ``T(seed) · key``
 (:mod:`qkdpp.kernels.toeplitz`, exact over GF(2); seed convention ``T[i, j] = s[i - j + n - 1]``).
 
 Output: AMPLIFIED frames of ``ℓ`` bits. Leakage: none (the seed is independent of the key).
+
+Both families are universal₂ (collision probability ``2^-ℓ`` for any two distinct inputs), which is
+what the leftover hash lemma behind the key length assumes, so ℓ is the same for both. For the
+modified family (Hayashi & Tsurumaru, IEEE Trans. Inf. Theory 62 (2016) 2213, arXiv:1311.5322):
+a nonzero ``x = (x1, x2)`` collides with 0 iff ``x1 = T' x2``; if ``x2 = 0`` that needs
+``x1 = 0`` (impossible), else ``T' x2`` is uniform over ``{0,1}^ℓ`` for a uniform Toeplitz
+``T'``, so the probability is ``2^-ℓ``. It is the default because it needs fewer seed bits and
+its product is ``ℓ × (n - ℓ)`` instead of ``ℓ × n`` (n = 1e6, ℓ = 3.5e5: 5.2–5.3 against
+7.5–7.6 ms here, docs/security.md).
 """
 
 from __future__ import annotations
@@ -51,8 +60,10 @@ class PrivacyAmplificationStage(Stage):
     Parameters
     ----------
     role : Role
-    variant : {"toeplitz", "modified"}
-        Full Toeplitz matrix (``n + ℓ - 1`` seed bits) or ``[I_ℓ | T']`` (``n - 1`` seed bits).
+    variant : {"modified", "toeplitz"}
+        ``[I_ℓ | T']`` (``n - 1`` seed bits, default) or the full Toeplitz matrix
+        (``n + ℓ - 1`` seed bits); both universal₂ (module docstring). With ``ℓ = n`` the
+        modified form is the identity, so ``"toeplitz"`` is used there.
     wipe_input : bool
         Overwrite the input key buffer with zeros after hashing (off by default because callers
         may share the input array between parties in tests).
@@ -61,7 +72,7 @@ class PrivacyAmplificationStage(Stage):
     name = "privacy_amplification"
 
     def __init__(
-        self, role: Role | str, *, variant: str = "toeplitz", wipe_input: bool = False
+        self, role: Role | str, *, variant: str = "modified", wipe_input: bool = False
     ) -> None:
         super().__init__(role, variant=variant, wipe_input=wipe_input)
         if variant not in VARIANTS:
