@@ -31,6 +31,7 @@ other anyway, and a hand-off between two threads cost a cross-core wake-up per m
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -447,9 +448,15 @@ def run_local(
     ctx = mp.get_context("fork")
     children = []
     # all lanes take their Cascade shuffles from lane 0's session id, and compute each piece
-    # once for all (kernels/cascade/lanes.py; the map's pages cost only where written)
-    share = LaneShare(sids[0], frozenset(sids), capacity=64 * int(config["session"]["block_size"]))
-    with cascade_lanes.sharing(share):
+    # once for all (kernels/cascade/lanes.py; the map's pages cost only where written: ≈ 35
+    # bytes per block bit at option7)
+    capacity = min(64 * int(config["session"]["block_size"]), 1 << 30)
+    try:
+        share = LaneShare(sids[0], frozenset(sids), capacity=capacity)
+    except OSError as exc:  # (no shared memory: each lane computes its own shuffles)
+        log.warning("lanes compute their own Cascade shuffles: no shared map (%s)", exc)
+        share = None
+    with cascade_lanes.sharing(share) if share is not None else contextlib.nullcontext():
         for lane in range(1, lanes):
             recv, send = ctx.Pipe(duplex=False)
             proc = ctx.Process(
