@@ -20,9 +20,7 @@ the ``k``-th of ``L`` contiguous shares of the chunks (:func:`lane_share`), and 
 on its own share only: Alice's slots of it, Bob's tags from his predicted time of its first slot
 (his first tag + slot · period) to that of its end. All lanes share each party's key store and
 pads (SQLite transactions; pads are withdrawn and accepted atomically, the receiver accepts them
-in any order). The lanes' Cascade pass shuffles are derived from lane 0's session id (public,
-like every shuffle nonce) and each piece is computed by one lane for all
-(:mod:`qkdpp.kernels.cascade.lanes`).
+in any order).
 Processes, not threads: the Cascade driver is Python between its kernels, and four threads
 sharing one interpreter lock made every lane slower (measured: 1.5 vs 2.7 Mbit/s). Within a lane
 the two parties take turns in one thread (:mod:`qkdpp.protocol.coop`): they mostly wait for each
@@ -31,7 +29,6 @@ other anyway, and a hand-off between two threads cost a cross-core wake-up per m
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import logging
@@ -56,8 +53,6 @@ from qkdpp.errors import ChannelClosed, ConfigError, QkdppError, TransportError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.events import EventChunk
 from qkdpp.io.records import AliceRecord, BobDetections
-from qkdpp.kernels.cascade import lanes as cascade_lanes
-from qkdpp.kernels.cascade.lanes import LaneShare
 from qkdpp.pipeline.runner import Pipeline
 from qkdpp.protocol.coop import coop_pair, run_both
 from qkdpp.protocol.link import PeerLink
@@ -447,34 +442,24 @@ def run_local(
     _release_free_heap()
     ctx = mp.get_context("fork")
     children = []
-    # all lanes take their Cascade shuffles from lane 0's session id, and compute each piece
-    # once for all (kernels/cascade/lanes.py; the map's pages cost only where written: ≈ 35
-    # bytes per block bit at option7)
-    capacity = min(64 * int(config["session"]["block_size"]), 1 << 30)
+    for lane in range(1, lanes):
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_lane_child,
+            args=(send, config, alice, bob, folder, lane, sids),
+            name=f"qkdpp-lane-{lane}",
+        )
+        proc.start()
+        send.close()
+        children.append((lane, proc, recv))
+    t0 = time.perf_counter()
     try:
-        share = LaneShare(sids[0], frozenset(sids), capacity=capacity)
-    except OSError as exc:  # (no shared memory: each lane computes its own shuffles)
-        log.warning("lanes compute their own Cascade shuffles: no shared map (%s)", exc)
-        share = None
-    with cascade_lanes.sharing(share) if share is not None else contextlib.nullcontext():
-        for lane in range(1, lanes):
-            recv, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_lane_child,
-                args=(send, config, alice, bob, folder, lane, sids),
-                name=f"qkdpp-lane-{lane}",
-            )
-            proc.start()
-            send.close()
-            children.append((lane, proc, recv))
-        t0 = time.perf_counter()
-        try:
-            first = _run_lane(config, alice, bob, folder, 0, sids, transports, on_block)
-        finally:
-            # the other lanes carry the same share of the work as lane 0: one that is not done
-            # within twice lane 0's time plus two message timeouts is stuck, and is stopped
-            wait_s = 2 * (time.perf_counter() - t0) + 2 * float(config["session"]["timeout_s"])
-            results = [_lane_result(lane, proc, recv, wait_s) for lane, proc, recv in children]
+        first = _run_lane(config, alice, bob, folder, 0, sids, transports, on_block)
+    finally:
+        # the other lanes carry the same share of the work as lane 0: one that is not done
+        # within twice lane 0's time plus two message timeouts is stuck, and is stopped
+        wait_s = 2 * (time.perf_counter() - t0) + 2 * float(config["session"]["timeout_s"])
+        results = [_lane_result(lane, proc, recv, wait_s) for lane, proc, recv in children]
     merged: list[list[PartyResult]] = [[first[0]], [first[1]]]
     for r in results:
         if isinstance(r, BaseException):
@@ -565,9 +550,6 @@ def _run_lane(
     in-memory link (:mod:`qkdpp.protocol.coop`), or in two threads over ``transports``."""
     ta, tb = transports or coop_pair(DEFAULT_MAX_MESSAGE)
     sid = sids[lane]
-    share = cascade_lanes.current()
-    if share is not None:
-        share.lane = lane  # (this process's copy of the share)
     timeout = float(config["session"]["timeout_s"])
     links = {
         Role.ALICE: PeerLink(ta, Role.ALICE, sid, timeout=timeout),

@@ -46,7 +46,6 @@ from qkdpp.kernels.cascade import (
     PassShuffles,
     bob_reconcile,
     get_variant,
-    lanes,
 )
 from qkdpp.kernels.cascade.engine import MAX_N, SHUFFLE_VERSIONS, BufferPool, top_count
 from qkdpp.pipeline.stage import Stage, register_stage
@@ -188,9 +187,7 @@ class CascadeStage(Stage):
         The party whose key is corrected (towards the other's).
     shuffle_scope : {"session", "frame"}
         Nonce of the pass shuffles: session id (+ n, pass) — computed once per session and frame
-        length — or also the frame id (fresh permutations per frame, slower). The lanes of a
-        local run (``[session] lanes``) all use lane 0's session id, and compute each piece of
-        the shuffles once for all lanes (:mod:`qkdpp.kernels.cascade.lanes`).
+        length — or also the frame id (fresh permutations per frame, slower).
     backend : {"compiled", "reference"}
         Kernels (reference is the slow, readable oracle).
     cache_size : int
@@ -327,9 +324,6 @@ class CascadeStage(Stage):
 
     def _shuffles(self, session: str, n: int, frame_id: int | None) -> PassShuffles:
         fid = frame_id if self.scope == "frame" else None
-        share = lanes.current()
-        if share is not None:  # a lane of a local run: the run's nonce (kernels/cascade/lanes.py)
-            session = share.nonce_for(session)
         key = (session, n, fid)
         with self._cache_lock:
             sh = self._cache.get(key)

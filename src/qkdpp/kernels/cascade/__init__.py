@@ -5,7 +5,6 @@
 * :mod:`.variants` — named parameter sets with their sources.
 * :mod:`.engine` — per-frame state of both parties and the lock-step batch driver
   (:func:`bob_reconcile`), backend-agnostic.
-* :mod:`.lanes` — pass data computed once for all lanes (forked processes) of a local run.
 
 Keys are unpacked (``uint8`` 0/1) inside Cascade; see :mod:`._ref` for conventions and the
 versioned shuffle PRF.

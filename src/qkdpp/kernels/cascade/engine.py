@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from qkdpp.errors import ConfigError, ProtocolError, ReconciliationFailed
-from qkdpp.kernels.cascade import _nb, _ref, lanes
+from qkdpp.kernels.cascade import _nb, _ref
 from qkdpp.kernels.cascade.variants import Variant
 
 SHUFFLE_VERSIONS = (1, 2)
@@ -233,18 +233,6 @@ class PassShuffles:
             if tw is None:
                 tw = _TWINS[key] = _Twins()
         self._twins = tw
-        # the lanes of a run derive their shuffles from one nonce: share what they compute
-        share = lanes.current()
-        self._lanes = share if share is not None and session_id == share.nonce else None
-        self._lanes_key = (session_id, n, frame_id, passes, version, backend)
-
-    def _across_lanes(self, item: tuple[Any, ...], outs: list[np.ndarray], compute: Any) -> None:
-        """``compute()`` fills ``outs`` — or they are copied from the lane that computed them
-        (:mod:`.lanes`; only for the run's shared nonce)."""
-        if self._lanes is None:
-            compute()
-        else:
-            self._lanes.share(self._lanes_key + item, outs, compute)
 
     def _fill(self, pid: int, perm: np.ndarray, pos: np.ndarray) -> None:
         if pid == 0:
@@ -280,16 +268,7 @@ class PassShuffles:
                 with self._twins.lock:
                     twin = self._twins.masks.get(key)
                     if twin is None:
-                        nw = (self.n + 63) // 64
-                        m0 = np.zeros(nw * 8, dtype=np.uint8)
-                        m1 = np.zeros(nw * 8, dtype=np.uint8)
-                        self._across_lanes(
-                            ("masks", pid, k, end),
-                            [m0, m1],
-                            lambda: self._compute_masks(pid, k, end, m0, m1),
-                        )
-                        self._load_row_for_masks(pid)  # (loaded already if computed here)
-                        got = (m0.view(np.uint64), m1.view(np.uint64))
+                        got = self._compute_masks(pid, k, end)
                         self._twins.masks[key] = got
                     else:
                         got = (twin[0].copy(), twin[1].copy())
@@ -310,8 +289,10 @@ class PassShuffles:
         if self._masks_need_row(pid):
             self.get(pid)
 
-    def _compute_masks(self, pid: int, k: int, end: int, m0: np.ndarray, m1: np.ndarray) -> None:
-        """Fill the zeroed ``uint8`` masks ``m0``, ``m1`` (``8 ceil(n / 64)`` bytes each)."""
+    def _compute_masks(self, pid: int, k: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        nw = (self.n + 63) // 64
+        m0 = np.zeros(nw * 8, dtype=np.uint8)
+        m1 = np.zeros(nw * 8, dtype=np.uint8)
         if not self._masks_need_row(pid):
             k0, k1 = shuffle_seed(self.session_id, self.n, pid, self.frame_id, 2)
             _nb.block_masks_v2(np.uint64(k0), np.uint64(k1), self.n, k, end, m0, m1)
@@ -320,6 +301,7 @@ class PassShuffles:
         else:
             r0, r1 = _ref.block_masks(self.get(pid)[1], k, end)
             m0[: r0.size], m1[: r1.size] = r0, r1
+        return m0.view(np.uint64), m1.view(np.uint64)
 
     FEW_TABLES = 4  # block tables kept (one per set of block sizes in use)
 
@@ -337,19 +319,12 @@ class PassShuffles:
                 with self._twins.lock:
                     twin = self._twins.few.get(key)
                     if twin is None:
-                        for p, _ in key:
+                        got = np.zeros(self.n, dtype=np.uint32)
+                        for p, k in key:
                             if not 0 <= p < min(self.passes, 16):
                                 raise ConfigError(f"block table: pass {p} outside [0, 16)")
-                        got = np.zeros(self.n, dtype=np.uint32)
-
-                        def build(tab: np.ndarray = got) -> None:
-                            for p, k in key:
-                                m0, m1 = self.masks(p, k, self.n)
-                                _nb.few_table_add(tab, m0.view(np.uint8), m1.view(np.uint8), 2 * p)
-
-                        self._across_lanes(("few", key), [got], build)
-                        for p, _ in key:
-                            self._load_row_for_masks(p)
+                            m0, m1 = self.masks(p, k, self.n)
+                            _nb.few_table_add(got, m0.view(np.uint8), m1.view(np.uint8), 2 * p)
                         self._twins.few[key] = got
                     else:
                         got = twin.copy()
@@ -368,11 +343,8 @@ class PassShuffles:
                     with self._twins.lock:
                         row = self._twins.rows.get(pid)
                         if row is None:
-                            perm, pos = self.perms[pid], self.poss[pid]
-                            self._across_lanes(
-                                ("row", pid), [perm, pos], lambda: self._fill(pid, perm, pos)
-                            )
-                            self._twins.rows[pid] = (perm, pos)
+                            self._fill(pid, self.perms[pid], self.poss[pid])
+                            self._twins.rows[pid] = (self.perms[pid], self.poss[pid])
                         else:
                             self.perms[pid] = row[0]
                             self.poss[pid] = row[1]
@@ -408,23 +380,18 @@ class PassShuffles:
         release the GIL."""
         n = self.n
         few = 0
-        work: list[Any] = []  # one list of calls per pass
         for p in range(self.passes):
-            ks = sorted({int(bs[p]) for bs in block_sizes})
+            ks = {int(bs[p]) for bs in block_sizes}
             if any(-(-n // k) > 3 for k in ks):
                 if p > 0:
-                    work.append([(self.get, p)])
+                    self.get(p)
                 continue
-            calls: list[Any] = [(self.masks, p, k, n) for k in ks if n]
+            for k in ks:
+                if n:
+                    self.masks(p, k, n)
             if p > 0 and few < self.PREPARE_FEW_FULL:
-                calls.append((self.get, p))
-            work.append(calls)
+                self.get(p)
             few += 1
-        if self._lanes is not None and self._lanes.lane % 2:
-            work.reverse()  # the lanes meet in the middle instead of waiting on each other
-        for calls in work:
-            for fn, *args in calls:
-                fn(*args)
         if n and self.backend == "compiled":
             for bs in block_sizes:
                 key = few_key(bs, n)
