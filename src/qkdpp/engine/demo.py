@@ -25,10 +25,7 @@ def demo_config(
     """The validated configuration of the demo link."""
     return validate(
         {
-            # batch_size 3: at the issue's scale (1.6e9 slots, two lanes of six blocks) the wall
-            # time was 9-17 % lower than with 2 in four alternating series, and 4, 5 and 6 lay
-            # between (docs/DEVELOPING.md, 2026-11-27 sixth session)
-            "session": {"block_size": block_size, "batch_size": 3, "chunk_slots": 50_000_000},
+            "session": {"block_size": block_size, "batch_size": 2, "chunk_slots": 50_000_000},
             "simulate": {
                 "n_slots": n_slots,
                 "seed": seed,
