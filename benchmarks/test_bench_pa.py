@@ -22,6 +22,7 @@ import scipy.fft
 
 from benchmarks.conftest import record_rate
 from qkdpp.kernels import toeplitz
+from qkdpp.stages.privacy_amplification import seed_bits
 
 SIZES = [1_000_000, 10_000_000, 100_000_000]
 
@@ -48,14 +49,14 @@ def _run(
     n: int,
     impl: Callable[..., np.ndarray],
     big_rounds: int = 1,
-    modified: bool = False,
+    variant: str = "toeplitz",
 ) -> np.ndarray:
     m = n // 2
     x = np.frombuffer(os.urandom((n + 7) // 8), np.uint8)
-    seed_bits = n - 1 if modified else n + m - 1
+    nbits = seed_bits(variant, n, m)
 
     def block() -> np.ndarray:
-        return impl(fresh_seed(seed_bits), x, n, m)
+        return impl(fresh_seed(nbits), x, n, m)
 
     if n >= 100_000_000:
         out = benchmark.pedantic(block, rounds=big_rounds, iterations=1)
@@ -89,7 +90,7 @@ def test_modified_toeplitz_compiled(benchmark: Any, n: int) -> None:
         pytest.skip("compiled Toeplitz kernel not built")
     benchmark.group = f"pa-toeplitz-{n}"
     impl = toeplitz.impl("compiled")
-    out = _run(benchmark, n, impl.modified_toeplitz_hash, big_rounds=3, modified=True)
+    out = _run(benchmark, n, impl.modified_toeplitz_hash, big_rounds=3, variant="modified")
     assert out.size == (n // 2 + 7) // 8
 
 

@@ -100,7 +100,7 @@ class PrivacyAmplificationStage(Stage):
 
     def _hash(self, seed: np.ndarray, f: Frame, ell: int) -> np.ndarray:
         n = f.meta.n_bits
-        if self.variant == "modified" and ell < n:
+        if self._variant_for(n, ell) == "modified":
             return toeplitz.modified_toeplitz_hash(seed, f.bits, n, ell)
         return toeplitz.toeplitz_hash(seed, f.bits, n, ell)
 

@@ -181,8 +181,6 @@ def _fused(
 
 _SUB = 512  # events per sub-block of :func:`_fused4` (its scratch stays in L1)
 _T_LIMIT = np.int64(2**61)  # |t| of :func:`_fused4`'s SIMD loop (about 27 days in ps)
-
-
 _NO_LAST = np.int64(-(2**62))  # merge state of :func:`_fused4` before the first detection
 _ROOM = 4096  # entries a range's buffers hold beyond its expected detections (ChunkedAssign)
 _NO_CHANNEL = 256  # pads the channel list of :func:`_fused4` (no uint8 equals it)
