@@ -11,12 +11,13 @@ import pytest
 from qkdpp.errors import ConfigError
 from qkdpp.frame import Frame, KeyState, Role
 from qkdpp.kernels import bits
+from qkdpp.kernels.cascade import get_variant
 from qkdpp.kernels.cascade.engine import PassShuffles
 from qkdpp.pipeline.stage import Stage, stage_class
 from qkdpp.protocol.codec import decode_payload
 from qkdpp.protocol.envelope import Envelope
 from qkdpp.protocol.transcript import SENT
-from qkdpp.stages.cascade import KIND, CascadeStage
+from qkdpp.stages.cascade import KIND, CascadeStage, batch_qber
 from qkdpp.testing import correlated_pair, run_pair
 
 pytestmark = pytest.mark.two_party
@@ -128,6 +129,58 @@ def test_missing_qber_fails_the_batch_cleanly() -> None:
     res = run_pair([{"stage": "cascade"}], None, alice, bob)
     assert all(not f.ok and "QBER" in (f.meta.failure or "") for f in res.bob)
     assert all(not f.ok for f in res.alice)
+
+
+def _counted(
+    f: Frame, n_test: list[int], m_test: list[int], sample: tuple[int, int] = (0, 0)
+) -> Frame:
+    """``f`` with the estimation stage's count tags (and ``meta.qber`` from them, as that stage
+    sets it)."""
+    size, errs = sample
+    q = errs / size if size else sum(m_test) / sum(n_test)
+    meta = f.meta.replace(qber=q).with_tags(
+        n_test_by_intensity=n_test, m_test_by_intensity=m_test, sample_size=size, sample_errors=errs
+    )
+    return f.evolve(meta=meta)
+
+
+def test_batch_qber_pools_the_estimation_counts() -> None:
+    _, (b0, b1) = pairs(100, 0.0, 2)
+    # test basis, pooled over frames and intensity classes (not the mean of the two rates)
+    x = [_counted(b0, [900, 90, 10], [7, 1, 2]), _counted(b1, [1000, 0, 0], [5, 0, 0])]
+    assert batch_qber(x) == pytest.approx(15 / 2000)
+    assert batch_qber(x[:1]) == pytest.approx(10 / 1000) == x[0].meta.qber
+    # key-basis samples when every frame was sampled
+    y = [_counted(b0, [10], [5], (400, 3)), _counted(b1, [10], [0], (600, 7))]
+    assert batch_qber(y) == pytest.approx(10 / 1000)
+    # mixed, missing or empty counts: no pooled estimate (each frame keeps its own)
+    assert batch_qber([x[0], y[1]]) is None
+    assert batch_qber([x[0], b1]) is None
+    empty = b0.meta.with_tags(
+        n_test_by_intensity=[0, 0], m_test_by_intensity=[0, 0], sample_size=0, sample_errors=0
+    )
+    assert batch_qber([b0.evolve(meta=empty)]) is None
+    assert batch_qber([]) is None
+
+
+def test_block_sizes_come_from_the_batch_estimate() -> None:
+    """option7's k1 steps from 256 to 128 at QBER 1/128 = 0.78125 %: frames estimated at 0.75 % and
+    0.85 % get 256 and 128 alone, and 128 together (pooled 0.80 %), with keys corrected."""
+    n = 50_000
+    k1 = [get_variant("option7").block_sizes(q, n)[0] for q in (0.0075, 0.0085, 0.008)]
+    assert k1 == [256, 128, 128]
+    alice, bob = pairs(n, 0.008, 2, seed=3)
+    bob = [_counted(bob[0], [20_000], [150]), _counted(bob[1], [20_000], [170])]
+    res = run_pair([{"stage": "cascade", "variant": "option7"}], None, alice, bob)
+    for fa, fb, own in zip(res.alice, res.bob, (0.0075, 0.0085), strict=True):
+        assert fb.meta.qber == pytest.approx(own)  # the frame's own estimate is kept
+        assert fb.meta.tags["cascade_qber_blocks"] == pytest.approx(0.008)
+        assert bits.xor_popcount(fa.bits, fb.bits, n) == 0
+    # without the counts each frame's block sizes come from its own estimate
+    own = zip(pairs(n, 0.008, 2, seed=3)[1], (0.0075, 0.0085), strict=True)
+    plain = [f.evolve(meta=f.meta.replace(qber=q)) for f, q in own]
+    res = run_pair([{"stage": "cascade", "variant": "option7"}], None, alice, plain)
+    assert [f.meta.tags["cascade_qber_blocks"] for f in res.bob] == pytest.approx([0.0075, 0.0085])
 
 
 class _BadCorrector(CascadeStage):

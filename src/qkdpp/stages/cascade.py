@@ -14,12 +14,25 @@ Protocol (kind ``cascade.q``, the corrector asks, the other party answers; see d
 Input: frames with ``meta.qber`` set (the corrector needs it for the block sizes), states below
 CORRECTED. Output: CORRECTED frames (the corrector's key corrected towards the answerer's).
 
+Block sizes: the corrector sets every frame's block sizes from one estimate per batch, the error
+rate of the batch's pooled estimation counts (:func:`batch_qber`: all frames' test-basis errors
+over all their test bits, or the key-basis samples when the frames were sampled), not from each
+frame's own estimate. The frames of a batch come from consecutive stretches of one link and run
+in lock-step, so the batch costs the round trips of its slowest frame: with per-frame estimates,
+one frame whose estimate fell just below a variant's block-size step (option 7: ``k1`` doubles
+below QBER 1/128) paid its larger blocks' round trips for the whole batch. Pooling halves the
+variance of a two-frame estimate; the sizes remain the variant's published function of a QBER
+estimate. Frames without estimation counts (tags missing, or sampled and unsampled frames mixed)
+keep their own ``meta.qber``. Block sizes are the corrector's choice from public counts: no
+disclosure, the ledger is unchanged.
+
 Leakage: every parity the answerer sends is one bit, booked on BOTH sides once the exchange ends,
 as ``meta.with_leak("cascade", "parities", count)``. Questions carry only public positions and are
 not counted (the standard Cascade convention; see docs/cascade.md). Which side corrects is the
 ``corrector`` parameter (default Bob, towards Alice).
 
-Tags per frame: ``cascade_f`` (parities / (n h(qber)), corrector side), ``cascade_parities``,
+Tags per frame: ``cascade_f`` (parities / (n h(qber)), corrector side), ``cascade_qber_blocks``
+(the estimate the block sizes came from, corrector side), ``cascade_parities``,
 ``cascade_round_trips``, ``cascade_messages`` and ``cascade_bytes`` (of the whole batch, this
 side), ``cascade_flips`` (corrector), ``cascade_variant``, ``cascade_time_s``.
 """
@@ -168,6 +181,35 @@ class _PeerAsk(AskPeer):
 
 
 _E3 = np.empty((0, 3), dtype=np.int64)
+
+
+def batch_qber(frames: list[Frame]) -> float | None:
+    """The error rate of the batch's pooled estimation counts (see the module docstring,
+    "Block sizes"), or None when some frame lacks them.
+
+    Counts from the estimation stage's tags: ``sample_errors`` / ``sample_size`` (key-basis
+    sample) when every frame was sampled, else ``m_test_by_intensity`` / ``n_test_by_intensity``
+    (test basis, all intensity classes) when no frame was — the same counts each frame's
+    ``meta.qber`` came from. None for mixed or missing counts, or no bit estimated at all."""
+    tags = [f.meta.tags for f in frames]
+    if not tags:
+        return None
+    sizes = [t.get("sample_size") for t in tags]
+    if all(isinstance(x, int) and x > 0 for x in sizes):
+        errs = [t.get("sample_errors") for t in tags]
+        if not all(isinstance(x, int) and x >= 0 for x in errs):
+            return None
+        return sum(errs) / sum(sizes)  # type: ignore[arg-type]
+    if any(isinstance(x, int) and x > 0 for x in sizes):
+        return None  # sampled and unsampled frames: their estimates are of different things
+    n_test = m_test = 0
+    for t in tags:
+        n_cls, m_cls = t.get("n_test_by_intensity"), t.get("m_test_by_intensity")
+        if not isinstance(n_cls, list) or not isinstance(m_cls, list):
+            return None
+        n_test += sum(int(x) for x in n_cls)
+        m_test += sum(int(x) for x in m_cls)
+    return m_test / n_test if n_test else None
 
 
 # (variant, backend, shuffle version) whose kernels this process has warmed (CascadeStage.setup)
@@ -414,6 +456,7 @@ class CascadeStage(Stage):
         self, frames: list[Frame], shs: list[PassShuffles], peer: PeerScope
     ) -> list[Frame]:
         bobs = []
+        pooled = batch_qber(frames)
         for f, sh in zip(frames, shs, strict=True):
             if f.meta.qber is None:
                 raise ConfigError(f"cascade: frame {f.meta.frame_id} has no QBER estimate")
@@ -421,7 +464,7 @@ class CascadeStage(Stage):
             bobs.append(
                 BobFrame(
                     kbits.unpack(f.bits, n).copy(),
-                    float(f.meta.qber),
+                    float(f.meta.qber) if pooled is None else pooled,
                     self.variant,
                     sh,
                     self.backend,
@@ -438,6 +481,7 @@ class CascadeStage(Stage):
             n = f.meta.n_bits
             h = _h2(float(f.meta.qber or 0.0))
             meta = meta.advance(KeyState.CORRECTED).with_tags(
+                cascade_qber_blocks=b.qber,
                 cascade_parities=b.leaked,
                 cascade_flips=b.flips,
                 cascade_f=(b.leaked / (n * h)) if n and h else float("nan"),
