@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from qkdpp.engine.node import simulated_chunks
+from qkdpp.engine.run import _timing_frame
 from qkdpp.frame import Frame, Role
-from qkdpp.io.events import EventChunk
+from qkdpp.io.events import FLAG_DUMMY, FLAG_MARKER, FLAG_SYNC, EventChunk
 from qkdpp.io.simulator import LinkParams, simulate_link
 from qkdpp.testing import run_pair
 from qkdpp.timing import event_slots, fit_clock, pilot_from_record
@@ -163,3 +164,52 @@ def test_prediction_off_or_not_finite_changes_nothing(monkeypatch, pred_ps):
     assert abs(off.t0_ps - plain.t0_ps) < 1e-6
     s, keep = event_slots(bob, off)
     assert ((s == truth.slot) & keep).mean() >= 0.999
+
+
+def _with_flagged(f: Frame, every: int = 5) -> Frame:
+    """``f`` with a flagged copy (marker, sync or dummy; 7 slots + 137 ps later, same channel)
+    of every ``every``-th tag merged in, and the ``flags`` of all tags."""
+    t, ch = f.aux["t_ps"], f.aux["channel"]
+    extra_t = t[::every] + np.uint64(7_137)
+    kinds = np.array([FLAG_MARKER, FLAG_SYNC, FLAG_DUMMY], np.uint8)
+    all_t = np.concatenate([t, extra_t])
+    order = np.argsort(all_t, kind="stable")
+    flags = np.concatenate([np.zeros(t.size, np.uint8), np.resize(kinds, extra_t.size)])
+    aux = {**f.aux, "t_ps": all_t[order], "channel": np.concatenate([ch, ch[::every]])[order]}
+    return f.evolve(aux={**aux, "flags": flags[order]})
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_flagged_tags_are_not_detections(chunked: bool) -> None:
+    """Markers, syncs and dummy events on the detector channels are left out: the same fit and
+    the same detections as without them (as `qkdpp process` passes a share's flags on); without
+    their flags the same tags count as detections."""
+    p = _params(0.0)
+    fa, fb = _chunks(p, 3)
+    if chunked:
+        fb = [b.evolve(aux={**b.aux, "chunked": True}) for b in fb]
+
+    def detections(b: Frame) -> tuple[np.ndarray, ...]:
+        if chunked:
+            d = b.aux["slots"].take(CHUNK)
+            return d.slot, d.basis, d.value, d.double
+        return tuple(b.aux[k] for k in ("det_slot", "det_basis", "det_value", "det_double"))
+
+    base = run_pair(STAGE, None, fa, fb).bob[0]
+    flagged = _with_flagged(fb[0])
+    got = run_pair(STAGE, None, fa, [flagged]).bob[0]
+    assert base.ok and got.ok, (base.meta.failure, got.meta.failure)
+    for x, y in zip(detections(base), detections(got), strict=True):
+        assert np.array_equal(x, y)
+    assert got.meta.tags["clock_offset_ps"] == base.meta.tags["clock_offset_ps"]
+    unflagged = flagged.evolve(aux={k: v for k, v in flagged.aux.items() if k != "flags"})
+    wrong = run_pair(STAGE, None, fa, [unflagged]).bob[0]
+    assert not wrong.ok or detections(wrong)[0].size > detections(base)[0].size
+
+
+def test_a_shares_flags_reach_the_timing_step() -> None:
+    ev = EventChunk(
+        np.arange(5, dtype=np.uint64), np.zeros(5, np.uint8), np.array([0, 1, 0, 4, 0], np.uint8)
+    )
+    f = _timing_frame(Role.BOB, ev, 100, "s")
+    assert f.aux["flags"] is ev.flags and f.aux["t_ps"] is ev.t_ps

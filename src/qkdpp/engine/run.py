@@ -205,8 +205,9 @@ def _timing_frame(
         return alice_frame(data, frame_id=TIMING_BATCH, session_id=session_id)
     assert isinstance(data, EventChunk)
     # chunked: the slots are assigned chunk by chunk in the chunk loop (run_party)
-    aux = {"t_ps": data.t_ps, "channel": data.channel, "slot0": slot0, "n_slots": n_slots}
-    return Frame(meta, np.zeros(0, np.uint8), {**aux, "chunked": True})
+    aux: dict[str, Any] = {"t_ps": data.t_ps, "channel": data.channel, "flags": data.flags}
+    aux |= {"slot0": slot0, "n_slots": n_slots, "chunked": True}
+    return Frame(meta, np.zeros(0, np.uint8), aux)
 
 
 def lane_share(n_slots: int, chunk_slots: int, lanes: int, lane: int) -> tuple[int, int, int]:

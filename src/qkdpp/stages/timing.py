@@ -2,7 +2,10 @@
 
 Input frames (RAW): Alice's carry her record (see :func:`~qkdpp.stages.sifting.alice_frame`);
 Bob's carry raw time tags in ``aux["t_ps"]`` (uint64 ps on his clock) and ``aux["channel"]``
-(uint8), plus ``aux["slot0"]`` / ``aux["n_slots"]`` (the slot range of the chunk).
+(uint8), optionally their ``aux["flags"]`` (uint8, :mod:`qkdpp.io.events`: an event with flags
+≠ 0 — marker, sync, dummy — is no detection and is left out of the fit and the slots; without
+the field every event is a detection), plus ``aux["slot0"]`` / ``aux["n_slots"]`` (the slot
+range of the chunk).
 
 Protocol (one message per batch): Alice → Bob ``timing.pilot``: for every frame its slot range
 (``slot0``, ``n_slots``; Bob adopts it when his frame says ``n_slots = 0``) and the intensity
@@ -167,10 +170,12 @@ class TimingStage(Stage):
         return out
 
     def _recover(self, f: Frame, pilot: np.ndarray) -> Frame:
+        t_ps = np.asarray(f.aux["t_ps"], np.uint64)
+        flags = f.aux.get("flags")
         ev = EventChunk(
-            np.asarray(f.aux["t_ps"], np.uint64),
+            t_ps,
             np.asarray(f.aux["channel"], np.uint8),
-            np.zeros(len(f.aux["t_ps"]), np.uint8),
+            np.zeros(t_ps.size, np.uint8) if flags is None else np.asarray(flags, np.uint8),
         )
         slot0, n_slots = int(f.aux["slot0"]), int(f.aux["n_slots"])
         expected = self.params["expected_offset_ps"]
