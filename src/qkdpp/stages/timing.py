@@ -177,6 +177,9 @@ class TimingStage(Stage):
             np.asarray(f.aux["channel"], np.uint8),
             np.zeros(t_ps.size, np.uint8) if flags is None else np.asarray(flags, np.uint8),
         )
+        if flags is not None:
+            # once here, so that the fit and the slot assignment take the chunk as it is
+            ev = ev.photons()
         slot0, n_slots = int(f.aux["slot0"]), int(f.aux["n_slots"])
         expected = self.params["expected_offset_ps"]
         if expected is None:
