@@ -991,7 +991,8 @@ def bob_step(
     out_qs,
     hp,
     srt,
-    depth=1,
+    depth,
+    flipped,
 ):
     """One round of Bob's engine (rules of :meth:`._ref.BobEngine.step`).
 
@@ -1040,12 +1041,18 @@ def bob_step(
     depth : int
         Tail acceleration (see :meth:`._ref.BobEngine.step`): an unknown left child is asked
         together with the left children of the ``depth - 1`` levels below it; 1 = plain BINARY.
+    flipped : uint8[ceil(n / 8)]
+        The key bits corrected so far, packed MSB-first (updated). A bit that would be
+        corrected twice proves contradicting parities (see :meth:`._ref.BobEngine._flip`): the
+        step stops there.
 
     Returns
     -------
     (asks int64[c, 6], wait int64[c', 6], questions int64[c, 3], hp, na int, nw int, flips int)
         The (possibly grown) buffers; rows ``asks[:na]`` are the new questions, ``wait[:nw]``
         the parked tasks, ``questions[:na]`` the rows ``(pass id, start, end)`` of ``asks``.
+        After contradicting parities: ``na = nw = 0`` and ``flips = -1 - i``, ``i`` the bit
+        that would have been corrected twice (the frame has failed; its state is not usable).
     """
     nperm = perms.shape[0]
     n = bits.size
@@ -1215,14 +1222,15 @@ def bob_step(
     # every slot (all-odd variants; trees have at most 27 levels: n < 2^26).
     acap = 1 << max(depth, 1)
     hcap = 1 + 28 * max(nslots, 1)
-    while ptr < npk or hn > 0 or prem > 0 or hrem > 0:
+    twice = np.int64(-1)  # a bit that would be corrected twice (contradicting parities)
+    while twice < 0 and (ptr < npk or hn > 0 or prem > 0 or hrem > 0):
         while asks.shape[0] < na + acap:
             asks = _grow_rows(asks)
         while wait.shape[0] < nw + 1:
             wait = _grow_rows(wait)
         while hp.shape[0] < hn + hcap:
             hp = _grow_rows(hp)
-        while (ptr < npk or hn > 0 or prem > 0 or hrem > 0) and (
+        while (twice < 0 and (ptr < npk or hn > 0 or prem > 0 or hrem > 0)) and (
             na + acap <= asks.shape[0] and nw < wait.shape[0] and hn + hcap <= hp.shape[0]
         ):
             if prem > 0:
@@ -1389,10 +1397,14 @@ def bob_step(
                 i = bperm[s]
             else:
                 i = perms[slot, s]
-            bits[i] ^= np.uint8(1)
-            flips += 1
             ibyte = i >> 3
             ibit = np.uint8(1 << (7 - (i & 7)))
+            if flipped[ibyte] & ibit:
+                twice = np.int64(i)
+                continue
+            flipped[ibyte] |= ibit
+            bits[i] ^= np.uint8(1)
+            flips += 1
             # Copies of slots of few blocks catch up lazily from the flip log (see _bob_parity).
             if nlog[0] == flog.size:  # log full: bring every lazy copy up to date, restart it
                 for q in range(nslots):
@@ -1499,6 +1511,8 @@ def bob_step(
                         hh = 2 * hh + 1
                 if ds >= 0 and not all_odd and casc:
                     hn = _hpush(hp, hn, _hkey(de - ds, q, ds, False), -1, qb, dh)
+    if twice >= 0:
+        return asks, wait, out_qs, hp, 0, 0, -1 - twice
     qs = out_qs
     if qs.shape[0] < na:
         qs = np.empty((asks.shape[0], 3), dtype=np.int64)
@@ -1513,7 +1527,8 @@ def bob_step(
 # Columns of the per-frame scalar table ``sc`` (int64[F, SC_COLS]) of :func:`bob_step_frames`.
 SC_NSLOTS, SC_CASC, SC_REUSE, SC_ALLODD, SC_VER, SC_BUF, SC_NA, SC_NW, SC_FLIPS = range(9)
 SC_LEAK, SC_ROUNDS = 9, 10  # parities received (bits) and rounds with a request, per frame
-SC_COLS = 11
+SC_TWICE = 11  # 1 + the key bit a step would have corrected twice (contradicting parities), or 0
+SC_COLS = 12
 # Rows of the stacked per-slot tables: ``isl`` int64[F, 7, S], ``usl`` uint8[F, 3, S].
 IS_PID, IS_K, IS_END, IS_OFF, IS_T, IS_WORK, IS_APPLIED = range(7)
 US_CASC, US_FEW, US_COPY = range(3)
@@ -1615,7 +1630,7 @@ def bob_step_frames(
     ----------
     fr : typed List of tuples
         Per frame ``(bits, perms, poss, bperm, bpos, fmask, fewtab, node, dirty, words, flog,
-        loaded, seeds)``: the arrays of :func:`bob_step` (see there).
+        loaded, seeds, flipped)``: the arrays of :func:`bob_step` (see there).
     bf : typed List of 8-tuples of ``int64`` 2-D arrays
         Per frame the work buffers ``(asks0, asks1, wait0, wait1, qs0, qs1, hp, srt)``: the
         questions asked and tasks parked are rows ``[:sc[f, SC_NA]]`` of ``asks_b`` and
@@ -1625,7 +1640,9 @@ def bob_step_frames(
         Per-slot state of every frame (rows ``IS_*``, ``US_*``) and the flip-log lengths.
     sc : int64[F, SC_COLS]
         Per-frame scalars (``SC_*``): slots in use, cascade on, sub-block reuse, all-odd,
-        shuffle version, buffer set, question and task counts, flips so far (updated).
+        shuffle version, buffer set, question and task counts, flips so far (updated), and
+        ``SC_TWICE``: set to ``1 + i`` when a step would have corrected key bit ``i`` twice
+        (the frame has failed and has no question).
     run : uint8[F]
         Which frames step.
     par, off, aoff : uint8[>= ceil((off + M) / 8)], int, int64[F + 1]
@@ -1704,9 +1721,22 @@ def _bob_frames(fr, bf, isl, usl, nlog, sc, run, par, off, aoff, depth, counts, 
     for f in range(nf):
         if run[f] == 0:
             continue
-        bits, perms, poss, bperm, bpos, fmask, fewtab, node, dirty, words, flog, loaded, seeds = fr[
-            f
-        ]
+        (
+            bits,
+            perms,
+            poss,
+            bperm,
+            bpos,
+            fmask,
+            fewtab,
+            node,
+            dirty,
+            words,
+            flog,
+            loaded,
+            seeds,
+            flipped,
+        ) = fr[f]
         a0, a1, w0, w1, q0, q1, hp, srt = bf[f]
         b = sc[f, SC_BUF]
         na = sc[f, SC_NA]
@@ -1762,6 +1792,7 @@ def _bob_frames(fr, bf, isl, usl, nlog, sc, run, par, off, aoff, depth, counts, 
             hp,
             srt,
             depth,
+            flipped,
         )
         if (
             grown
@@ -1777,7 +1808,10 @@ def _bob_frames(fr, bf, isl, usl, nlog, sc, run, par, off, aoff, depth, counts, 
         sc[f, SC_BUF] = 1 - b
         sc[f, SC_NA] = na2
         sc[f, SC_NW] = nw2
-        sc[f, SC_FLIPS] += fl
+        if fl < 0:  # contradicting parities: the frame has failed, it asks nothing more
+            sc[f, SC_TWICE] = -fl
+        else:
+            sc[f, SC_FLIPS] += fl
     out = _gather_questions(bf, sc, counts)
     nneed = 0
     if usual:

@@ -48,6 +48,8 @@ import heapq
 
 import numpy as np
 
+from qkdpp.errors import ReconciliationFailed
+
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 
@@ -159,6 +161,14 @@ def range_parities(copy: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
     )
 
 
+def contradiction(i: int) -> str:
+    """The failure reason of a frame whose key bit ``i`` would be corrected a second time."""
+    return (
+        f"key bit {i} would be corrected twice: the peer's parities contradict each other "
+        "(a corrupted or forged reply)"
+    )
+
+
 class BobEngine:
     """Bob's side of Cascade for one frame: BINARY searches, cascade effect, parity bookkeeping.
 
@@ -188,6 +198,7 @@ class BobEngine:
         self.parked: list[tuple[int, int, int, int]] = []  # (pid, s, e, parent_end)
         self.asked: list[tuple[int, int, int, int]] = []
         self.flips = 0
+        self.flipped = np.zeros(self.n, dtype=bool)  # key bits corrected so far
         self.cascade_on = True
 
     # -- passes ------------------------------------------------------------------------------
@@ -297,7 +308,16 @@ class BobEngine:
             level = below
 
     def _flip(self, i: int, heap: list) -> None:
-        """Correct key bit ``i`` and schedule the cascade effect in every pass."""
+        """Correct key bit ``i`` and schedule the cascade effect in every pass.
+
+        With parities that are Alice's, a flip always corrects an error, so no bit is
+        flipped twice. A second flip of bit ``i`` proves that some parities received
+        contradict each other (a corrupted or forged reply, which the transcript
+        authentication would reject only at the end of the batch), and the flips could then
+        cycle without end: ReconciliationFailed instead."""
+        if self.flipped[i]:
+            raise ReconciliationFailed(contradiction(i))
+        self.flipped[i] = True
         self.bits[i] ^= 1
         self.flips += 1
         for pid, p in self.passes.items():

@@ -497,6 +497,9 @@ class _CompiledBob:
         self.slot_few = np.zeros(ns, dtype=np.uint8)
         self.flog = sh.acquire("flog", 4 * min(max(n, 16), self.FLOG_CAP)).view(np.int32)
         self.nlog = np.zeros(1, dtype=np.int64)
+        # the key bits corrected so far (packed): a second correction proves contradicting
+        # parities (see _ref.BobEngine._flip)
+        self.flipped = sh.acquire("flipped", (n + 7) // 8, zero=True)
         self.applied = np.zeros(ns, dtype=np.int64)
         self.has_copy = np.zeros(ns, dtype=np.uint8)
         self.work = np.zeros(ns, dtype=np.int64)
@@ -635,6 +638,7 @@ class _CompiledBob:
             self.sh.release("mask", self._fmask_buf)
             self._fmask_buf = None
         self.sh.release("flog", self.flog.view(np.uint8))
+        self.sh.release("flipped", self.flipped, zero=True)
 
     def drop_pass(self, pid: int) -> None:
         s = min(pid, self.sh.passes)
@@ -684,6 +688,7 @@ class _CompiledBob:
             None,
             None,
             1,
+            self.flipped,
         ]
 
     def step(self, answers: np.ndarray, depth: int = 1) -> np.ndarray:
@@ -708,8 +713,10 @@ class _CompiledBob:
         a[37] = depth
         asks, wait, qs, self._hp, na, nw, flips = _nb.bob_step(*a)
         self._asks[b], self._wait[b], self._qs[b] = asks, wait, qs
-        self.flips += flips
         self.asked, self.parked = asks[:na], wait[:nw]
+        if flips < 0:
+            raise ReconciliationFailed(_ref.contradiction(-1 - flips))
+        self.flips += flips
         return qs[:na]
 
 
@@ -1347,6 +1354,7 @@ class _BobBatch:
             e.flog,
             sh.loaded,
             sh.seeds,
+            e.flipped,
         )
 
     @classmethod
@@ -1448,6 +1456,10 @@ def _reconcile_batched(
     def next_action(i: int) -> None:
         # frame i has no question: open its next pass, ask a BICONF round, or finish
         g, f = prog[i], frames[i]
+        if sc[i, _nb.SC_TWICE]:  # contradicting parities: the frame has failed
+            f.failure = _ref.contradiction(int(sc[i, _nb.SC_TWICE]) - 1)
+            g.done = True
+            return
         v = f.variant
         if g.biconf_round < 0 and g.next_pass < v.passes:
             p = g.next_pass
