@@ -319,3 +319,24 @@ def test_sifting_bob_rejects_malformed_alice_reply(reply: dict[str, Any]) -> Non
         reply = {**reply, "keep_0": np.packbits(keep)}
     with pytest.raises(ProtocolError):
         SiftingStage("bob").process_batch([f], FakeRequestPeer(reply))  # type: ignore[arg-type]
+
+
+def test_sifting_bob_rejects_a_class_beyond_the_links_classes() -> None:
+    """A class code the key-block accumulator would refuse fails the chunk inside the sifting
+    protocol (both parties void it) instead of raising later at Bob alone."""
+    from qkdpp.stages.sifting import bob_frame
+
+    _, det = make_records(1000, seed=1)
+    n = det.slot.size
+    codes = np.zeros(n, np.uint8)
+    codes[n // 2] = 3
+    packed = sifting_kernels.pack_classes2(codes)
+    reply = {"keep_0": np.packbits(np.ones(n, np.uint8)), "intensity_0": packed}
+    f = bob_frame(det, frame_id=0, session_id="s")
+    peer: Any = FakeRequestPeer(reply)
+    with pytest.raises(ProtocolError, match="intensity class 3 in frame 0; the link has 3"):
+        SiftingStage("bob", n_intensities=3).process_batch([f], peer)
+    (ok,) = SiftingStage("bob").process_batch([f], peer)
+    assert ok.ok and int(ok.aux["intensity"].max()) == 3
+    with pytest.raises(ConfigError, match="n_intensities"):
+        SiftingStage("bob", n_intensities=5)

@@ -19,6 +19,7 @@ Bob the time tags — a stand-in for a QKD transmitter's record and a time-tagge
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -34,7 +35,7 @@ from qkdpp.engine.config import block_stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine
 from qkdpp.engine.report import block_row
-from qkdpp.engine.run import agree_config, authenticate_now
+from qkdpp.engine.run import agree_config, authenticate_now, intensity_classes
 from qkdpp.errors import ChannelClosed, ConfigError, ProtocolError, TransportError
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.simulator import LinkParams, simulate_link
@@ -162,14 +163,19 @@ class LinkNode:
 
     def _pipelines(self) -> tuple[Pipeline, Pipeline]:
         blocks_cfg = block_stage_configs(self.config, self.workdir, self.role.value)
+        blocks = Pipeline.from_config(self.role, blocks_cfg)
         sift = Pipeline.from_config(
             self.role,
             [
                 {"stage": "timing", **self.config.get("timing", {})},
-                {"stage": "sifting", **self.config.get("sifting", {})},
+                {
+                    "stage": "sifting",
+                    **self.config.get("sifting", {}),
+                    "n_intensities": intensity_classes(blocks),
+                },
             ],
         )
-        return sift, Pipeline.from_config(self.role, blocks_cfg)
+        return sift, blocks
 
     def run(self) -> NodeStats:
         """Serve until :meth:`stop` or ``max_chunks``."""
@@ -229,7 +235,13 @@ class LinkNode:
                 link,
                 sift,
                 blocks,
-                lambda: Accumulator(self.role, self.session_id, sess["block_size"]),
+                functools.partial(
+                    Accumulator,
+                    self.role,
+                    self.session_id,
+                    sess["block_size"],
+                    n_intensities=intensity_classes(blocks),
+                ),
                 batch_size=sess["batch_size"],
             )
             chunks = simulated_chunks(

@@ -265,6 +265,14 @@ def _bob_share(
     return EventChunk(ev.t_ps[i0:i1], ev.channel[i0:i1], ev.flags[i0:i1])
 
 
+def intensity_classes(blocks: Pipeline) -> int:
+    """The intensity classes the key blocks are counted in: those of the key-length stage's
+    ``mu`` (at least 3, the decoy-state bound's signal and two decoys). The accumulator
+    counts the test bits per class, and sifting refuses a class code beyond them."""
+    key_length = next(s for s in blocks.stages if s.name == "key_length")
+    return max(3, len(key_length.params.get("mu", (0, 0, 0))))
+
+
 def _prepare_in_background(blocks: Pipeline, session_id: str, n_bits: int) -> threading.Thread:
     """Start ``blocks.prepare(session_id, n_bits)`` in a thread (the stages' compiled kernels
     release the interpreter lock). A failure there is only logged: the stage then computes the
@@ -315,16 +323,16 @@ def run_party(
         )
     timing = Pipeline.from_config(role, [{"stage": "timing", **config.get("timing", {})}])
     blocks_cfg = block_stage_configs(config, workdir, role.value)
-    sift = Pipeline.from_config(role, stage_configs(config, SIFT_STAGES))
     blocks = Pipeline.from_config(role, blocks_cfg)
+    n_classes = intensity_classes(blocks)
+    sift_cfg = [{**c, "n_intensities": n_classes} for c in stage_configs(config, SIFT_STAGES)]
+    sift = Pipeline.from_config(role, sift_cfg)
     for s in blocks.stages:
         if isinstance(s, CommitStage):
             s.live_elsewhere = frozenset(lane_sessions) - {sid}
-    key_length = next(s for s in blocks.stages if s.name == "key_length")
-    n_int = len(key_length.params.get("mu", (0, 0, 0)))
 
     def make_acc() -> Accumulator:
-        return Accumulator(role, sid, sess["block_size"], n_intensities=max(3, n_int))
+        return Accumulator(role, sid, sess["block_size"], n_intensities=n_classes)
 
     lanes = int(sess.get("lanes", 1))
     if lane is None:

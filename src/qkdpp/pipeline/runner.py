@@ -127,7 +127,10 @@ class Pipeline:
         scope.expect_fields(msg, "failed", stage=str, ids=np.ndarray)
         if msg["stage"] != stage:
             raise ProtocolError(f"failure sync for stage {msg['stage']!r}, expected {stage!r}")
-        theirs = {int(i) for i in msg["ids"]}
+        ids = msg["ids"]
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise ProtocolError(f"failure sync: ids are a {ids.dtype} array of shape {ids.shape}")
+        theirs = {int(i) for i in ids}
         known = {f.meta.frame_id for f in out}
         if not theirs <= known:
             raise ProtocolError(f"peer failed unknown frames {sorted(theirs - known)[:5]}")

@@ -101,6 +101,9 @@ def squash_double_clicks(value: np.ndarray, double: np.ndarray) -> np.ndarray:
     return out
 
 
+CLASS_CODES = 4  # intensity classes a 2-bit code on the wire can name
+
+
 def unpack_classes(data: object, n: int, where: str) -> np.ndarray:
     """Bob's decoding of Alice's ``n`` 2-bit class codes; :class:`ProtocolError` on malformed
     input."""
@@ -128,17 +131,32 @@ class SiftingStage(Stage):
     max_detection_fraction : float
         Upper bound on detections per slot Alice accepts from Bob (protects against oversized
         or malicious lists), default 1.0 (every slot).
+    n_intensities : int
+        Intensity classes of the link (1-4; default 4, any 2-bit code). Bob refuses a reply
+        with a class code ``>= n_intensities`` (ProtocolError: the chunk fails at both ends);
+        the engine sets it to what its key-block accumulator accepts.
     """
 
     name = "sifting"
 
-    def __init__(self, role: Role | str, *, max_detection_fraction: float = 1.0) -> None:
+    def __init__(
+        self,
+        role: Role | str,
+        *,
+        max_detection_fraction: float = 1.0,
+        n_intensities: int = CLASS_CODES,
+    ) -> None:
         if not 0.0 < max_detection_fraction <= 1.0:
             raise ConfigError(
                 f"max_detection_fraction must be in (0, 1], got {max_detection_fraction}"
             )
-        super().__init__(role, max_detection_fraction=max_detection_fraction)
+        if not 1 <= n_intensities <= CLASS_CODES:
+            raise ConfigError(f"n_intensities must be in [1, {CLASS_CODES}], got {n_intensities}")
+        super().__init__(
+            role, max_detection_fraction=max_detection_fraction, n_intensities=n_intensities
+        )
         self.max_fraction = max_detection_fraction
+        self.n_intensities = n_intensities
 
     def setup(self) -> None:
         ks.warm()
@@ -182,6 +200,12 @@ class SiftingStage(Stage):
             n_keep = ks.popcount_prefix(keep_p, n)
             inten_p = reply.get(f"intensity_{i}")
             inten = unpack_classes(inten_p, n_keep, f"frame {i}")
+            top = int(inten.max()) if inten.size else 0
+            if top >= self.n_intensities:
+                raise ProtocolError(
+                    f"sifting: intensity class {top} in frame {i}; the link has "
+                    f"{self.n_intensities} classes"
+                )
             bits_p, k_basis, k_slot = ks.bob_finish(
                 keep_p, n_keep, value, double, rnd, basis, slots
             )
