@@ -106,10 +106,14 @@ def random_mutation(fields: dict[str, Any], rng: random.Random) -> str:
 
 class Rewrite:
     """Rewrite message number ``index`` of ``stage/kind`` sent by this side with ``mutate``
-    (DATA messages from the first chunk on: batch ids >= 1024; batch 0 is the set-up)."""
+    (DATA messages of batches from ``first_batch`` on: 0 is the preliminary steps, the chunks
+    start at 1024)."""
 
-    def __init__(self, stage: str, kind: str, index: int, mutate: Mutation, seed: int) -> None:
+    def __init__(
+        self, stage: str, kind: str, index: int, mutate: Mutation, seed: int, first_batch: int
+    ) -> None:
         self.target = (stage, kind)
+        self.first_batch = first_batch
         self.index = index
         self.mutate = mutate
         self.rng = random.Random(seed)
@@ -118,7 +122,7 @@ class Rewrite:
 
     def __call__(self, data: bytes) -> bytes:
         env = Envelope.decode(data)
-        if env.type is not MsgType.DATA or env.batch_id < 1024:
+        if env.type is not MsgType.DATA or env.batch_id < self.first_batch:
             return data
         key = (env.stage, env.kind)
         self.seen[key] += 1
@@ -171,6 +175,11 @@ def _first_parity_inverted(fields: dict[str, Any], rng: random.Random) -> str:
     return "first parity inverted"
 
 
+def _pilot_short(fields: dict[str, Any], rng: random.Random) -> str:
+    fields["p0"] = fields["p0"][:-1]
+    return "pilot one byte short"
+
+
 def _ids_2d(fields: dict[str, Any], rng: random.Random) -> str:
     fields["ids"] = np.stack([fields["ids"], fields["ids"]])
     return "ids of two dimensions"
@@ -187,7 +196,7 @@ def _ids_2d(fields: dict[str, Any], rng: random.Random) -> str:
 def test_found_faults_void_one_batch_or_chunk(
     side: str, stage: str, kind: str, index: int, mutate: Mutation, link_data, workdir: Path
 ) -> None:
-    rewrite = Rewrite(stage, kind, index, mutate, seed=0)
+    rewrite = Rewrite(stage, kind, index, mutate, seed=0, first_batch=1024)
     a, check = _run(link_data, workdir, side, rewrite)
     assert rewrite.done is not None, f"no {stage}/{kind} message number {index} was sent"
     lost = a.stats.chunks_failed + sum(not f.ok for f in a.blocks)
@@ -195,8 +204,22 @@ def test_found_faults_void_one_batch_or_chunk(
     assert check["keys"] >= 1, "the run must go on and deliver keys after it"
 
 
-# every (side, stage, kind) of DATA a default run sends from the first chunk on
+def test_malformed_pilot_reruns_the_preliminary_steps(link_data, workdir: Path) -> None:
+    """Bob refuses a malformed timing pilot (ProtocolError); both parties resynchronise and
+    run the preliminary steps again, as for a tampered tag there (before 2026-11-28 Bob's
+    timing failed and Alice's run raised the peer's abort)."""
+    rewrite = Rewrite("timing", "pilot", 0, _pilot_short, seed=0, first_batch=0)
+    a, check = _run(link_data, workdir, "alice", rewrite)
+    assert rewrite.done is not None
+    assert a.error is None and a.timing, a.error
+    assert check["keys"] >= 2, check
+
+
+# every (side, stage, kind) of DATA a default run sends, but the configuration check: a changed
+# configuration message stops the run with a ConfigError naming the difference, as a real
+# mismatch must (the two cannot be told apart)
 KINDS = [
+    ("alice", "timing", "pilot"),
     ("alice", "sifting", "sift.detections.reply"),
     ("bob", "sifting", "sift.detections"),
     ("alice", "estimation", "pe.sample"),
@@ -222,7 +245,14 @@ def _campaign(link_data: Any, tmp_path: Path, cases: int, seed: int) -> None:
     rng = random.Random(seed)
     for case in range(cases):
         side, stage, kind = rng.choice(KINDS)
-        rewrite = Rewrite(stage, kind, rng.randrange(3), random_mutation, seed=rng.getrandbits(32))
+        rewrite = Rewrite(
+            stage,
+            kind,
+            rng.randrange(3),
+            random_mutation,
+            seed=rng.getrandbits(32),
+            first_batch=0 if stage == "timing" else 1024,
+        )
         workdir = tmp_path / f"case{case}"
         workdir.mkdir()
         make_demo_bootstrap(workdir)

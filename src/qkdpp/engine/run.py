@@ -49,7 +49,14 @@ from qkdpp.engine import warm
 from qkdpp.engine.config import SIFT_STAGES, block_stage_configs, stage_configs
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine, PartyStats
-from qkdpp.errors import ChannelClosed, ConfigError, QkdppError, TransportError
+from qkdpp.errors import (
+    ChannelClosed,
+    ConfigError,
+    PeerAborted,
+    ProtocolError,
+    QkdppError,
+    TransportError,
+)
 from qkdpp.frame import Frame, FrameMeta, KeyState, Role
 from qkdpp.io.events import EventChunk
 from qkdpp.io.records import AliceRecord, BobDetections
@@ -69,14 +76,16 @@ PER_PARTY_KEYS = ("path", "bootstrap", "keystore")
 
 
 def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Frame:
-    """Run a preliminary step; on a broken exchange resynchronise and run it again (both
-    parties restart the step from its beginning)."""
+    """Run a preliminary step; on a broken exchange, or a peer message the protocol does not
+    allow (ProtocolError: the step's messages are not tagged yet, so it may have been changed
+    on the way), resynchronise and run it again (both parties restart the step from its
+    beginning)."""
     for attempt in range(1, attempts + 1):
         try:
             return step()
         except ChannelClosed:
             raise
-        except TransportError as exc:
+        except (TransportError, ProtocolError) as exc:
             if attempt == attempts:
                 raise
             log.warning("preliminary step failed (%s); resynchronising", exc)
@@ -87,6 +96,12 @@ def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Fram
             except TransportError as exc2:
                 log.warning("resync failed: %s", exc2)
     raise AssertionError("unreachable")
+
+
+def _peer_input_failure(reason: str | None) -> bool:
+    """Whether a stage failed on the peer's input (the runner's reasons read ``"stage:
+    ExceptionType: message"``): ProtocolError, or the peer's abort."""
+    return any(f": {kind.__name__}: " in (reason or "") for kind in (ProtocolError, PeerAborted))
 
 
 def agree_config(link: PeerLink, shared: dict[str, Any]) -> None:
@@ -371,6 +386,8 @@ def run_party(
         (frame,) = timing.run_batch(
             [_timing_frame(role, data, n_lane, sid, slot0)], link, batch_id=TIMING_BATCH
         )
+        if not frame.ok and _peer_input_failure(frame.meta.failure):
+            raise ProtocolError(f"preliminary step: {frame.meta.failure}")
         # tag the configuration check and the pilot before anything is derived from them
         authenticate_now(blocks, link, TIMING_BATCH)
         return frame
