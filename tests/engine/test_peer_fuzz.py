@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import faulthandler
+import json
 import os
 import random
 from collections import Counter
@@ -32,6 +33,7 @@ import pytest
 from qkdpp.engine.inputs import make_demo_bootstrap
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.run import PartyResult, run_local
+from qkdpp.errors import ConfigError
 from qkdpp.protocol import loopback_pair
 from qkdpp.protocol.codec import decode_payload, encode_payload
 from qkdpp.protocol.envelope import Envelope, MsgType
@@ -180,6 +182,13 @@ def _pilot_short(fields: dict[str, Any], rng: random.Random) -> str:
     return "pilot one byte short"
 
 
+def _batch_size_changed(fields: dict[str, Any], rng: random.Random) -> str:
+    shared = json.loads(fields["json"])
+    shared["session"]["batch_size"] += 1
+    fields["json"] = json.dumps(shared, sort_keys=True)
+    return "batch_size changed"
+
+
 def _ids_2d(fields: dict[str, Any], rng: random.Random) -> str:
     fields["ids"] = np.stack([fields["ids"], fields["ids"]])
     return "ids of two dimensions"
@@ -213,6 +222,18 @@ def test_malformed_pilot_reruns_the_preliminary_steps(link_data, workdir: Path) 
     assert rewrite.done is not None
     assert a.error is None and a.timing, a.error
     assert check["keys"] >= 2, check
+
+
+def test_changed_configuration_stops_the_run_naming_the_difference(
+    link_data, workdir: Path
+) -> None:
+    """A configuration message that differs cannot be told from a real mismatch: the run
+    stops with the ConfigError of the party that saw it (not the other party's
+    ChannelClosed, as before 2026-11-28)."""
+    rewrite = Rewrite("config", "config", 0, _batch_size_changed, seed=0, first_batch=0)
+    with pytest.raises(ConfigError, match=r"configurations differ: session.batch_size"):
+        _run(link_data, workdir, "alice", rewrite)
+    assert rewrite.done is not None
 
 
 # every (side, stage, kind) of DATA a default run sends, but the configuration check: a changed

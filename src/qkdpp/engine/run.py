@@ -607,12 +607,14 @@ def _run_lane(
         (ta, tb),
         names=(f"alice-{lane}", f"bob-{lane}"),
     )
-    for role in (Role.ALICE, Role.BOB):
-        r = out.get(role)
-        if isinstance(r, BaseException):
-            if isinstance(r, QkdppError):
-                raise r
-            raise RuntimeError(f"{role.value} failed: {type(r).__name__}: {r}") from r
+    # a party that fails closes its end, so the other's error is often only ChannelClosed:
+    # raise the cause
+    failed = [(role, r) for role, r in out.items() if isinstance(r, BaseException)]
+    failed.sort(key=lambda x: isinstance(x[1], TransportError))
+    for role, r in failed:
+        if isinstance(r, QkdppError):
+            raise r
+        raise RuntimeError(f"{role.value} failed: {type(r).__name__}: {r}") from r
     a, b = out[Role.ALICE], out[Role.BOB]
     assert isinstance(a, PartyResult) and isinstance(b, PartyResult)
     return a, b
