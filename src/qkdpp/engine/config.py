@@ -117,9 +117,15 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
             sim[k] = tuple(v)
     params = LinkParams(**sim)
     params.validate()
+    if isinstance(n_slots, float) and n_slots.is_integer():
+        n_slots = int(n_slots)  # 4e8 in a TOML file is a float
+    if isinstance(n_slots, bool) or not isinstance(n_slots, int) or n_slots < 1:
+        raise ConfigError(f"{source}: [simulate] n_slots must be an integer >= 1, got {n_slots!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{source}: [simulate] seed must be an integer >= 0, got {seed!r}")
     out = {k: dict(v) for k, v in data.items()}
     out["session"] = session
-    out["simulate"] = {"params": params, "n_slots": int(n_slots), "seed": int(seed)}
+    out["simulate"] = {"params": params, "n_slots": n_slots, "seed": seed}
     return out
 
 

@@ -38,7 +38,8 @@ reproducible, and not for real key material.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+import numbers
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,21 @@ class LinkParams:
             if not ok:
                 raise ConfigError(f"LinkParams: {what}")
 
+        def number(x: object) -> bool:
+            return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+        defaults = type(self)()
+        for f in fields(self):
+            v, default = getattr(self, f.name), getattr(defaults, f.name)
+            if isinstance(default, str):
+                need(isinstance(v, str), f"{f.name} must be a string, got {v!r}")
+            elif isinstance(default, tuple):
+                need(
+                    isinstance(v, (tuple, list)) and all(number(x) for x in v),
+                    f"{f.name} must be a list of numbers, got {v!r}",
+                )
+            else:
+                need(number(v), f"{f.name} must be a finite number, got {v!r}")
         need(
             self.protocol in ("bb84", "bbm92"),
             f"protocol must be bb84 or bbm92, got {self.protocol!r}",
