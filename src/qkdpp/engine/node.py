@@ -217,6 +217,7 @@ class LinkNode:
                         "sift": sift.get_config(),
                         "blocks": blocks.get_config(),
                     },
+                    lambda: authenticate_now(blocks, link, 0),  # noqa: B023 (called at once)
                 )
                 authenticate_now(blocks, link, 0)
             except ConfigError as exc:

@@ -104,13 +104,19 @@ def _peer_input_failure(reason: str | None) -> bool:
     return any(f": {kind.__name__}: " in (reason or "") for kind in (ProtocolError, PeerAborted))
 
 
-def agree_config(link: PeerLink, shared: dict[str, Any]) -> None:
+def agree_config(link: PeerLink, shared: dict[str, Any], authenticate: Callable[[], None]) -> None:
     """Check both parties run the same protocol parameters (one message each way).
 
     Everything that changes what goes on the wire or the key length must match: block and batch
     sizes, every stage's parameters (per-party file paths excluded). A difference raises
     ConfigError naming the first differing entries — a key length computed from different
     intensities at the two ends must never happen.
+
+    The messages are not tagged yet, so a difference is believed only once ``authenticate``
+    (a transcript tag exchange, :func:`authenticate_now`) has accepted them: a message changed
+    on the way fails that exchange instead (ChannelDesync, or a ProtocolError when only one
+    party saw a difference and the other went on), and the caller resynchronises and checks
+    again rather than stopping on a configuration that does not differ.
     """
 
     def strip(x: Any) -> Any:
@@ -130,6 +136,8 @@ def agree_config(link: PeerLink, shared: dict[str, Any]) -> None:
             diff = _diff(a, b)
         except ValueError:
             diff = ["(unreadable peer configuration)"]
+        log.warning("configurations differ (%s); checking their tag first", "; ".join(diff[:5]))
+        authenticate()
         raise ConfigError("the two parties' configurations differ: " + "; ".join(diff[:5]))
 
 
@@ -382,6 +390,7 @@ def run_party(
                 "sift": sift.get_config(),
                 "blocks": blocks.get_config(),
             },
+            lambda: authenticate_now(blocks, link, TIMING_BATCH),
         )
         (frame,) = timing.run_batch(
             [_timing_frame(role, data, n_lane, sid, slot0)], link, batch_id=TIMING_BATCH
