@@ -136,9 +136,10 @@ def agree_config(link: PeerLink, shared: dict[str, Any], authenticate: Callable[
             diff = _diff(a, b)
         except ValueError:
             diff = ["(unreadable peer configuration)"]
-        log.warning("configurations differ (%s); checking their tag first", "; ".join(diff[:5]))
+        said = "; ".join(d[:200] for d in diff[:5])  # the peer's values, unchecked: bounded
+        log.warning("configurations differ (%s); checking their tag first", said)
         authenticate()
-        raise ConfigError("the two parties' configurations differ: " + "; ".join(diff[:5]))
+        raise ConfigError("the two parties' configurations differ: " + said)
 
 
 def _diff(a: Any, b: Any, path: str = "") -> list[str]:
