@@ -162,6 +162,17 @@ def test_abort_resynchronises_both_sides() -> None:
     assert b.scope(6, "st").recv("q") == {"n": 3}
 
 
+def test_a_long_abort_reason_is_cut() -> None:
+    """The peer's abort reason goes into frame failures and logs: 500 characters at most,
+    however long the peer makes it (a sender of this code sends at most 500)."""
+    a, b = _links()
+    b._send_env(MsgType.ABORT, 5, "session", "abort", encode_payload({"reason": "x" * 100_000}))
+    with pytest.raises(PeerAborted) as err:
+        a.scope(5, "st").recv("q")
+    assert len(a.peer_abort_reason(5) or "") == 500
+    assert len(str(err.value)) < 600
+
+
 # -- TCP ----------------------------------------------------------------------------------------
 
 

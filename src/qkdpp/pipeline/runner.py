@@ -90,7 +90,7 @@ class Pipeline:
                 if not isinstance(exc, (ProtocolError,)):
                     log.exception("stage %s failed on batch %d", stage.name, bid)
                 else:
-                    log.warning("batch %d aborted in %s: %s", bid, stage.name, exc)
+                    log.warning("batch %d aborted in %s", bid, reason)
                 # may raise TransportError (stream out of step): the caller resyncs
                 link.abort(
                     bid,

@@ -351,7 +351,8 @@ class PeerLink:
 
     def _note_abort(self, env: Envelope) -> str:
         try:
-            reason = str(decode_payload(env.payload).get("reason", ""))
+            # the peer's text goes to frames and logs: as long as a sender makes it, no longer
+            reason = str(decode_payload(env.payload).get("reason", ""))[:500]
         except ProtocolError:
             reason = "(unreadable abort reason)"
         self._peer_aborted[env.batch_id] = reason
