@@ -605,7 +605,14 @@ def _median_in(a, n, lo_v, hi_v, tmp):
     if below > k0 or below + m <= k or (n % 2 == 0 and kk == 0):
         return np.nan, -1
     width = hi_v - lo_v
-    if m >= 64 and tmp.shape[0] >= 2 * n and width > 0 and math.isfinite(width):
+    # the buckets need a finite scale _NB / width (a subnormal width overflows it)
+    if (
+        m >= 64
+        and tmp.shape[0] >= 2 * n
+        and width > 0
+        and math.isfinite(width)
+        and math.isfinite(_NB / width)
+    ):
         lo_val, kth = _order_pair(tmp, m, kk - 1 if n % 2 == 0 else kk, kk, lo_v, hi_v, tmp[n:])
         return (kth if n % 2 == 1 else (lo_val + kth) / 2), m
     kth = _select(tmp, m, kk)
