@@ -172,7 +172,7 @@ class PtuReader(CaptureReader):
         data_bytes = self.size - hbytes
         avail = data_bytes // 4
         nhead = tags.get("TTResult_NumberOfRecords")
-        if isinstance(nhead, int) and nhead > 0:
+        if isinstance(nhead, int) and not isinstance(nhead, bool) and nhead > 0:
             if nhead > avail:
                 raise CaptureError(
                     self.path,
