@@ -109,6 +109,9 @@ class FrameMeta:
         The leakage and ε ledgers (see module docstring).
     tags : Mapping
         Free-form statistics (counts, timings); never key material.
+    peer_fault : bool
+        The failure came from the peer's messages (a ProtocolError on its input, or its
+        abort), not from this party's own data; set by the pipeline runner.
     """
 
     session_id: str
@@ -121,6 +124,7 @@ class FrameMeta:
     epsilons: tuple[EpsEntry, ...] = ()
     tags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     failure: str | None = None
+    peer_fault: bool = False
 
     def __post_init__(self) -> None:
         if self.n_bits < 0:
@@ -173,11 +177,14 @@ class FrameMeta:
             raise ConfigError(f"state cannot go back from {self.state.name} to {state.name}")
         return dataclasses.replace(self, state=state, **changes)
 
-    def failed(self, reason: str) -> FrameMeta:
-        """Return a copy marked FAILED with ``reason`` (first reason wins)."""
+    def failed(self, reason: str, *, peer_fault: bool = False) -> FrameMeta:
+        """Return a copy marked FAILED with ``reason`` (first reason wins); ``peer_fault``:
+        the peer's messages caused it."""
         if self.state is KeyState.FAILED:
             return self
-        return dataclasses.replace(self, state=KeyState.FAILED, failure=reason)
+        return dataclasses.replace(
+            self, state=KeyState.FAILED, failure=reason, peer_fault=peer_fault
+        )
 
     def with_tags(self, **tags: Any) -> FrameMeta:
         """Return a copy with statistics added or replaced."""
@@ -242,6 +249,6 @@ class Frame:
             aux if aux is not None else self.aux,
         )
 
-    def fail(self, reason: str) -> Frame:
-        """Return this frame marked FAILED with ``reason``."""
-        return self.evolve(meta=self.meta.failed(reason))
+    def fail(self, reason: str, *, peer_fault: bool = False) -> Frame:
+        """Return this frame marked FAILED with ``reason`` (see :meth:`FrameMeta.failed`)."""
+        return self.evolve(meta=self.meta.failed(reason, peer_fault=peer_fault))

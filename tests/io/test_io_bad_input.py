@@ -156,6 +156,19 @@ def test_specific_errors_name_offset(tmp_path, seeds):
         SFifteenReader(_write(tmp_path / "k.ts", struct.pack("<Q", 1 << 20))).read()
 
 
+def test_bool_record_count_is_not_a_count(tmp_path, seeds):
+    """A TTResult_NumberOfRecords tag whose type byte says Bool8 (one flipped bit, found by
+    the mutation test above in CI) reads as "no count": the records run to the end of the
+    file. Before 2026-11-28 ``True`` reached ``np.memmap`` as the shape (bare TypeError)."""
+    raw, _ = seeds["ptu_written"]
+    n = PtuReader(_write(tmp_path / "ok.ptu", raw)).read().t_ps.size
+    b = bytearray(raw)
+    i = b.find(b"TTResult_NumberOfRecords")
+    struct.pack_into("<I", b, i + 36, 0x00000008)  # the tag's type: tyBool8 (value stays > 0)
+    ev = PtuReader(_write(tmp_path / "bool.ptu", bytes(b))).read()
+    assert ev.t_ps.size == n
+
+
 def test_overflow_storm_is_bounded(tmp_path):
     """A file of nothing but overflow records decodes to no events (fast, no hang)."""
     ev = EventChunk.from_arrays([5], [1])

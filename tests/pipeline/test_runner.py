@@ -72,7 +72,11 @@ def test_stage_exception_aborts_batch_on_both_sides_and_session_continues(side: 
     res = run_pair(cfg, None, fa, fb, batch_size=1)
     for frames in (res.alice, res.bob):
         assert [f.meta.state for f in frames] == [KeyState.FAILED, KeyState.FAILED]
-    assert "deliberate failure" in (res.alice if side == "alice" else res.bob)[0].meta.failure
+    own, other = (res.alice, res.bob) if side == "alice" else (res.bob, res.alice)
+    assert "deliberate failure" in own[0].meta.failure
+    # the runner records whose fault it was: a local error, or the peer's abort
+    assert [f.meta.peer_fault for f in own] == [False, False]
+    assert [f.meta.peer_fault for f in other] == [True, True]
     # after the aborted batches, the link still works
     res2 = run_pair(CONFIG, None, *_frames(1))
     assert res2.alice[0].meta.state is KeyState.VERIFIED

@@ -241,7 +241,8 @@ class LinkNode:
                     self.role,
                     self.session_id,
                     sess["block_size"],
-                    n_intensities=intensity_classes(blocks),
+                    # the classes sifting accepts (_pipelines: intensity_classes)
+                    n_intensities=sift.stages[-1].params["n_intensities"],
                 ),
                 batch_size=sess["batch_size"],
             )

@@ -52,7 +52,6 @@ from qkdpp.engine.party import STEP, PartyEngine, PartyStats
 from qkdpp.errors import (
     ChannelClosed,
     ConfigError,
-    PeerAborted,
     ProtocolError,
     QkdppError,
     TransportError,
@@ -96,12 +95,6 @@ def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Fram
             except TransportError as exc2:
                 log.warning("resync failed: %s", exc2)
     raise AssertionError("unreachable")
-
-
-def _peer_input_failure(reason: str | None) -> bool:
-    """Whether a stage failed on the peer's input (the runner's reasons read ``"stage:
-    ExceptionType: message"``): ProtocolError, or the peer's abort."""
-    return any(f": {kind.__name__}: " in (reason or "") for kind in (ProtocolError, PeerAborted))
 
 
 def agree_config(link: PeerLink, shared: dict[str, Any], authenticate: Callable[[], None]) -> None:
@@ -396,7 +389,7 @@ def run_party(
         (frame,) = timing.run_batch(
             [_timing_frame(role, data, n_lane, sid, slot0)], link, batch_id=TIMING_BATCH
         )
-        if not frame.ok and _peer_input_failure(frame.meta.failure):
+        if not frame.ok and frame.meta.peer_fault:
             raise ProtocolError(f"preliminary step: {frame.meta.failure}")
         # tag the configuration check and the pilot before anything is derived from them
         authenticate_now(blocks, link, TIMING_BATCH)

@@ -98,8 +98,9 @@ class Pipeline:
                     if not isinstance(exc, PeerAborted)
                     else f"{stage.name}: acknowledging peer abort",
                 )
+                peer_fault = isinstance(exc, (ProtocolError, PeerAborted))
                 for f in active:
-                    done[f.meta.frame_id] = f.fail(reason)
+                    done[f.meta.frame_id] = f.fail(reason, peer_fault=peer_fault)
                 active = []
                 break
             for f in out:
