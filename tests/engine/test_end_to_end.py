@@ -114,6 +114,30 @@ def test_configurations_must_agree(link_data, workdir: Path) -> None:
         run_mod.run_party = original
 
 
+def test_differing_authentication_settings_are_named(link_data, workdir: Path) -> None:
+    """With different ``[authenticate]`` settings no transcript tag can be accepted, so the
+    configuration difference is never confirmed; the run still ends with a ConfigError that
+    names it and says why it is unconfirmed (before 2026-11-28: ChannelDesync, "transcript
+    tag mismatch", after five resynchronisations)."""
+    alice, bob = link_data
+    cfg = e2e_config()
+    import qkdpp.engine.run as run_mod
+
+    original = run_mod.run_party
+
+    def bob_differs(role, config, *args, **kw):  # type: ignore[no-untyped-def]
+        if role.value == "bob":
+            config = {**config, "authenticate": {**config.get("authenticate", {}), "tag_bits": 96}}
+        return original(role, config, *args, **kw)
+
+    run_mod.run_party = bob_differs
+    try:
+        with pytest.raises(ConfigError, match=r"tag_bits: here \d+, peer \d+.*not confirmed"):
+            run_local(cfg, alice, bob, workdir=workdir)
+    finally:
+        run_mod.run_party = original
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_channel_faults_never_give_mismatched_keys(kind: str, link_data, workdir: Path) -> None:
     alice, bob = link_data

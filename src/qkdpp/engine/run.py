@@ -51,6 +51,7 @@ from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine, PartyStats
 from qkdpp.errors import (
     ChannelClosed,
+    ChannelDesync,
     ConfigError,
     ProtocolError,
     QkdppError,
@@ -86,6 +87,15 @@ def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Fram
             raise
         except (TransportError, ProtocolError) as exc:
             if attempt == attempts:
+                if isinstance(exc, UnconfirmedConfigDifference):
+                    raise ConfigError(
+                        f"the two parties' configurations differ ({exc.said}), but in "
+                        f"{attempts} attempts no transcript tag over them was accepted, so the "
+                        "difference is not confirmed: check that both parties run the same "
+                        "[authenticate] settings with copies of one bootstrap key (a difference "
+                        "elsewhere would have been confirmed by a tag), else the messages are "
+                        "being changed on the way"
+                    ) from exc
                 raise
             log.warning("preliminary step failed (%s); resynchronising", exc)
             try:
@@ -95,6 +105,17 @@ def _retry(link: PeerLink, step: Callable[[], Frame], attempts: int = 5) -> Fram
             except TransportError as exc2:
                 log.warning("resync failed: %s", exc2)
     raise AssertionError("unreachable")
+
+
+class UnconfirmedConfigDifference(ChannelDesync):
+    """The configuration messages differed, and the tag exchange that would have confirmed
+    them failed (:func:`agree_config`): retried like any broken preliminary step;
+    :func:`_retry` turns the last one into a ConfigError that says so. ``said``: the
+    differences as this party saw them (the peer's values unchecked, bounded)."""
+
+    def __init__(self, said: str, cause: BaseException) -> None:
+        super().__init__(f"configurations differ ({said}) and their tag failed: {cause}")
+        self.said = said
 
 
 def agree_config(link: PeerLink, shared: dict[str, Any], authenticate: Callable[[], None]) -> None:
@@ -109,7 +130,9 @@ def agree_config(link: PeerLink, shared: dict[str, Any], authenticate: Callable[
     (a transcript tag exchange, :func:`authenticate_now`) has accepted them: a message changed
     on the way fails that exchange instead (ChannelDesync, or a ProtocolError when only one
     party saw a difference and the other went on), and the caller resynchronises and checks
-    again rather than stopping on a configuration that does not differ.
+    again rather than stopping on a configuration that does not differ. That failure is
+    raised as :class:`UnconfirmedConfigDifference`: when the ``[authenticate]`` settings
+    differ, no tag can ever be accepted, and the caller's last attempt says so.
     """
 
     def strip(x: Any) -> Any:
@@ -131,7 +154,12 @@ def agree_config(link: PeerLink, shared: dict[str, Any], authenticate: Callable[
             diff = ["(unreadable peer configuration)"]
         said = "; ".join(d[:200] for d in diff[:5])  # the peer's values, unchecked: bounded
         log.warning("configurations differ (%s); checking their tag first", said)
-        authenticate()
+        try:
+            authenticate()
+        except ChannelClosed:
+            raise
+        except (TransportError, ProtocolError) as exc:
+            raise UnconfirmedConfigDifference(said, exc) from exc
         raise ConfigError("the two parties' configurations differ: " + said)
 
 
