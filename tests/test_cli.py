@@ -122,3 +122,57 @@ def test_bench_ratio_compares_rates_when_the_baseline_runs_another_size() -> Non
     (row,) = rows
     assert row["baseline"] == "k[reference]"
     assert row["ratio"] == pytest.approx((10**6 / 0.05) / (10**4 / 0.1))  # 200x, not 2x
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("nan", "is not a whole number"),
+        ("inf", "is not a whole number"),
+        ("4.5", "is not a whole number"),
+        ("0", "is below 1"),
+        ("-3", "is below 1"),
+        ("lots", "is not a number"),
+    ],
+)
+@pytest.mark.parametrize("command", ["demo", "simulate"])
+def test_slot_counts_are_checked(
+    command: str, value: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before 2026-11-28 ``qkdpp demo --slots nan`` (or inf) ended in a traceback and 4.5 ran
+    4 slots."""
+    with pytest.raises(SystemExit) as exc:
+        main([command, f"--slots={value}"])
+    assert exc.value.code == 2
+    assert f"argument --slots: {value!r} {problem}" in capsys.readouterr().err
+
+
+def test_float_notation_slot_counts_and_seeds_are_whole_numbers() -> None:
+    for command in ("demo", "simulate"):
+        args = build_parser().parse_args([command, "--slots", "4e8", "--seed", "2e0"])
+        assert (args.slots, args.seed) == (400_000_000, 2)
+        assert type(args.slots) is int
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulate", "--seed", "-1"])
+
+
+def test_simulating_more_than_memory_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """1e30 slots: a ConfigError naming the memory needed (was numpy's "Maximum allowed
+    dimension exceeded" traceback), before any compile helper starts."""
+    assert main(["demo", "--slots", "1e30"]) == 1
+    err = capsys.readouterr().err
+    assert "GiB for Alice's record alone" in err and "simulate fewer slots" in err
+
+
+def test_environment_errors_are_one_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """An output folder that cannot be created: one line naming it (was a FileNotFoundError
+    traceback); a folder given as a key store: named as such."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = blocker / "sim"  # below a regular file: cannot be created
+    assert main(["simulate", "--out", str(out), "--slots", "1e5"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("qkdpp simulate: error: ") and str(blocker) in err
+    assert "Traceback" not in err
+    assert main(["keystore", "stats", str(tmp_path)]) == 1
+    assert "is not a file" in capsys.readouterr().err

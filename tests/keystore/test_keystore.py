@@ -136,3 +136,13 @@ def test_durable_across_reopen(tmp_path: Path) -> None:
     s.close()
     s2 = KeyStore(tmp_path / "k.db")
     assert s2.take(key_id=kid)[0][1] == bytearray(b"\x42")
+
+
+def test_a_file_that_is_not_a_store_is_a_clear_error(tmp_path: Path) -> None:
+    """Before 2026-11-28 a bare sqlite3.DatabaseError ("file is not a database")."""
+    p = tmp_path / "link.toml"
+    p.write_bytes(b"[session]\nblock_size = 1000000\n" * 64)
+    before = p.read_bytes()
+    with pytest.raises(KeyStoreError, match=r"link.toml: cannot open it \(file is not a database"):
+        KeyStore(p)
+    assert p.read_bytes() == before  # left as it was

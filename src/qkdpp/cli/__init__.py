@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QkdppError as exc:
         print(f"qkdpp {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the environment: a missing folder, no permission, a full disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"qkdpp {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"qkdpp {args.command}: interrupted", file=sys.stderr)
         return 130

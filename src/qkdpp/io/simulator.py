@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -347,6 +348,26 @@ def _dead_time_afterpulse(
     return t, det, slot, ap
 
 
+def check_memory(n_slots: int) -> None:
+    """ConfigError when simulating ``n_slots`` slots of BB84 cannot fit in this machine's
+    physical memory: Alice's record alone takes 4 bits per slot."""
+    _fits(n_slots // 2, f"{n_slots:.3g} slots need", "for Alice's record alone (4 bits per slot)")
+
+
+def _fits(need: int | float, what: str, why: str) -> None:
+    """ConfigError when ``need`` bytes exceed the physical memory (unknown size: no check): a
+    clear message instead of numpy's MemoryError or dimension error."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if total > 0 and need > total:
+        raise ConfigError(
+            f"{what} {need / 2**30:.3g} GiB {why}, more than this machine's "
+            f"{total / 2**30:.3g} GiB of memory: simulate fewer slots"
+        )
+
+
 def simulate_link(
     params: LinkParams, n_slots: int, seed: int
 ) -> tuple[AliceRecord, EventChunk, SimTruth]:
@@ -366,6 +387,7 @@ def simulate_link(
         raise ConfigError("simulate_link simulates bb84; use simulate_bbm92 for bbm92")
     if n_slots < 0:
         raise ConfigError(f"n_slots must be ≥ 0, got {n_slots}")
+    check_memory(n_slots)
     alice = alice_record(params, n_slots, seed)
     rng = np.random.Generator(np.random.SFC64(np.random.SeedSequence([seed, 0xB0B])))
     gains = np.array([1 - (1 - params.p_dark) ** 4 * math.exp(-params.eta * m) for m in params.mu])
@@ -442,7 +464,9 @@ def simulate_bbm92(
     eta_a = 10 ** (-params.atten_db_per_km * params.fibre_km_alice / 10) * params.eta_alice
     eta_b = params.eta
     mu = params.mu_pair
-    pair = _candidates(rng, n_slots, 1 - math.exp(-mu))
+    p_pair = 1 - math.exp(-mu)
+    _fits(8 * n_slots * p_pair, f"{n_slots:.3g} slots need", "for the pairs' slot numbers alone")
+    pair = _candidates(rng, n_slots, p_pair)
     # zero-truncated Poisson number of pairs in those slots
     n = rng.poisson(mu, pair.size)
     while np.any(n == 0):
@@ -498,6 +522,7 @@ __all__ = [
     "LinkParams",
     "SimTruth",
     "alice_record",
+    "check_memory",
     "model_bb84",
     "model_bbm92",
     "simulate_bbm92",

@@ -123,14 +123,22 @@ class KeyStore:
         self.default_ttl = float(default_ttl)
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
-        )
-        self._wal()
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA secure_delete=ON")
-        # one transaction (one fsync) for the whole schema, not one per statement
-        self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA};COMMIT;")
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            self._wal()
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")
+            # one transaction (one fsync) for the whole schema, not one per statement
+            self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA};COMMIT;")
+        except sqlite3.Error as exc:  # (not a database, damaged, unwritable, disk full)
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise KeyStoreError(
+                f"key store {self.path}: cannot open it ({exc}); is this the key store file? "
+                "A damaged store must be restored from its backup (the file is left as it was)"
+            ) from exc
 
     # -- plumbing ------------------------------------------------------------------------------
     def _wal(self, wait_s: float = 30.0) -> None:

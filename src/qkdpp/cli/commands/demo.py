@@ -11,13 +11,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qkdpp.cli.commands._argtypes import seed, slot_count
 from qkdpp.engine import warm
 from qkdpp.engine.demo import demo_config
 from qkdpp.engine.inputs import make_demo_bootstrap
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.report import block_row, format_table, summary
 from qkdpp.engine.run import run_local
-from qkdpp.io.simulator import simulate_link
+from qkdpp.io.simulator import check_memory, simulate_link
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,9 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "authentication and two-phase commit for Alice and Bob over an in-memory link, "
         "checks both key stores hold identical keys, and prints a per-block table.",
     )
-    p.add_argument("--slots", type=float, default=4e8, help="slots to simulate (default 4e8)")
+    p.add_argument(
+        "--slots", type=slot_count, default=400_000_000, help="slots to simulate (default 4e8)"
+    )
     p.add_argument("--km", type=float, default=25.0, help="fibre length in km (default 25)")
-    p.add_argument("--seed", type=int, default=1, help="simulator seed (default 1)")
+    p.add_argument("--seed", type=seed, default=1, help="simulator seed (default 1)")
     p.add_argument(
         "--workdir",
         type=Path,
@@ -47,13 +50,14 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="qkdpp-demo-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        cfg = demo_config(int(args.slots), args.km, args.seed)
+        cfg = demo_config(args.slots, args.km, args.seed)
         params = cfg["simulate"]["params"]
         say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
-        say(f"simulating {int(args.slots):.3g} slots of a {args.km:g} km link ...")
+        say(f"simulating {args.slots:.3g} slots of a {args.km:g} km link ...")
+        check_memory(args.slots)  # before the compile helper starts
         warm.start(cfg)  # a first run compiles reconciliation meanwhile, in a second process
         t0 = time.perf_counter()
-        alice, bob, _truth = simulate_link(params, int(args.slots), args.seed)
+        alice, bob, _truth = simulate_link(params, args.slots, args.seed)
         t_sim = time.perf_counter() - t0
         say(f"  {len(bob)} detections at Bob in {t_sim:.1f} s; processing both ends ...")
         make_demo_bootstrap(workdir)
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [block_row(fa, fb) for fa, fb in zip(a.blocks, b.blocks, strict=True)]
         check = compare_stores(workdir / "keys-alice.sqlite", workdir / "keys-bob.sqlite")
         report: dict[str, Any] = {
-            "summary": summary(rows, t_run, int(args.slots), params.rep_rate_hz),
+            "summary": summary(rows, t_run, args.slots, params.rep_rate_hz),
             "keys": check,
             "timing": b.timing,
             "simulation_seconds": round(t_sim, 3),
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                 print(
                     f"secret key rate of the simulated link: "
                     f"{s['secret_key_rate_bps_at_source_rate'] / 1e3:.1f} kbit/s "
-                    f"({int(args.slots) / params.rep_rate_hz:.2f} s of light)"
+                    f"({args.slots / params.rep_rate_hz:.2f} s of light)"
                 )
             print(
                 f"keys identical at both ends: {'yes' if check['identical'] else 'NO'} "

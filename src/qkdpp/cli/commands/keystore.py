@@ -33,7 +33,8 @@ def _kme_path(store: Path, given: Path | None) -> Path:
 
 def _open_store(path: Path) -> KeyStore:
     if not path.is_file():
-        raise ConfigError(f"key store {path} does not exist")
+        what = "is not a file" if path.exists() else "does not exist"
+        raise ConfigError(f"key store {path} {what}")
     return KeyStore(path)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qkdpp.cli.commands._argtypes import seed, slot_count
 from qkdpp.engine.inputs import save_alice_record
 from qkdpp.io.native import write_native
 from qkdpp.io.simulator import LinkParams, model_bb84, model_bbm92, simulate_bbm92, simulate_link
@@ -30,8 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("sim_out"), help="output folder")
     p.add_argument("--protocol", choices=("bb84", "bbm92"), default="bb84")
-    p.add_argument("--slots", type=int, default=10_000_000, help="number of slots")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--slots", type=slot_count, default=10_000_000, help="number of slots (1e7)")
+    p.add_argument("--seed", type=seed, default=1)
     p.add_argument("--rep-rate-hz", type=float, default=1e9)
     p.add_argument("--fibre-km", type=float, default=25.0)
     p.add_argument("--eta-bob", type=float, default=0.10)
