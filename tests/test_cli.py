@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -164,7 +165,9 @@ def test_simulating_more_than_memory_is_a_clear_error(capsys: pytest.CaptureFixt
     assert "GiB for Alice's record alone" in err and "simulate fewer slots" in err
 
 
-def test_environment_errors_are_one_line(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_environment_errors_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An output folder that cannot be created: one line naming it (was a FileNotFoundError
     traceback); a folder given as a key store: named as such."""
     blocker = tmp_path / "file"
@@ -176,3 +179,25 @@ def test_environment_errors_are_one_line(tmp_path, capsys: pytest.CaptureFixture
     assert "Traceback" not in err
     assert main(["keystore", "stats", str(tmp_path)]) == 1
     assert "is not a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("distance", ["-5", "nan", "inf"])
+def test_keyrate_refuses_impossible_distances(
+    distance: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before 2026-11-28 a negative or NaN distance printed a row of nonsense."""
+    assert main(["keyrate", "--distances", distance, "--block-sizes", "1e6"]) == 1
+    assert "distances must be finite and >= 0 km" in capsys.readouterr().err
+
+
+def test_process_names_an_address_it_cannot_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qkdpp.engine.inputs import save_alice_record
+    from qkdpp.io.simulator import LinkParams, alice_record
+
+    rec = tmp_path / "alice.npz"
+    save_alice_record(rec, alice_record(LinkParams(), 6400, 1))
+    peer = "tcp://no-such-host.invalid:7000"
+    assert main(["process", str(rec), "--role", "alice", "--peer", peer]) == 1
+    assert f"cannot listen on {peer}: " in capsys.readouterr().err

@@ -100,8 +100,13 @@ def test_bad_record_files_name_the_problem(tmp_path: Path) -> None:
         with pytest.raises(CaptureError, match=msg):
             inputs.load_alice_record(path)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(CaptureError, match="not a readable"):
+    with pytest.raises(CaptureError, match=r"at byte 0: not an \.npz record.*b'not '"):
         inputs.load_alice_record(tmp_path / "junk.npz")
+    # a zip archive that is not a valid one (was: numpy's advice to load it as a pickle for
+    # any file that is not a zip)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "both.npz").read_bytes()[:60])
+    with pytest.raises(CaptureError, match="not a readable"):
+        inputs.load_alice_record(tmp_path / "cut.npz")
 
 
 @pytest.mark.parametrize("n_slots", [8, 100, 1003])

@@ -53,6 +53,20 @@ def load_alice_record(path: str | Path) -> AliceRecord:
     p = Path(path)
     need = "need slot0, n_slots, basis, value and intensity2 (or intensity, first layout)"
     try:
+        with p.open("rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError:
+        raise CaptureError(p, None, "file not found") from None
+    except OSError as exc:
+        raise CaptureError(p, None, f"cannot open: {exc}") from exc
+    if head != b"PK\x03\x04":  # (numpy would try it as a pickle and suggest allow_pickle)
+        raise CaptureError(
+            p,
+            0,
+            f"not an .npz record (a zip archive, first bytes b'PK\\x03\\x04'): starts "
+            f"with {head!r}; Alice's file is the alice.npz that `qkdpp simulate` writes",
+        )
+    try:
         with np.load(p, allow_pickle=False) as z:
             files = set(z.files)
             if "intensity2" in files and "intensity" in files:

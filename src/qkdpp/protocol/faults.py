@@ -14,6 +14,7 @@ import random
 import time
 from dataclasses import dataclass, fields
 
+from qkdpp.errors import ConfigError
 from qkdpp.protocol.transports import Transport
 
 KINDS = ("drop", "delay", "reorder", "duplicate", "corrupt", "tamper")
@@ -37,18 +38,24 @@ class FaultPlan:
         for k in KINDS:
             p = getattr(self, k)
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"fault probability {k}={p} outside [0, 1]")
+                raise ConfigError(f"fault probability {k}={p} outside [0, 1]")
+        if not 0.0 <= self.delay_s < float("inf"):
+            raise ConfigError(f"fault delay_s={self.delay_s} must be a finite number of seconds")
 
     @classmethod
     def parse(cls, text: str) -> FaultPlan:
-        """Parse ``"kind=p,kind=p,seed=N,delay_s=S"``."""
+        """Parse ``"kind=p,kind=p,seed=N,delay_s=S"`` (ConfigError, a ValueError, naming the
+        part that is wrong)."""
         known = {f.name: f.type for f in fields(cls)}
         values: dict[str, float | int] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, sep, val = part.partition("=")
             if not sep or key not in known:
-                raise ValueError(f"bad fault spec {part!r}; known: {', '.join(known)}")
-            values[key] = int(val) if key in ("seed", "skip_first") else float(val)
+                raise ConfigError(f"bad fault spec {part!r}; known: {', '.join(known)}")
+            try:
+                values[key] = int(val) if key in ("seed", "skip_first") else float(val)
+            except ValueError:
+                raise ConfigError(f"bad fault spec {part!r}: {val!r} is not a number") from None
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -19,7 +19,13 @@ import time
 from typing import Any, Protocol
 
 from qkdpp import backend as _backend
-from qkdpp.errors import ChannelClosed, ChannelTimeout, ProtocolError, TransportError
+from qkdpp.errors import (
+    ChannelClosed,
+    ChannelTimeout,
+    ConfigError,
+    ProtocolError,
+    TransportError,
+)
 
 # the loopback's mailboxes: compiled (deferred wake-ups, see _loopback_cy) or SimpleQueue
 MAILBOX_BACKEND, _mailbox, mailbox_impl, mailbox_backends = _backend.family(
@@ -275,9 +281,12 @@ class TcpListener:
 
 
 def parse_tcp_address(text: str) -> tuple[str, int]:
-    """Parse ``tcp://host:port`` (or ``host:port``) into (host, port)."""
+    """Parse ``tcp://host:port`` (or ``host:port``) into (host, port); ConfigError (a
+    ValueError) for anything else, or a port outside 1..65535."""
     body = text.removeprefix("tcp://")
     host, sep, port = body.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected tcp://HOST:PORT, got {text!r}")
+        raise ConfigError(f"expected tcp://HOST:PORT, got {text!r}")
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(f"port {int(port)} of {text!r} is outside 1..65535")
     return host.strip("[]"), int(port)

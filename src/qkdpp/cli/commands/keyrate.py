@@ -130,6 +130,9 @@ def compute_table(
     for n in block_sizes:
         if not n >= 1 or math.isinf(n):
             raise ConfigError(f"block sizes must be >= 1, got {n}")
+    for d in distances:
+        if not 0 <= d < math.inf:
+            raise ConfigError(f"distances must be finite and >= 0 km, got {d}")
     return [
         optimise_decoy(link, d, n, protocol=protocol, clip_negative=clip_negative)
         for n in block_sizes

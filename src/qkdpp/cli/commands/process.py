@@ -22,7 +22,7 @@ from qkdpp.engine.inputs import link_params_from_header, load_alice_record, load
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.report import block_row, format_table, summary
 from qkdpp.engine.run import run_local, run_party
-from qkdpp.errors import ConfigError
+from qkdpp.errors import ConfigError, TransportError
 from qkdpp.frame import Frame, Role
 from qkdpp.protocol.faults import FaultPlan, FaultyTransport
 from qkdpp.protocol.link import PeerLink
@@ -182,12 +182,16 @@ def _run_one(
         config = _with_link_defaults(config, header)
         n_slots = 0  # learnt from the timing exchange: Bob assigns slots within Alice's range
     timeout = float(config["session"]["timeout_s"])
-    if role is Role.ALICE:
-        listener = TcpListener(host, port)
-        transport: Any = listener.accept(timeout=timeout * 10)
-        listener.close()
-    else:
-        transport = TcpTransport.connect(host, port, retry_for=timeout)
+    try:
+        if role is Role.ALICE:
+            listener = TcpListener(host, port)
+            transport: Any = listener.accept(timeout=timeout * 10)
+            listener.close()
+        else:
+            transport = TcpTransport.connect(host, port, retry_for=timeout)
+    except OSError as exc:  # (an address that does not resolve, a port in use)
+        verb = "listen on" if role is Role.ALICE else "connect to"
+        raise TransportError(f"cannot {verb} {args.peer}: {exc.strerror or exc}") from exc
     if plan:
         transport = FaultyTransport(transport, plan)
     session = args.session or str(uuid.UUID(int=0))
