@@ -201,3 +201,34 @@ def test_process_names_an_address_it_cannot_use(
     peer = "tcp://no-such-host.invalid:7000"
     assert main(["process", str(rec), "--role", "alice", "--peer", peer]) == 1
     assert f"cannot listen on {peer}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["node", "--role", "alice", "--speed", "nan"], "argument --speed: 'nan' is not a finite"),
+        (["node", "--role", "alice", "--speed", "-1"], "argument --speed: '-1' is not a finite"),
+        (["node", "--role", "alice", "--max-chunks", "-1"], "argument --max-chunks: '-1' is below"),
+        (["inspect", "x.ptu", "--chunk-events", "0"], "argument --chunk-events: '0' is below 1"),
+    ],
+)
+def test_counts_and_paces_are_checked(
+    argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before 2026-11-28 a negative or NaN --speed ran a node that never paced, and
+    --chunk-events 0 was a ValueError traceback."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert problem in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["config check", "keyrate --profile", "kme serve"])
+def test_binary_file_given_as_text_is_a_clear_error(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A capture passed where a configuration belongs (was a UnicodeDecodeError traceback)."""
+    p = tmp_path / "link.toml"
+    p.write_bytes(b"QKDP\x00\x01\xf5\xff" * 8)
+    assert main([*command.split(), str(p)]) == 1
+    err = capsys.readouterr().err
+    assert str(p) in err and "utf-8" in err.lower()

@@ -68,6 +68,13 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
         raise ConfigError(f"configuration file {p} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start}): a link "
+            "configuration is a TOML text file"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {p}: {exc}") from exc
     return validate(data, source=str(p))
 
 

@@ -49,7 +49,7 @@ def load_profile(name: str | Path) -> dict[str, Any]:
             raise ConfigError(f"no device profile {name!r}; available: {available_profiles()}")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read device profile {p}: {exc}") from exc
     for key in ("device", "channels"):
         if key not in data:

@@ -36,3 +36,24 @@ def slot_count(text: str) -> int:
 def seed(text: str) -> int:
     """A simulator seed, at least 0."""
     return whole(text, 0)
+
+
+def positive(text: str) -> int:
+    """A count of at least 1 (``1e6`` allowed)."""
+    return whole(text, 1)
+
+
+def count(text: str) -> int:
+    """A count of at least 0 (``1e6`` allowed)."""
+    return whole(text, 0)
+
+
+def pace(text: str) -> float:
+    """A finite factor of at least 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from qkdpp.cli.commands._argtypes import positive
 from qkdpp.io.events import FLAG_DUMMY, FLAG_MARKER, FLAG_SYNC
 from qkdpp.io.formats import FORMATS, open_capture
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("file", type=Path)
     p.add_argument("--format", choices=FORMATS, default=None, help="override format detection")
-    p.add_argument("--chunk-events", type=int, default=1 << 20)
+    p.add_argument("--chunk-events", type=positive, default=1 << 20)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 

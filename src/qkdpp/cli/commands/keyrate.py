@@ -93,8 +93,8 @@ def load_profile(args: argparse.Namespace) -> LinkProfile:
     if args.profile is not None:
         path: Path = args.profile
         try:
-            text = path.read_text()
-        except OSError as exc:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read link profile {path}: {exc}") from exc
         try:
             if path.suffix == ".toml":

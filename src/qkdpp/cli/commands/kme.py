@@ -43,10 +43,10 @@ def load_config(path: Path) -> dict[str, Any]:
     """Parse a TOML (``.toml``) or JSON server config; paths are relative to the file."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
     try:
+        text = path.read_text(encoding="utf-8")
         cfg = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, ValueError) as exc:
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # (and UnicodeDecodeError)
         raise ConfigError(f"{path}: cannot parse config: {exc}") from None
     for key in ("store", "listen", "tls", "peer", "kme"):
         if key not in cfg:

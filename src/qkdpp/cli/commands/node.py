@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+from qkdpp.cli.commands._argtypes import count, pace
 from qkdpp.engine.config import load_config
 from qkdpp.engine.node import LinkNode
 from qkdpp.logs import setup_json_logging
@@ -38,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="key store (with the authentication pads) and bootstrap key",
     )
     p.add_argument(
-        "--speed", type=float, default=1.0, help="source pace, × real time (0: as fast as possible)"
+        "--speed", type=pace, default=1.0, help="source pace, × real time (0: as fast as possible)"
     )
-    p.add_argument("--max-chunks", type=int, default=None, help="stop after this many chunks")
+    p.add_argument("--max-chunks", type=count, default=None, help="stop after this many chunks")
     p.add_argument(
         "--metrics-file",
         type=Path,
