@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +86,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _write_new(path: Path, lines: list[str], *, private: bool) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    try:
-        fd = os.open(path, flags, 0o600 if private else 0o644)
-    except FileExistsError:
-        raise ConfigError(f"{path} exists; refusing to overwrite") from None
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(_create(path, 0o600 if private else 0o644), "w") as f:
         for line in lines:
             f.write(line + "\n")
         f.flush()
@@ -147,26 +143,91 @@ def _export(args: argparse.Namespace) -> int:
             return 0
         if args.out is None:
             raise ConfigError("key export needs --out FILE (keys are never printed)")
-        if args.out.exists():
-            raise ConfigError(f"{args.out} exists; refusing to overwrite")
+        if not args.key_id and args.keys < 1:
+            raise ConfigError(f"--keys must be >= 1, got {args.keys}")
+        _export_keys(store, args)
+    return 0
+
+
+def _key_line_bytes(n_bits: int) -> int:
+    """An upper bound of one exported key's line: JSON with a UUID, the size and base64."""
+    return 4 * (-(-((n_bits + 7) // 8) // 3)) + 120
+
+
+def _export_keys(store: KeyStore, args: argparse.Namespace) -> None:
+    """Take keys into the new file ``args.out`` (mode 0600) without ever losing or duplicating
+    one: the file is created and the space for the largest keys that could be taken is
+    reserved first (nothing is taken when that fails: a missing folder, a full disk); then
+    the keys are taken (delivered, wiped in the store: at most once), written over the
+    reserved space, and the file cut to its length and synced."""
+    committed = store.records("committed")
+    if args.key_id:
+        wanted = {_uuid_text(k) for k in args.key_id}
+        sizes = [r.n_bits for r in committed if r.key_id in wanted]
+    else:
+        sizes = sorted((r.n_bits for r in committed), reverse=True)[: args.keys]
+    reserve = sum(_key_line_bytes(n) for n in sizes) or 1
+    fd = _create(args.out, 0o600)
+    try:
+        _reserve(fd, reserve)
+    except OSError as exc:
+        os.close(fd)
+        args.out.unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot reserve {reserve} bytes for the keys in {args.out} ({exc.strerror or exc}); "
+            "no key was taken"
+        ) from exc
+    try:
         if args.key_id:
             taken = []
             for kid in args.key_id:
                 taken += store.take(key_id=kid)
         else:
-            if args.keys < 1:
-                raise ConfigError(f"--keys must be >= 1, got {args.keys}")
             taken = store.take(args.keys, session_id=args.session)
-        # the keys are delivered (wiped in the store) from here on: write them or lose them
-        lines = []
+    except BaseException:
+        os.close(fd)
+        args.out.unlink(missing_ok=True)
+        raise
+    # the keys are delivered (wiped in the store) from here on: write them into the reserved space
+    with os.fdopen(fd, "wb") as f:
         for kid, key, n_bits in taken:
-            lines.append(
-                json.dumps({"key_id": kid, "n_bits": n_bits, "key": base64.b64encode(key).decode()})
+            line = json.dumps(
+                {"key_id": kid, "n_bits": n_bits, "key": base64.b64encode(key).decode()}
             )
             key[:] = bytes(len(key))
-        _write_new(args.out, lines, private=True)
-        print(f"exported {len(taken)} keys to {args.out} (mode 0600)", file=sys.stderr)
-    return 0
+            f.write(line.encode() + b"\n")
+        f.truncate(f.tell())
+        f.flush()
+        os.fsync(f.fileno())
+    print(f"exported {len(taken)} keys to {args.out} (mode 0600)", file=sys.stderr)
+
+
+def _create(path: Path, mode: int) -> int:
+    """A new file (ConfigError if it exists)."""
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; refusing to overwrite") from None
+
+
+def _uuid_text(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return text  # (take() names it as not a key id)
+
+
+def _reserve(fd: int, n: int) -> None:
+    """Allocate ``n`` bytes of the file on disk (ENOSPC now rather than after the keys are
+    taken): posix_fallocate where the system has it, else written zeros; then synced."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is not None:
+        fallocate(fd, 0, n)
+    else:
+        for off in range(0, n, 1 << 20):
+            os.write(fd, bytes(min(1 << 20, n - off)))
+        os.lseek(fd, 0, os.SEEK_SET)
+    os.fsync(fd)
 
 
 def _purge(args: argparse.Namespace) -> int:
