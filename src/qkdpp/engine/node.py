@@ -144,6 +144,12 @@ class LinkNode:
         self.link: PeerLink | None = None
         self.metrics = Metrics()
         self.metrics_file = Path(metrics_file) if metrics_file else None
+        if self.metrics_file is not None and not self.metrics_file.parent.is_dir():
+            raise ConfigError(
+                f"metrics file {self.metrics_file}: the folder {self.metrics_file.parent} "
+                "does not exist"
+            )
+        self._metrics_error: str | None = None  # the last failure to write it (logged once)
 
     def stop(self) -> None:
         """Finish the current step and return from :meth:`run`."""
@@ -276,14 +282,31 @@ class LinkNode:
         log.info("stopped", extra={"event": "stopped", **vars(self.stats)})
         return self.stats
 
+    def _write_metrics(self, path: Path) -> None:
+        """The Prometheus text file (node_exporter textfile collector), replaced atomically. A
+        failure (full disk, a folder removed) is logged, once per distinct error, and the node
+        goes on: the keys matter more than their monitoring."""
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(self.metrics.render())
+            tmp.replace(path)
+        except OSError as exc:
+            if str(exc) != self._metrics_error:
+                log.warning(
+                    "cannot write the metrics file %s: %s",
+                    path,
+                    exc,
+                    extra={"event": "metrics_write_failed"},
+                )
+            self._metrics_error = str(exc)
+        else:
+            self._metrics_error = None
+
     def _record(self, block: Frame) -> None:
         row = block_row(block)
         self.metrics.observe_frame(block.meta.with_tags(f_ec=row["f"]) if row["f"] else block.meta)
         if self.metrics_file is not None:
-            # Prometheus text file (node_exporter textfile collector), replaced atomically
-            tmp = self.metrics_file.with_suffix(".tmp")
-            tmp.write_text(self.metrics.render())
-            tmp.replace(self.metrics_file)
+            self._write_metrics(self.metrics_file)
         if block.ok:
             self.stats.blocks_ok += 1
             self.stats.key_bits += row["final_key_bits"]
