@@ -180,6 +180,32 @@ def test_config_validation() -> None:
         KmeConfig.from_dict({**a.__dict__, "remote_saes": ["sae-a1"]})
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        # a lone string was taken letter by letter: CNs "s", "a", "e", ... allowed to call
+        ("local_saes", "sae-a1", "must be a list of names"),
+        ("local_saes", {"sae-a1": 1}, "must be a list of names"),  # (a TOML table)
+        ("monitors", "prometheus", "must be a list of names"),
+        ("remote_saes", ["sae-b1", ""], "non-empty strings"),
+        ("local_saes", [], "at least one SAE"),
+        ("kme_id", 1, "kme_id must be a string"),
+        ("issuer_half", True, "issuer_half must be an integer"),
+        ("max_key_per_request", float("nan"), "must be an integer"),
+        ("pool_ttl", float("nan"), "pool_ttl must be a finite number"),
+        ("rate_per_s", "fast", "rate_per_s must be a finite number"),
+        ("max_key_count", 0, "max_key_count must be >= 1"),
+    ],
+)
+def test_config_types(key: str, value: object, problem: str) -> None:
+    """Before 2026-11-28 these were accepted, or failed later with a TypeError."""
+    a, _ = default_configs()
+    with pytest.raises(ConfigError, match=problem):
+        KmeConfig.from_dict({**a.__dict__, key: value})
+    with pytest.raises(ConfigError, match=r"lacks \['kme_id'\]"):
+        KmeConfig.from_dict({k: v for k, v in a.__dict__.items() if k != "kme_id"})
+
+
 def test_token_bucket() -> None:
     t = [0.0]
     b = TokenBucket(2.0, 4.0, clock=lambda: t[0])

@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -198,9 +199,32 @@ class KmeConfig:
     group_commit_max: int = 64
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "local_saes", frozenset(self.local_saes))
-        object.__setattr__(self, "remote_saes", frozenset(self.remote_saes))
-        object.__setattr__(self, "monitors", frozenset(self.monitors))
+        for name in ("local_saes", "remote_saes", "monitors"):
+            object.__setattr__(self, name, _names(name, getattr(self, name)))
+        for name in ("kme_id", "peer_kme_id", "issue_mode", "synchronous"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in (
+            "issuer_half",
+            "key_size",
+            "min_key_size",
+            "max_key_size",
+            "max_key_per_request",
+            "max_key_count",
+            "group_commit_max",
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+        reals = ("pool_ttl", "rate_per_s", "rate_burst", "quota_bits_per_s", "quota_burst_bits")
+        for name in reals:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+        if not self.local_saes:
+            raise ConfigError("local_saes must name at least one SAE")
+        if self.max_key_count < 1:
+            raise ConfigError(f"max_key_count must be >= 1, got {self.max_key_count}")
         if self.issuer_half not in (0, 1):
             raise ConfigError(f"issuer_half must be 0 or 1, got {self.issuer_half!r}")
         if self.issue_mode not in ("half", "all", "none"):
@@ -245,7 +269,24 @@ class KmeConfig:
         extra = set(cfg) - known
         if extra:
             raise ConfigError(f"unknown KME config keys {sorted(extra)}; known: {sorted(known)}")
+        required = [
+            k for k, f in cls.__dataclass_fields__.items() if f.default is MISSING and k not in cfg
+        ]
+        if required:
+            raise ConfigError(f"the KME config lacks {required}")
         return cls(**cfg)
+
+
+def _names(field: str, value: Any) -> frozenset[str]:
+    """A set of certificate CNs: a list of non-empty strings. A lone string is refused: it
+    would be taken letter by letter, each letter a CN allowed to call the KME."""
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConfigError(f"{field} must be a list of names, got {value!r}")
+    names = list(value)
+    bad = [v for v in names if not isinstance(v, str) or not v]
+    if bad:
+        raise ConfigError(f"{field} must hold non-empty strings, got {bad[:3]!r}")
+    return frozenset(names)
 
 
 @dataclass(frozen=True)

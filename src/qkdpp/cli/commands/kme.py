@@ -48,17 +48,42 @@ def load_config(path: Path) -> dict[str, Any]:
         cfg = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, ValueError) as exc:  # (and UnicodeDecodeError)
         raise ConfigError(f"{path}: cannot parse config: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a table of settings, got {type(cfg).__name__}")
     for key in ("store", "listen", "tls", "peer", "kme"):
         if key not in cfg:
             raise ConfigError(f"{path}: missing '{key}'")
+    for table in ("tls", "peer", "kme"):
+        if not isinstance(cfg[table], dict):
+            raise ConfigError(f"{path}: [{table}] must be a table, got {cfg[table]!r}")
     base = path.parent
 
-    def rel(p: str) -> Path:
-        q = Path(p)
+    def nonempty(where: str, value: Any) -> str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{path}: {where} must be a non-empty string, got {value!r}")
+        return value
+
+    def rel(where: str, value: Any) -> Path:
+        q = Path(nonempty(where, value))
         return q if q.is_absolute() else base / q
 
-    cfg["store"] = rel(cfg["store"])
-    cfg["tls"] = {k: rel(cfg["tls"][k]) for k in ("cert", "key", "ca")}
+    cfg["store"] = rel("store", cfg["store"])
+    cfg["tls"] = {k: rel(f"tls.{k}", cfg["tls"].get(k)) for k in ("cert", "key", "ca")}
+    host, sep, port = nonempty("listen", cfg["listen"]).rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"{path}: listen must be HOST:PORT (port 0..65535), got {cfg['listen']!r}"
+        )
+    cfg["listen"] = (host or "0.0.0.0", int(port))
+    nonempty("peer.host", cfg["peer"].get("host"))
+    peer_port = cfg["peer"].get("port")
+    if isinstance(peer_port, bool) or not isinstance(peer_port, int) or not 1 <= peer_port <= 65535:
+        raise ConfigError(f"{path}: peer.port must be an integer in 1..65535, got {peer_port!r}")
+    every = cfg.get("expire_every_s", 60)
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 86400:
+        raise ConfigError(f"{path}: expire_every_s must be in (0, 86400] seconds, got {every!r}")
+    if "kme_db" in cfg:
+        cfg["kme_db"] = rel("kme_db", cfg["kme_db"])
     return cfg
 
 
@@ -70,7 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = load_config(args.config)
-    host, _, port = str(cfg["listen"]).rpartition(":")
+    host, port = cfg["listen"]
     tls = cfg["tls"]
     kcfg = KmeConfig.from_dict(dict(cfg["kme"]))
     store = KeyStore(cfg["store"])
@@ -78,15 +103,15 @@ def _serve(args: argparse.Namespace) -> int:
     kme.connect(
         HttpsPeer(
             cfg["peer"]["host"],
-            int(cfg["peer"]["port"]),
+            cfg["peer"]["port"],
             client_context(tls["cert"], tls["key"], tls["ca"]),
         )
     )
-    server = KmeServer((host or "0.0.0.0", int(port)), kme, server_context(**tls))
+    server = KmeServer((host, port), kme, server_context(**tls))
     stop = threading.Event()
 
     def sweeper() -> None:
-        every = float(cfg.get("expire_every_s", 60))
+        every = float(cfg.get("expire_every_s", 60))  # (checked by load_config)
         while not stop.wait(every):
             try:
                 store.expire()
