@@ -111,3 +111,23 @@ def test_node_survives_peer_kill_and_stops_on_sigterm(workdir: Path) -> None:
     assert check["keys"] >= 3
     if os.environ.get("QKDPP_DEBUG"):
         print(check, alice.stats)
+
+
+def test_alice_names_an_address_she_cannot_listen_on(tmp_path: Path) -> None:
+    """A port held by another process ends Alice's node with one line naming the address (it
+    used to say only 'Address already in use')."""
+    import socket
+
+    from qkdpp.cli import main
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        assert main(["bootstrap", str(tmp_path)]) == 0
+        node = LinkNode("alice", load_config(None), ("127.0.0.1", port), workdir=tmp_path)
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}: .*in use"):
+            node.run()
+    finally:
+        holder.close()

@@ -160,12 +160,24 @@ class LinkNode:
             try:
                 if self.role is Role.ALICE:
                     if self._listener is None:
-                        self._listener = TcpListener(*self.address)
+                        self._listener = self._listen()
                     return self._listener.accept(timeout=0.5)
                 return TcpTransport.connect(*self.address, retry_for=1.0)
             except TransportError:
                 continue
         return None
+
+    def _listen(self) -> TcpListener:
+        """Alice's listening socket; an address it cannot bind (a port in use, a host that is
+        not this machine's) ends the node with an OSError naming it: retrying would wait
+        forever, silently, for a peer that cannot reach it."""
+        host, port = self.address
+        try:
+            return TcpListener(host, port)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
 
     def _pipelines(self) -> tuple[Pipeline, Pipeline]:
         blocks_cfg = block_stage_configs(self.config, self.workdir, self.role.value)
