@@ -115,3 +115,24 @@ def test_process_rejects_bad_input_clearly(capture: Path, tmp_path: Path) -> Non
         cwd=capture,
     )
     assert out.returncode == 1 and "unknown section" in out.stderr
+
+
+def test_too_short_a_capture_is_explained(capture: Path, tmp_path: Path) -> None:
+    """Sifted key bits that form no block are reported with what to change (before 2026-11-28
+    a capture shorter than a block printed '0/0 blocks' and nothing else)."""
+    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
+    (tmp_path / "big.toml").write_text("[session]\nblock_size = 50000000\n")
+    out = _qkdpp(
+        "process",
+        "sim/alice.npz",
+        "sim/bob.qkdc",
+        "--config",
+        str(tmp_path / "big.toml"),
+        "--workdir",
+        str(tmp_path),
+        cwd=capture,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0/0 blocks" in out.stdout
+    assert "sifted key bits formed no key block" in out.stdout
+    assert "block_size = 50000000" in out.stdout

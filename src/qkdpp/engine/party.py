@@ -52,6 +52,9 @@ class PartyStats:
     seconds_sifting: float = 0.0  # chunk steps (timing per chunk, if any, and sifting)
     seconds_accumulating: float = 0.0
     seconds_blocks: float = 0.0  # block pipeline batches
+    # sifted key bits left at the end of a finite capture that formed no block (fewer than
+    # tail_min_bits): too few for a key with its own finite-key bound
+    key_bits_unused: int = 0
 
 
 class PartyEngine:
@@ -152,6 +155,8 @@ class PartyEngine:
             if tail is not None:
                 fid = self.last_chunk * STEP + STEP - 1
                 self._queue.append(tail.evolve(meta=tail.meta.replace(frame_id=fid)))
+            else:
+                self.stats.key_bits_unused = self._acc.pending_key_bits
         while self._queue and self._gave_up is None and self._resync_at is None:
             yield from self._block_batch()
 
