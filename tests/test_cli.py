@@ -232,3 +232,16 @@ def test_binary_file_given_as_text_is_a_clear_error(
     assert main([*command.split(), str(p)]) == 1
     err = capsys.readouterr().err
     assert str(p) in err and "utf-8" in err.lower()
+
+
+def test_simulate_defaults_are_the_demo_link() -> None:
+    """`qkdpp simulate` with no options simulates the demo's link (intensities, their
+    probabilities, basis choice) long enough for key blocks: before 2026-11-28 its own
+    defaults (μ 0.5 / 0.1, p 0.7 / 0.2 / 0.1, p_z 0.9, 1e7 slots) gave no key at 1e6-bit
+    blocks: 94 000 sifted bits at 1e7 slots, and at 2e8 slots both blocks failed with
+    s1_nonpositive."""
+    from qkdpp.engine.demo import DEMO_MU, DEMO_P_MU, DEMO_P_Z
+
+    args = build_parser().parse_args(["simulate"])
+    assert list(args.mu) == DEMO_MU and list(args.p_mu) == DEMO_P_MU and args.p_z == DEMO_P_Z
+    assert args.slots >= 150_000_000  # ≥ 1e6 sifted key bits at 25 km

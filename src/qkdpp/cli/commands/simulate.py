@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from qkdpp.cli.commands._argtypes import seed, slot_count
+from qkdpp.engine.demo import DEMO_MU, DEMO_P_MU, DEMO_P_Z
 from qkdpp.engine.inputs import save_alice_record
 from qkdpp.io.native import write_native
 from qkdpp.io.simulator import LinkParams, model_bb84, model_bbm92, simulate_bbm92, simulate_link
@@ -31,7 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, default=Path("sim_out"), help="output folder")
     p.add_argument("--protocol", choices=("bb84", "bbm92"), default="bb84")
-    p.add_argument("--slots", type=slot_count, default=10_000_000, help="number of slots (1e7)")
+    p.add_argument(
+        "--slots",
+        type=slot_count,
+        default=200_000_000,
+        help="number of slots (2e8: 0.2 s of a 1 GHz link, ≈ 120 MB of files, ≈ 1.4e6 sifted key "
+        "bits at 25 km, i.e. one 1e6-bit key block and a shorter last one)",
+    )
     p.add_argument("--seed", type=seed, default=1)
     p.add_argument("--rep-rate-hz", type=float, default=1e9)
     p.add_argument("--fibre-km", type=float, default=25.0)
@@ -41,13 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--jitter-ps", type=float, default=30.0)
     p.add_argument("--dead-time-ns", type=float, default=0.0)
     p.add_argument("--p-afterpulse", type=float, default=0.0)
+    # intensities and basis choice: those of `qkdpp demo` (the finite-key optimum for 1e6-bit
+    # blocks at 25 km, see qkdpp.engine.demo); the simulator's own defaults give no key there
     p.add_argument(
-        "--mu", type=float, nargs=3, default=(0.5, 0.1, 2e-4), metavar=("MU1", "MU2", "MU3")
+        "--mu", type=float, nargs=3, default=tuple(DEMO_MU), metavar=("MU1", "MU2", "MU3")
     )
     p.add_argument(
-        "--p-mu", type=float, nargs=3, default=(0.7, 0.2, 0.1), metavar=("P1", "P2", "P3")
+        "--p-mu", type=float, nargs=3, default=tuple(DEMO_P_MU), metavar=("P1", "P2", "P3")
     )
-    p.add_argument("--p-z", type=float, default=0.9, help="Z-basis probability (Alice and Bob)")
+    p.add_argument(
+        "--p-z", type=float, default=DEMO_P_Z, help="Z-basis probability (Alice and Bob)"
+    )
     p.add_argument("--offset-ps", type=float, default=0.0, help="Bob clock offset")
     p.add_argument("--drift-ppm", type=float, default=0.0, help="Bob clock frequency offset")
     p.add_argument("--mu-pair", type=float, default=0.05, help="BBM92 pairs per slot")
