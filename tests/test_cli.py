@@ -199,8 +199,43 @@ def test_process_names_an_address_it_cannot_use(
     rec = tmp_path / "alice.npz"
     save_alice_record(rec, alice_record(LinkParams(), 6400, 1))
     peer = "tcp://no-such-host.invalid:7000"
-    assert main(["process", str(rec), "--role", "alice", "--peer", peer]) == 1
+    cfg = tmp_path / "link.toml"
+    cfg.write_text(_INTENSITIES)
+    argv = ["process", str(rec), "--role", "alice", "--peer", peer, "--config", str(cfg)]
+    assert main(argv) == 1
     assert f"cannot listen on {peer}: " in capsys.readouterr().err
+
+
+_INTENSITIES = """
+[timing]
+mu = [0.5, 0.1, 2e-4]
+[key_length]
+mu = [0.5, 0.1, 2e-4]
+p_mu = [0.7, 0.2, 0.1]
+"""
+
+
+def test_unknown_source_intensities_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Alice's record carries no intensities: without them in the configuration `qkdpp
+    process` refuses to run (before 2026-11-28 the timing pilot took μ 0.5 / 0.1 and the key
+    length μ 0.6 / 0.2, the stages' own defaults, for a source nobody had described)."""
+    from qkdpp.engine.inputs import save_alice_record
+    from qkdpp.io.simulator import LinkParams, alice_record
+
+    rec = tmp_path / "alice.npz"
+    save_alice_record(rec, alice_record(LinkParams(), 6400, 1))
+    argv = ["process", str(rec), "--role", "alice", "--peer", "tcp://127.0.0.1:7000"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the source's intensities are unknown" in err
+    assert "[key_length] mu, [key_length] p_mu, [timing] mu" in err
+    cfg = tmp_path / "partial.toml"
+    cfg.write_text("[key_length]\nmu = [0.5, 0.1, 2e-4]\n")
+    assert main([*argv, "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert "gives no [key_length] p_mu, [timing] mu;" in err
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,17 @@ def test_alice_names_an_address_she_cannot_listen_on(tmp_path: Path) -> None:
             node.run()
     finally:
         holder.close()
+
+
+def test_default_node_describes_its_own_source(tmp_path: Path) -> None:
+    """Without a configuration the node's timing pilot and key length take the simulated
+    source's intensities (before 2026-11-28: source μ 0.5 / 0.1 with p 0.7 / 0.2 / 0.1, key
+    length μ 0.6 / 0.2: every block failed with s1_nonpositive, and had it not, its length would
+    have been bounded for intensities the source never sent)."""
+    cfg = load_config(None)
+    params = cfg["simulate"]["params"]
+    node = LinkNode("alice", cfg, ("127.0.0.1", 1), workdir=tmp_path)
+    assert node.config["timing"]["mu"] == list(params.mu)
+    assert node.config["key_length"]["mu"] == list(params.mu)
+    assert node.config["key_length"]["p_mu"] == list(params.p_mu)
+    assert "key_length" not in cfg  # the caller's configuration is not changed

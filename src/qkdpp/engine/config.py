@@ -55,6 +55,14 @@ SESSION_DEFAULTS: dict[str, Any] = {
     "tail_fraction": 0.3,
 }
 SECTIONS = ("session", "simulate", "timing", "keystore", *SIFT_STAGES, *BLOCK_STAGES)
+# The built-in link's intensities, their probabilities and the Z-basis probability at both ends
+# (`qkdpp demo`, `qkdpp node` and `qkdpp simulate` where nothing else is given): the finite-key
+# optimum for 1e6-bit blocks at 25 km from ``qkdpp keyrate --distances 25 --block-sizes 1e6
+# --p-ap 0`` (qkdpp.engine.demo). The simulator's own defaults (LinkParams: μ 0.5 / 0.1,
+# p 0.7 / 0.2 / 0.1, p_z 0.9) give no key at that block size (s1 bound ≤ 0).
+LINK_MU = [0.58, 0.26, 2e-4]
+LINK_P_MU = [0.31, 0.52, 0.17]
+LINK_P_Z = 0.83
 
 
 def load_config(path: str | Path | None) -> dict[str, Any]:
@@ -119,6 +127,9 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
             f"{source}: unknown key(s) {bad} in [simulate]; allowed: "
             f"{sorted(fields | {'n_slots', 'seed'})}"
         )
+    for k, v in (("mu", LINK_MU), ("p_mu", LINK_P_MU), ("p_z_alice", LINK_P_Z)):
+        sim.setdefault(k, v)
+    sim.setdefault("p_z_bob", LINK_P_Z)
     for k, v in list(sim.items()):
         if isinstance(v, list):
             sim[k] = tuple(v)
@@ -134,6 +145,27 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
     out["session"] = session
     out["simulate"] = {"params": params, "n_slots": n_slots, "seed": seed}
     return out
+
+
+def with_source_defaults(config: dict[str, Any], params: LinkParams) -> dict[str, Any]:
+    """``config`` with the source's intensities (``[timing] mu``, ``[key_length] mu``), their
+    probabilities (``[key_length] p_mu``), slot length and channel map where it is silent: the
+    pilot and the finite-key bound must describe the source that made the data (a capture's
+    header for ``qkdpp process``, ``[simulate]`` for ``qkdpp node``). A copy; values the
+    configuration gives are kept."""
+    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    timing = cfg.setdefault("timing", {})
+    timing.setdefault("mu", list(params.mu))
+    timing.setdefault("slot_ps", params.slot_ps)
+    if "channel_map" not in timing:
+        timing["channel_map"] = {
+            str(c): [b, v]
+            for c, (b, v) in zip(params.channels, ((0, 0), (0, 1), (1, 0), (1, 1)), strict=True)
+        }
+    key_length = cfg.setdefault("key_length", {})
+    key_length.setdefault("mu", list(params.mu))
+    key_length.setdefault("p_mu", list(params.p_mu))
+    return cfg
 
 
 def block_stage_configs(

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from qkdpp.engine.config import validate
+from qkdpp.engine.config import LINK_MU, LINK_P_MU, LINK_P_Z, validate
 
-DEMO_MU = [0.58, 0.26, 2e-4]
-DEMO_P_MU = [0.31, 0.52, 0.17]
-DEMO_P_Z = 0.83
+DEMO_MU = LINK_MU
+DEMO_P_MU = LINK_P_MU
+DEMO_P_Z = LINK_P_Z
 
 
 def demo_config(

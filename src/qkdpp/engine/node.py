@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from qkdpp.engine.config import block_stage_configs
+from qkdpp.engine.config import block_stage_configs, with_source_defaults
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine
 from qkdpp.engine.report import block_row
@@ -131,7 +131,9 @@ class LinkNode:
         if first_chunk < 1:
             raise ConfigError(f"first_chunk must be >= 1, got {first_chunk}")
         self.role = Role(role)
-        self.config = config
+        # the pilot and the key length describe the simulated source where the configuration
+        # is silent (they must: its intensities are what the finite-key bound assumes)
+        self.config = with_source_defaults(config, config["simulate"]["params"])
         self.address = address
         self.workdir = Path(workdir)
         self.speed = speed

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qkdpp.engine import warm
-from qkdpp.engine.config import load_config
+from qkdpp.engine.config import load_config, with_source_defaults
 from qkdpp.engine.inputs import link_params_from_header, load_alice_record, load_bob_events
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.report import block_row, format_table, summary
@@ -71,19 +71,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _with_link_defaults(config: dict[str, Any], header: dict[str, Any]) -> dict[str, Any]:
     """Take intensities and channel map from the capture header when the config is silent."""
     params = link_params_from_header(header)
-    if params is None:
-        return config
-    cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
-    cfg.setdefault("timing", {}).setdefault("mu", list(params.mu))
-    cfg["timing"].setdefault("slot_ps", params.slot_ps)
-    if "channel_map" not in cfg["timing"]:
-        cfg["timing"]["channel_map"] = {
-            str(c): [b, v]
-            for c, (b, v) in zip(params.channels, ((0, 0), (0, 1), (1, 0), (1, 1)), strict=True)
-        }
-    cfg.setdefault("key_length", {}).setdefault("mu", list(params.mu))
-    cfg["key_length"].setdefault("p_mu", list(params.p_mu))
-    return cfg
+    return config if params is None else with_source_defaults(config, params)
+
+
+def _check_intensities(config: dict[str, Any], source: str) -> None:
+    """ConfigError when neither the configuration nor ``source`` (a capture with the
+    simulator's link header) gives the intensities the source sent and their probabilities:
+    the timing pilot and the decoy finite-key bound must use the true values (before
+    2026-11-28 the stages' own, differing defaults were used without a word)."""
+    key_length = config.get("key_length", {})
+    missing = [f"[key_length] {k}" for k in ("mu", "p_mu") if k not in key_length]
+    if "mu" not in config.get("timing", {}):
+        missing.append("[timing] mu")
+    if key_length.get("protocol", "lim2014") == "tomamichel2012":
+        missing = [m for m in missing if m.startswith("[timing]")]
+    if missing:
+        raise ConfigError(
+            f"the source's intensities are unknown: {source} does not record them and the "
+            f"configuration gives no {', '.join(missing)}; the timing pilot and the finite-key "
+            "bound must use the values the source really sent: give them in --config "
+            "(docs/config.md)"
+        )
 
 
 class _Progress:
@@ -122,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         alice = load_alice_record(args.inputs[0])
         bob, header = load_bob_events(args.inputs[1])
         config = _with_link_defaults(config, header)
+        _check_intensities(config, args.inputs[1])
         transports = None  # both parties in one thread per lane (qkdpp.protocol.coop)
         if plan:
             ta, tb = loopback_pair()
@@ -202,6 +211,7 @@ def _run_one(
         data, header = load_bob_events(args.inputs[0])
         config = _with_link_defaults(config, header)
         n_slots = 0  # learnt from the timing exchange: Bob assigns slots within Alice's range
+    _check_intensities(config, args.inputs[0])
     timeout = float(config["session"]["timeout_s"])
     try:
         if role is Role.ALICE:
