@@ -145,3 +145,16 @@ def test_default_node_describes_its_own_source(tmp_path: Path) -> None:
     assert node.config["key_length"]["mu"] == list(params.mu)
     assert node.config["key_length"]["p_mu"] == list(params.p_mu)
     assert "key_length" not in cfg  # the caller's configuration is not changed
+
+
+def test_node_refuses_a_key_length_for_another_source(tmp_path: Path) -> None:
+    """[key_length] intensities that the simulated source does not send are a ConfigError
+    naming both (the node would have bounded the key for a source that does not exist)."""
+    from qkdpp.engine.config import validate
+    from qkdpp.errors import ConfigError
+
+    cfg = validate({"key_length": {"mu": [0.6, 0.2, 2e-4]}})
+    with pytest.raises(ConfigError, match=r"\[key_length\] mu = \[0.6, 0.2, 0.0002\] is not"):
+        LinkNode("alice", cfg, ("127.0.0.1", 1), workdir=tmp_path)
+    cfg = validate({"simulate": {"p_mu": [0.7, 0.2, 0.1]}, "key_length": {"p_mu": [0.7, 0.2, 0.1]}})
+    LinkNode("alice", cfg, ("127.0.0.1", 1), workdir=tmp_path)  # the same source: accepted

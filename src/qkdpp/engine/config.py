@@ -168,6 +168,26 @@ def with_source_defaults(config: dict[str, Any], params: LinkParams) -> dict[str
     return cfg
 
 
+def check_source_agrees(config: dict[str, Any], params: LinkParams) -> None:
+    """ConfigError when the configuration describes another source than ``params`` (the
+    simulated one of ``qkdpp node``): ``[timing] mu``, ``[key_length] mu`` or ``p_mu`` given and
+    different from what the source sends (the key would be bounded for intensities it never
+    sent)."""
+    source = {"mu": list(params.mu), "p_mu": list(params.p_mu)}
+    for section, keys in (("timing", ("mu",)), ("key_length", ("mu", "p_mu"))):
+        for k in keys:
+            given = config.get(section, {}).get(k)
+            if given is None:
+                continue
+            n = len(given) if isinstance(given, (list, tuple)) else -1
+            if n < 2 or [float(x) for x in given] != source[k][:n]:
+                raise ConfigError(
+                    f"[{section}] {k} = {given!r} is not what the simulated source sends "
+                    f"([simulate] {k} = {source[k]}): the pilot and the finite-key bound must "
+                    "describe the source; give the same values or leave them out"
+                )
+
+
 def block_stage_configs(
     config: dict[str, Any], workdir: str | Path, role: str
 ) -> list[dict[str, Any]]:
