@@ -136,3 +136,23 @@ def test_too_short_a_capture_is_explained(capture: Path, tmp_path: Path) -> None
     assert "0/0 blocks" in out.stdout
     assert "sifted key bits formed no key block" in out.stdout
     assert "block_size = 50000000" in out.stdout
+
+
+def test_config_contradicting_the_capture_is_refused(capture: Path, tmp_path: Path) -> None:
+    """A configuration whose key-length intensities differ from those the simulated capture's
+    header records is refused, naming both (the key would be bounded for another source)."""
+    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
+    (tmp_path / "other.toml").write_text("[key_length]\nmu = [0.5, 0.1, 2e-4]\n")
+    out = _qkdpp(
+        "process",
+        "sim/alice.npz",
+        "sim/bob.qkdc",
+        "--config",
+        str(tmp_path / "other.toml"),
+        "--workdir",
+        str(tmp_path),
+        cwd=capture,
+    )
+    assert out.returncode == 1
+    assert "[key_length] mu = [0.5, 0.1, 0.0002] is not what the simulated source" in out.stderr
+    assert "[simulate] mu = [0.58, 0.26, 0.0002]" in out.stderr

@@ -170,9 +170,9 @@ def with_source_defaults(config: dict[str, Any], params: LinkParams) -> dict[str
 
 def check_source_agrees(config: dict[str, Any], params: LinkParams) -> None:
     """ConfigError when the configuration describes another source than ``params`` (the
-    simulated one of ``qkdpp node``): ``[timing] mu``, ``[key_length] mu`` or ``p_mu`` given and
-    different from what the source sends (the key would be bounded for intensities it never
-    sent)."""
+    simulated one of ``qkdpp node``, or the one a simulated capture's header records):
+    ``[timing] mu``, ``[key_length] mu`` or ``p_mu`` given and different from what the source
+    sends (the key would be bounded for intensities it never sent)."""
     source = {"mu": list(params.mu), "p_mu": list(params.p_mu)}
     for section, keys in (("timing", ("mu",)), ("key_length", ("mu", "p_mu"))):
         for k in keys:
