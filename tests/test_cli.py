@@ -280,3 +280,14 @@ def test_simulate_defaults_are_the_demo_link() -> None:
     args = build_parser().parse_args(["simulate"])
     assert list(args.mu) == DEMO_MU and list(args.p_mu) == DEMO_P_MU and args.p_z == DEMO_P_Z
     assert args.slots >= 150_000_000  # ≥ 1e6 sifted key bits at 25 km
+
+
+def test_demo_explains_too_few_slots_for_a_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """3e7 slots at 25 km give ≈ 2e5 sifted key bits, less than the shortest last block: the
+    demo says so and what to do (before 2026-11-28: '0/0 blocks' and nothing else)."""
+    assert main(["demo", "--slots", "3e7", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "0/0 blocks" in out
+    assert "sifted key bits formed no key block" in out and "simulate more (--slots)" in out

@@ -119,3 +119,24 @@ def summary(
     if rep_rate_hz:
         out["secret_key_rate_bps_at_source_rate"] = key / (n_slots / rep_rate_hz)
     return out
+
+
+def unused_bits_note(
+    stats: dict[str, Any],
+    session: dict[str, Any],
+    remedy: str = "process a longer capture, or lower block_size (a shorter block pays more for "
+    "its finite-key bound)",
+) -> str | None:
+    """A line for sifted key bits that formed no block (too short a capture), else ``None``.
+    ``stats``: one party's counters, or both parties' under ``"alice"`` and ``"bob"`` (they
+    hold the same bits); ``remedy``: what to do about it."""
+    n = int(stats.get("bob", stats).get("key_bits_unused", 0))
+    if n <= 0:
+        return None
+    size = int(session["block_size"])
+    least = max(1, math.ceil(float(session["tail_fraction"]) * size))
+    return (
+        f"note: {n} sifted key bits formed no key block: a block takes [session] block_size = "
+        f"{size} bits, the last one of a capture at least tail_fraction x block_size = {least}; "
+        f"{remedy}"
+    )

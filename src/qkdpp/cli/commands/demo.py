@@ -16,7 +16,7 @@ from qkdpp.engine import warm
 from qkdpp.engine.demo import demo_config
 from qkdpp.engine.inputs import make_demo_bootstrap
 from qkdpp.engine.keys import compare_stores
-from qkdpp.engine.report import block_row, format_table, summary
+from qkdpp.engine.report import block_row, format_table, summary, unused_bits_note
 from qkdpp.engine.run import run_local
 from qkdpp.io.simulator import check_memory, simulate_link
 
@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+_COLD = "; this first run also compiled the numba kernels, cached for the next runs)"
+
+
 def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="qkdpp-demo-") as tmp:
         workdir = args.workdir or Path(tmp)
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
         say(f"simulating {args.slots:.3g} slots of a {args.km:g} km link ...")
         check_memory(args.slots)  # before the compile helper starts
-        warm.start(cfg)  # a first run compiles reconciliation meanwhile, in a second process
+        # a first run compiles reconciliation meanwhile, in a second process
+        cold = warm.start(cfg) is not None
         t0 = time.perf_counter()
         alice, bob, _truth = simulate_link(params, args.slots, args.seed)
         t_sim = time.perf_counter() - t0
@@ -83,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"\n{s['blocks_ok']}/{s['blocks']} blocks → {s['secret_key_bits']} secret bits; "
                 f"{s['sifted_key_bits_processed']} sifted key bits in {t_run:.1f} s "
-                f"({(s['sifted_bits_per_s'] or 0) / 1e6:.2f} Mbit/s sifted key processed; the "
-                "first run of an installation also compiles the numba kernels, cached after)"
+                f"({(s['sifted_bits_per_s'] or 0) / 1e6:.2f} Mbit/s sifted key processed"
+                + (_COLD if cold else ")")
             )
+            note = unused_bits_note(report["stats"], cfg["session"], "simulate more (--slots)")
+            if note:
+                print(note)
             if s.get("secret_key_rate_bps_at_source_rate") is not None:
                 print(
                     f"secret key rate of the simulated link: "

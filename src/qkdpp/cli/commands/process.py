@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 import uuid
@@ -21,7 +20,7 @@ from qkdpp.engine import warm
 from qkdpp.engine.config import check_source_agrees, load_config, with_source_defaults
 from qkdpp.engine.inputs import link_params_from_header, load_alice_record, load_bob_events
 from qkdpp.engine.keys import compare_stores
-from qkdpp.engine.report import block_row, format_table, summary
+from qkdpp.engine.report import block_row, format_table, summary, unused_bits_note
 from qkdpp.engine.run import run_local, run_party
 from qkdpp.errors import ConfigError, TransportError
 from qkdpp.frame import Frame, Role
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             f"keys identical at both ends: {'yes' if k['identical'] else 'NO'} "
             f"({k['keys']} keys, {k['bits']} bits)"
         )
-    note = _unused_note(report["stats"], config["session"])
+    note = unused_bits_note(report["stats"], config["session"])
     if note:
         print(note)
     for e in report["errors"]:
@@ -179,23 +178,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0 if ok else 1
-
-
-def _unused_note(stats: dict[str, Any], session: dict[str, Any]) -> str | None:
-    """A line for sifted key bits that formed no block (too short a capture), else ``None``.
-    ``stats``: one party's counters, or both parties' under ``"alice"`` and ``"bob"`` (they
-    hold the same bits)."""
-    n = int(stats.get("bob", stats).get("key_bits_unused", 0))
-    if n <= 0:
-        return None
-    size = int(session["block_size"])
-    least = max(1, math.ceil(float(session["tail_fraction"]) * size))
-    return (
-        f"note: {n} sifted key bits formed no key block: a block takes [session] block_size = "
-        f"{size} bits, the last one of a capture at least tail_fraction x block_size = {least}; "
-        "process a longer capture, or lower block_size (a shorter block pays more for its "
-        "finite-key bound)"
-    )
 
 
 def _run_one(
