@@ -117,21 +117,19 @@ def test_process_rejects_bad_input_clearly(capture: Path, tmp_path: Path) -> Non
     assert out.returncode == 1 and "unknown section" in out.stderr
 
 
+def _process_with(config: str, capture: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`qkdpp process` of the module's capture with the configuration text ``config``."""
+    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
+    (tmp_path / "link.toml").write_text(config)
+    cfg, work = str(tmp_path / "link.toml"), str(tmp_path)
+    args = ("sim/alice.npz", "sim/bob.qkdc", "--config", cfg, "--workdir", work)
+    return _qkdpp("process", *args, cwd=capture)
+
+
 def test_too_short_a_capture_is_explained(capture: Path, tmp_path: Path) -> None:
     """Sifted key bits that form no block are reported with what to change (before 2026-11-28
     a capture shorter than a block printed '0/0 blocks' and nothing else)."""
-    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
-    (tmp_path / "big.toml").write_text("[session]\nblock_size = 50000000\n")
-    out = _qkdpp(
-        "process",
-        "sim/alice.npz",
-        "sim/bob.qkdc",
-        "--config",
-        str(tmp_path / "big.toml"),
-        "--workdir",
-        str(tmp_path),
-        cwd=capture,
-    )
+    out = _process_with("[session]\nblock_size = 50000000\n", capture, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0/0 blocks" in out.stdout
     assert "sifted key bits formed no key block" in out.stdout
@@ -141,18 +139,7 @@ def test_too_short_a_capture_is_explained(capture: Path, tmp_path: Path) -> None
 def test_config_contradicting_the_capture_is_refused(capture: Path, tmp_path: Path) -> None:
     """A configuration whose key-length intensities differ from those the simulated capture's
     header records is refused, naming both (the key would be bounded for another source)."""
-    assert _qkdpp("bootstrap", str(tmp_path), cwd=capture).returncode == 0
-    (tmp_path / "other.toml").write_text("[key_length]\nmu = [0.5, 0.1, 2e-4]\n")
-    out = _qkdpp(
-        "process",
-        "sim/alice.npz",
-        "sim/bob.qkdc",
-        "--config",
-        str(tmp_path / "other.toml"),
-        "--workdir",
-        str(tmp_path),
-        cwd=capture,
-    )
+    out = _process_with("[key_length]\nmu = [0.5, 0.1, 2e-4]\n", capture, tmp_path)
     assert out.returncode == 1
     assert "[key_length] mu = [0.5, 0.1, 0.0002] is not what the simulated source" in out.stderr
     assert "[simulate] mu = [0.58, 0.26, 0.0002]" in out.stderr
