@@ -158,3 +158,13 @@ def test_node_refuses_a_key_length_for_another_source(tmp_path: Path) -> None:
         LinkNode("alice", cfg, ("127.0.0.1", 1), workdir=tmp_path)
     cfg = validate({"simulate": {"p_mu": [0.7, 0.2, 0.1]}, "key_length": {"p_mu": [0.7, 0.2, 0.1]}})
     LinkNode("alice", cfg, ("127.0.0.1", 1), workdir=tmp_path)  # the same source: accepted
+
+
+def test_intensities_that_are_not_numbers_are_a_config_error(tmp_path: Path) -> None:
+    """A list of strings as intensities is a ConfigError, not a bare ValueError traceback."""
+    from qkdpp.engine.config import validate
+    from qkdpp.errors import ConfigError
+
+    cfg = validate({"key_length": {"mu": ["a", "b", "c"]}})
+    with pytest.raises(ConfigError, match=r"\[key_length\] mu = \['a', 'b', 'c'\] is not"):
+        LinkNode("alice", cfg, ("127.0.0.1", 1), workdir=tmp_path)

@@ -180,7 +180,11 @@ def check_source_agrees(config: dict[str, Any], params: LinkParams) -> None:
             if given is None:
                 continue
             n = len(given) if isinstance(given, (list, tuple)) else -1
-            if n < 2 or [float(x) for x in given] != source[k][:n]:
+            try:  # (not numbers: refused below like other values)
+                values = [float(x) for x in given] if n >= 2 else None
+            except (TypeError, ValueError):
+                values = None
+            if values != source[k][:n]:
                 raise ConfigError(
                     f"[{section}] {k} = {given!r} is not what the simulated source sends "
                     f"([simulate] {k} = {source[k]}): the pilot and the finite-key bound must "
