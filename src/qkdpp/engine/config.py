@@ -29,6 +29,7 @@ Unknown sections and unknown keys are errors that name the section, the key and 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,13 @@ def validate(data: dict[str, Any], source: str = "configuration") -> dict[str, A
             f"{source}: unknown key(s) {bad} in [simulate]; allowed: "
             f"{sorted(fields | {'n_slots', 'seed'})}"
         )
-    for k, v in (("mu", LINK_MU), ("p_mu", LINK_P_MU), ("p_z_alice", LINK_P_Z)):
+    for k, v in (
+        ("mu", LINK_MU),
+        ("p_mu", LINK_P_MU),
+        ("p_z_alice", LINK_P_Z),
+        ("p_z_bob", LINK_P_Z),
+    ):
         sim.setdefault(k, v)
-    sim.setdefault("p_z_bob", LINK_P_Z)
     for k, v in list(sim.items()):
         if isinstance(v, list):
             sim[k] = tuple(v)
@@ -152,7 +157,9 @@ def with_source_defaults(config: dict[str, Any], params: LinkParams) -> dict[str
     probabilities (``[key_length] p_mu``), slot length and channel map where it is silent: the
     pilot and the finite-key bound must describe the source that made the data (a capture's
     header for ``qkdpp process``, ``[simulate]`` for ``qkdpp node``). A copy; values the
-    configuration gives are kept."""
+    configuration gives are kept, and must agree with the source (:func:`check_source_agrees`:
+    ConfigError)."""
+    check_source_agrees(config, params)
     cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
     timing = cfg.setdefault("timing", {})
     timing.setdefault("mu", list(params.mu))
@@ -190,6 +197,12 @@ def check_source_agrees(config: dict[str, Any], params: LinkParams) -> None:
                     f"([simulate] {k} = {source[k]}): the pilot and the finite-key bound must "
                     "describe the source; give the same values or leave them out"
                 )
+
+
+def tail_min_bits(session: dict[str, Any]) -> int:
+    """The fewest pending key bits that still form a capture's last, shorter block
+    (``tail_fraction x block_size``, at least 1)."""
+    return max(1, math.ceil(float(session["tail_fraction"]) * session["block_size"]))
 
 
 def block_stage_configs(

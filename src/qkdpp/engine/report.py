@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from qkdpp.engine.config import tail_min_bits
 from qkdpp.frame import Frame
 
 RECONCILERS = ("cascade", "ldpc")
@@ -134,7 +135,7 @@ def unused_bits_note(
     if n <= 0:
         return None
     size = int(session["block_size"])
-    least = max(1, math.ceil(float(session["tail_fraction"]) * size))
+    least = tail_min_bits(session)
     return (
         f"note: {n} sifted key bits formed no key block: a block takes [session] block_size = "
         f"{size} bits, the last one of a capture at least tail_fraction x block_size = {least}; "

